@@ -1,0 +1,125 @@
+"""Requests, instances and what the adapters hand back to the pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from idds_vis.domain.expiry import DEFAULT_TTL
+from idds_vis.domain.naming import instance_name, url_prefix
+from idds_vis.domain.phases import Phase
+
+DEFAULT_TOOL = "mlflow"
+
+
+@dataclass(frozen=True)
+class InstanceKey:
+    """The idempotency key: one live instance per (task id, tool)."""
+
+    task_id: str
+    tool: str = DEFAULT_TOOL
+
+    @property
+    def name(self) -> str:
+        return instance_name(self.task_id, self.tool)
+
+
+@dataclass(frozen=True)
+class VisRequest:
+    task_id: str
+    source: str | None = None
+    tool: str = DEFAULT_TOOL
+    ttl: timedelta = DEFAULT_TTL
+    origin: str = "cli"
+    requested_by: str | None = None
+
+    @property
+    def key(self) -> InstanceKey:
+        return InstanceKey(self.task_id, self.tool)
+
+
+@dataclass(frozen=True)
+class PhaseEvent:
+    task_id: str
+    tool: str
+    phase: Phase
+    at: datetime
+    reason: str | None = None
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One row of the ledger: the state of one (task, tool) visualization."""
+
+    task_id: str
+    tool: str
+    name: str
+    phase: Phase
+    source: str | None
+    ttl: timedelta
+    created_at: datetime
+    updated_at: datetime
+    attempt: int = 1
+    origin: str = "cli"
+    requested_by: str | None = None
+    url: str | None = None
+    expires_at: datetime | None = None
+    reason: str | None = None
+    handle: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> InstanceKey:
+        return InstanceKey(self.task_id, self.tool)
+
+    @property
+    def prefix(self) -> str:
+        return url_prefix(self.name)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "tool": self.tool,
+            "name": self.name,
+            "phase": self.phase.value,
+            "source": self.source,
+            "ttl_seconds": int(self.ttl.total_seconds()),
+            "url": self.url,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "reason": self.reason,
+            "attempt": self.attempt,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
+class StagedArtefacts:
+    """What staging produced: where the data is and what a reachable UI must list."""
+
+    root: str
+    layout: str  # "sqlite" (an mlflow.db) or "file-store" (an mlruns tree)
+    store_path: str  # the mlflow.db file or the mlruns directory, inside root
+    experiments: tuple[str, ...]  # experiment names a working UI lists
+    files: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Where a deployed UI answers; ``handle`` is what the deployer needs to find it again."""
+
+    url: str
+    health_url: str
+    handle: dict[str, Any] = field(default_factory=dict)
+    host_header: str | None = None
+
+
+@dataclass(frozen=True)
+class RunningUI:
+    """A UI the deployer found running, for the reconciler to compare with the ledger."""
+
+    name: str
+    handle: dict[str, Any]
+    healthy: bool = True

@@ -1,0 +1,33 @@
+"""Names derived from the idempotency key: DNS-1123 labels, at most 63 characters."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from idds_vis.domain.errors import InvalidRequest
+
+MAX_NAME = 63
+_NON_ALNUM = re.compile(r"[^a-z0-9]+")
+_TOOL = re.compile(r"^[a-z][a-z0-9]{0,15}$")
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def instance_name(task_id: str, tool: str) -> str:
+    """``<tool>-<slug>-<hash8>``; the hash is of the raw id so ``user.x/y`` and ``user.x.y`` differ."""
+    if not task_id:
+        raise InvalidRequest("task id is empty")
+    if not _TOOL.match(tool):
+        raise InvalidRequest(f"tool name {tool!r} is not a short lower-case word")
+    digest = hashlib.sha256(task_id.encode("utf-8")).hexdigest()[:8]
+    room = MAX_NAME - len(tool) - len(digest) - 2
+    slug = _NON_ALNUM.sub("-", task_id.lower()).strip("-")[:room].strip("-") or "task"
+    return f"{tool}-{slug}-{digest}"
+
+
+def is_dns1123_label(name: str) -> bool:
+    return len(name) <= MAX_NAME and bool(DNS1123_LABEL.match(name))
+
+
+def url_prefix(name: str) -> str:
+    return f"/vis/{name}"

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime
+from typing import Any, Protocol
+
+from idds_vis.domain.models import Instance, InstanceKey, PhaseEvent, VisRequest
+from idds_vis.domain.phases import Phase
+
+
+class Ledger(Protocol):
+    """The durable record of every request, its phases and its teardown schedule.
+
+    Every method commits before it returns: what it returned is durable.
+    """
+
+    async def open(self) -> None:
+        """Create the schema if it is missing."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def submit(self, request: VisRequest, now: datetime) -> tuple[Instance, bool]:
+        """Insert the request unless (task, tool) has a record; return it and whether it is new.
+
+        Safe under concurrency: two racing submits of one key give one record.
+        """
+        ...
+
+    async def get(self, key: InstanceKey) -> Instance | None: ...
+
+    async def get_by_name(self, name: str) -> Instance | None: ...
+
+    async def list(self, phases: Collection[Phase] | None = None) -> list[Instance]: ...
+
+    async def claim(self, now: datetime, claimant: str) -> Instance | None:
+        """Move the oldest ``requested`` record to ``resolving`` for this claimant, or None."""
+        ...
+
+    async def transition(
+        self,
+        key: InstanceKey,
+        phase: Phase,
+        now: datetime,
+        *,
+        expect: Collection[Phase] | None = None,
+        reason: str | None = None,
+        url: str | None = None,
+        expires_at: datetime | None = None,
+        handle: dict[str, Any] | None = None,
+        source: str | None = None,
+    ) -> Instance:
+        """Change phase (checked against the state machine and ``expect``) and log the event.
+
+        Raises InvalidTransition when the record is not in an allowed phase any more.
+        """
+        ...
+
+    async def set_expiry(self, key: InstanceKey, expires_at: datetime, now: datetime) -> Instance:
+        ...
+
+    async def due(self, now: datetime) -> list[Instance]:
+        """Live records whose ``expires_at`` has passed."""
+        ...
+
+    async def next_expiry(self) -> datetime | None: ...
+
+    async def history(self, key: InstanceKey) -> list[PhaseEvent]: ...
+
+    async def relaunch(self, key: InstanceKey, now: datetime) -> Instance:
+        """Move a terminal record back to ``requested`` (attempt + 1)."""
+        ...

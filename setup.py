@@ -1,0 +1,53 @@
+"""idds-vis: on-demand, read-only MLflow UIs for finished PanDA/iDDS training tasks."""
+
+from setuptools import find_packages, setup
+
+# The agent's own dependencies stay light (no mlflow import in the agent); mlflow is needed by
+# `idds-vis serve-ui` and `idds-vis demo`, which run the UI and the demo training.
+install_requires = [
+    "aiohttp>=3.9,<4",
+    "click>=8.1,<9",
+    "rich>=13,<16",
+    "SQLAlchemy[asyncio]>=2.0.30,<2.2",
+    "aiosqlite>=0.20,<0.23",
+    "asyncpg>=0.29,<0.33",
+    "psutil>=5.9,<8",
+    "PyYAML>=6,<7",
+]
+
+extras_require = {
+    # The UI runtime and the demo: one pinned mlflow version, tested end to end.
+    "ui": ["mlflow==3.17.2", "scikit-learn>=1.3,<2"],
+    "test": [
+        "pytest>=8,<10",
+        "pytest-asyncio>=0.24,<2",
+        "looptime>=0.2,<1",
+        "import-linter>=2.0,<3",
+    ],
+    "dev": [
+        "mypy>=1.10,<3",
+        "ruff>=0.5,<1",
+        "types-PyYAML>=6,<7",
+        "types-psutil>=5.9,<8",
+    ],
+}
+extras_require["all"] = sorted({d for deps in extras_require.values() for d in deps})
+
+setup(
+    name="idds-vis",
+    version="0.1.0",
+    description="Dedicated read-only MLflow UIs for finished PanDA/iDDS ML training tasks",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["idds_vis", "idds_vis.*"]),
+    package_data={"idds_vis": ["py.typed"]},
+    install_requires=install_requires,
+    extras_require=extras_require,
+    entry_points={"console_scripts": ["idds-vis=idds_vis.cli.main:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3.11",
+        "Framework :: AsyncIO",
+        "Topic :: Scientific/Engineering :: Physics",
+    ],
+)
