@@ -33,8 +33,8 @@ _ALLOWED: dict[Phase, frozenset[Phase]] = {
     Phase.STAGING: frozenset({Phase.DEPLOYING, Phase.REQUESTED, Phase.EXPIRING, Phase.FAILED}),
     Phase.DEPLOYING: frozenset({Phase.STARTING, Phase.REQUESTED, Phase.EXPIRING, Phase.FAILED}),
     Phase.STARTING: frozenset({Phase.READY, Phase.REQUESTED, Phase.EXPIRING, Phase.FAILED}),
-    # ready -> deploying: the reconciler restarts an instance whose process vanished.
-    Phase.READY: frozenset({Phase.EXPIRING, Phase.DEPLOYING, Phase.FAILED}),
+    # ready -> requested: the reconciler drives again an instance whose UI vanished.
+    Phase.READY: frozenset({Phase.EXPIRING, Phase.REQUESTED, Phase.FAILED}),
     Phase.EXPIRING: frozenset({Phase.EXPIRED, Phase.FAILED}),
     # A terminal instance only moves again when a person relaunches it.
     Phase.EXPIRED: frozenset({Phase.REQUESTED}),

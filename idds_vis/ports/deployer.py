@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 from idds_vis.domain.models import Deployment, Instance, RunningUI, StagedArtefacts
@@ -10,11 +11,17 @@ class Deployer(Protocol):
 
     name: str
 
+    def staging_dir(self, instance: Instance) -> Path | None:
+        """Where the agent stages the data, or None when the UI stages it itself (a pod)."""
+        ...
+
     async def deploy(self, instance: Instance, staged: StagedArtefacts | None) -> Deployment:
         """Start (or adopt) the UI for ``instance``; idempotent by ``instance.name``."""
         ...
 
-    async def wait_started(self, instance: Instance, deployment: Deployment, timeout: float) -> None:
+    async def wait_started(
+        self, instance: Instance, deployment: Deployment, timeout: float
+    ) -> None:
         """Return once the UI answers its health check; raise DeployError with a reason."""
         ...
 

@@ -56,8 +56,9 @@ class Ledger(Protocol):
         """
         ...
 
-    async def set_expiry(self, key: InstanceKey, expires_at: datetime, now: datetime) -> Instance:
-        ...
+    async def set_expiry(
+        self, key: InstanceKey, expires_at: datetime, now: datetime
+    ) -> Instance: ...
 
     async def due(self, now: datetime) -> list[Instance]:
         """Live records whose ``expires_at`` has passed."""

@@ -1,0 +1,3 @@
+from idds_vis.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The agent: intake from the ledger, pipeline workers, reaper and reconciler."""

@@ -1,0 +1,91 @@
+"""One request from claimed to ready: resolve, stage, deploy, verify, record."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from idds_vis.agent.events import EventBus
+from idds_vis.domain.errors import InvalidRequest, InvalidTransition, VisError
+from idds_vis.domain.expiry import expiry_after
+from idds_vis.domain.models import Instance
+from idds_vis.domain.phases import Phase
+from idds_vis.ports import Clock, Deployer, Ledger, ReadinessProbe, Recorder, Stager
+
+log = logging.getLogger(__name__)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        stager: Stager,
+        deployer: Deployer,
+        probe: ReadinessProbe,
+        clock: Clock,
+        events: EventBus,
+        recorders: Sequence[Recorder] = (),
+        start_timeout: float = 180.0,
+    ) -> None:
+        self.ledger = ledger
+        self.stager = stager
+        self.deployer = deployer
+        self.probe = probe
+        self.clock = clock
+        self.events = events
+        self.recorders = recorders
+        self.start_timeout = start_timeout
+
+    async def _to(self, inst: Instance, phase: Phase, **fields: Any) -> Instance:
+        updated = await self.ledger.transition(inst.key, phase, self.clock.now(), **fields)
+        self.events.publish(updated)
+        return updated
+
+    async def run(self, inst: Instance) -> Instance:
+        """Drive a claimed (resolving) request; any failure ends it failed with its reason."""
+        try:
+            return await self._drive(inst)
+        except InvalidTransition:
+            # Torn down or expired while we worked: whatever we started must not outlive it.
+            log.info("%s changed phase under the pipeline; cleaning up", inst.name)
+            await self.deployer.delete(inst)
+            current = await self.ledger.get(inst.key)
+            return current or inst
+        except VisError as exc:
+            return await self._fail(inst, exc.reason)
+        except Exception as exc:
+            log.exception("internal error while handling %s", inst.name)
+            return await self._fail(inst, f"internal error in idds-vis: {exc!r}")
+
+    async def _drive(self, inst: Instance) -> Instance:
+        source = self.resolve(inst)
+        inst = await self._to(inst, Phase.STAGING, source=source)
+        staged = None
+        dest = self.deployer.staging_dir(inst)
+        if dest is not None:
+            staged = await self.stager.stage(source, dest)
+        inst = await self._to(inst, Phase.DEPLOYING)
+        deployment = await self.deployer.deploy(inst, staged)
+        inst = await self._to(inst, Phase.STARTING, handle=deployment.handle)
+        await self.deployer.wait_started(inst, deployment, self.start_timeout)
+        await self.probe.verify(deployment, staged.experiments if staged else ())
+        # A restarted instance keeps the expiry it had: a restart never extends a TTL.
+        expires_at = inst.expires_at or expiry_after(self.clock.now(), inst.ttl)
+        inst = await self._to(inst, Phase.READY, url=deployment.url, expires_at=expires_at)
+        for recorder in self.recorders:
+            await recorder.record(inst)
+        return inst
+
+    def resolve(self, inst: Instance) -> str:
+        if not inst.source:
+            raise InvalidRequest(f"task {inst.task_id} names no artefact source")
+        return inst.source
+
+    async def _fail(self, inst: Instance, reason: str) -> Instance:
+        await self.deployer.delete(inst)
+        try:
+            return await self._to(inst, Phase.FAILED, reason=reason)
+        except InvalidTransition:
+            return await self.ledger.get(inst.key) or inst

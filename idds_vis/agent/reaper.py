@@ -1,0 +1,81 @@
+"""Tears instances down at ``expires_at``; the schedule is in the ledger, so it outlives restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+from idds_vis.agent.events import EventBus
+from idds_vis.domain.errors import InvalidTransition
+from idds_vis.domain.models import Instance
+from idds_vis.domain.phases import Phase
+from idds_vis.ports import Clock, Deployer, Ledger, Recorder
+
+log = logging.getLogger(__name__)
+
+
+class Reaper:
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        deployer: Deployer,
+        clock: Clock,
+        events: EventBus,
+        recorders: Sequence[Recorder] = (),
+        max_wait: float = 1.0,
+    ) -> None:
+        self.ledger = ledger
+        self.deployer = deployer
+        self.clock = clock
+        self.events = events
+        self.recorders = recorders
+        # Other processes (the CLI's extend/teardown, other agents) change expiries in the
+        # ledger: look again at least this often, which bounds lateness on top of the wait.
+        self.max_wait = max_wait
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self.reap_due()
+            delay = self.max_wait
+            nxt = await self.ledger.next_expiry()
+            if nxt is not None:
+                delay = min(delay, (nxt - self.clock.now()).total_seconds())
+            self._wake.clear()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+
+    async def reap_due(self) -> list[Instance]:
+        done = []
+        for inst in await self.ledger.due(self.clock.now()):
+            ended = await self.expire(inst)
+            if ended is not None:
+                done.append(ended)
+        return done
+
+    async def expire(self, inst: Instance) -> Instance | None:
+        try:
+            inst = await self.ledger.transition(inst.key, Phase.EXPIRING, self.clock.now())
+        except InvalidTransition:
+            return None  # someone else is ending it, or it already ended
+        self.events.publish(inst)
+        return await self.finish(inst)
+
+    async def finish(self, inst: Instance) -> Instance:
+        """Delete what runs and mark it expired (also used for an ``expiring`` left by a crash)."""
+        await self.deployer.delete(inst)
+        inst = await self.ledger.transition(
+            inst.key, Phase.EXPIRED, self.clock.now(), expect={Phase.EXPIRING}
+        )
+        self.events.publish(inst)
+        for recorder in self.recorders:
+            await recorder.record(inst)
+        log.info("%s expired", inst.name)
+        return inst

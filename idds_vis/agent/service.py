@@ -1,0 +1,159 @@
+"""The agent process: reconcile at start, then pipeline workers, reaper and periodic reconcile."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from idds_vis.agent.events import EventBus
+from idds_vis.agent.pipeline import Pipeline
+from idds_vis.agent.reaper import Reaper
+from idds_vis.agent.reconciler import Reconciler, ReconcileReport
+from idds_vis.domain.errors import InvalidRequest, NotFound
+from idds_vis.domain.expiry import check_ttl
+from idds_vis.domain.models import Instance, InstanceKey, VisRequest
+from idds_vis.domain.phases import TERMINAL
+from idds_vis.ports import Clock, Deployer, Ledger, ReadinessProbe, Recorder, Stager
+
+log = logging.getLogger(__name__)
+
+
+class Agent:
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        stager: Stager,
+        deployer: Deployer,
+        probe: ReadinessProbe,
+        clock: Clock,
+        recorders: Sequence[Recorder] = (),
+        workers: int = 4,
+        poll_interval: float = 0.5,
+        reconcile_interval: float = 60.0,
+        start_timeout: float = 180.0,
+        max_ttl: timedelta | None = None,
+        agent_id: str | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.deployer = deployer
+        self.clock = clock
+        self.events = EventBus()
+        self.workers = workers
+        self.poll_interval = poll_interval
+        self.reconcile_interval = reconcile_interval
+        self.max_ttl = max_ttl
+        self.agent_id = agent_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.pipeline = Pipeline(
+            ledger=ledger,
+            stager=stager,
+            deployer=deployer,
+            probe=probe,
+            clock=clock,
+            events=self.events,
+            recorders=recorders,
+            start_timeout=start_timeout,
+        )
+        self.reaper = Reaper(
+            ledger=ledger, deployer=deployer, clock=clock, events=self.events, recorders=recorders
+        )
+        self.reconciler = Reconciler(
+            ledger=ledger, deployer=deployer, reaper=self.reaper, clock=clock, events=self.events
+        )
+        self._work = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.started = asyncio.Event()
+
+    # -- requests ---------------------------------------------------------------------------
+    async def submit(self, request: VisRequest) -> tuple[Instance, bool]:
+        """Record the request durably (idempotent by task and tool) and wake a worker."""
+        check_ttl(request.ttl, self.max_ttl)
+        inst, created = await self.ledger.submit(request, self.clock.now())
+        if created:
+            self.events.publish(inst)
+            self._work.set()
+        return inst, created
+
+    async def extend(self, key: InstanceKey, by: timedelta) -> Instance:
+        inst = await self._get(key)
+        if inst.expires_at is None or inst.phase in TERMINAL:
+            raise InvalidRequest(
+                f"{inst.name} is {inst.phase.value}: only a live UI can be extended"
+            )
+        new_expiry = max(inst.expires_at, self.clock.now()) + by
+        if self.max_ttl is not None and new_expiry - self.clock.now() > self.max_ttl:
+            raise InvalidRequest("extending that far goes over the maximum TTL")
+        inst = await self.ledger.set_expiry(key, new_expiry, self.clock.now())
+        self.reaper.wake()
+        return inst
+
+    async def teardown(self, key: InstanceKey) -> Instance:
+        """Teardown is an expiry set to now: one durable mechanism for both."""
+        inst = await self._get(key)
+        if inst.phase in TERMINAL:
+            return inst
+        inst = await self.ledger.set_expiry(key, self.clock.now(), self.clock.now())
+        self.reaper.wake()
+        return inst
+
+    async def _get(self, key: InstanceKey) -> Instance:
+        inst = await self.ledger.get(key)
+        if inst is None:
+            raise NotFound(f"no visualization for task {key.task_id} ({key.tool})")
+        return inst
+
+    # -- running ----------------------------------------------------------------------------
+    async def start(self) -> ReconcileReport:
+        await self.ledger.open()
+        report = await self.reconciler.reconcile(startup=True)
+        log.info("start-up reconcile: %s", report)
+        self._tasks = [asyncio.create_task(self._worker(i)) for i in range(self.workers)]
+        self._tasks.append(asyncio.create_task(self.reaper.run()))
+        self._tasks.append(asyncio.create_task(self._reconcile_loop()))
+        self.started.set()
+        return report
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    async def run_forever(self) -> None:
+        await self.start()
+        try:
+            await asyncio.gather(*self._tasks)
+        finally:
+            await self.stop()
+
+    async def _worker(self, index: int) -> None:
+        claimant = f"{self.agent_id}/{index}"
+        while True:
+            inst = await self.ledger.claim(self.clock.now(), claimant)
+            if inst is None:
+                self._work.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._work.wait(), timeout=self.poll_interval)
+                continue
+            self.events.publish(inst)
+            self._work.set()  # there may be more: let another worker look
+            await self.pipeline.run(inst)
+            self.reaper.wake()
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await self.clock.sleep(self.reconcile_interval)
+            try:
+                await self.reconciler.reconcile(startup=False)
+            except Exception:
+                log.exception("periodic reconcile failed; trying again later")
+
+    def now(self) -> datetime:
+        return self.clock.now()

@@ -1,0 +1,1 @@
+"""The ``idds-vis`` command."""

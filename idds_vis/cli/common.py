@@ -1,0 +1,90 @@
+"""What the commands share: settings from options, running a coroutine, printing results."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from idds_vis.domain.errors import VisError
+from idds_vis.domain.expiry import parse_duration
+from idds_vis.domain.models import Instance
+from idds_vis.runtime.config import Settings, load_settings
+
+T = TypeVar("T")
+stderr = Console(stderr=True)
+
+
+class Duration(click.ParamType):
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, timedelta):
+            return value
+        try:
+            return parse_duration(value)
+        except VisError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION = Duration()
+
+
+def settings_from(ctx: click.Context) -> Settings:
+    obj: dict[str, Any] = ctx.find_root().obj
+    settings: Settings = obj["settings"]
+    return settings
+
+
+def make_settings(
+    config: Path | None, state_dir: Path | None, database_url: str | None
+) -> Settings:
+    return load_settings(config).replace(state_dir=state_dir, database_url=database_url)
+
+
+def run(coro_fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a command's coroutine; a VisError becomes a one-line message and exit code 1."""
+    try:
+        return asyncio.run(coro_fn())
+    except VisError as exc:
+        stderr.print(f"[red]error:[/red] {exc}")
+        sys.exit(1)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, sort_keys=True))
+
+
+def instances_table(instances: list[Instance]) -> Table:
+    table = Table("task", "tool", "phase", "url", "expires at", "reason")
+    for inst in instances:
+        table.add_row(
+            inst.task_id,
+            inst.tool,
+            inst.phase.value,
+            inst.url or "",
+            inst.expires_at.isoformat(timespec="seconds") if inst.expires_at else "",
+            inst.reason or "",
+        )
+    return table
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def gather_quietly(*aws: Awaitable[Any]) -> None:
+    await asyncio.gather(*aws, return_exceptions=True)

@@ -1,0 +1,154 @@
+"""Local-process deployer: one ``idds-vis serve-ui`` process per instance, on its own port."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import aiohttp
+
+from idds_vis.deploy import local_processes as procs
+from idds_vis.domain.errors import DeployError
+from idds_vis.domain.models import Deployment, Instance, RunningUI, StagedArtefacts
+from idds_vis.domain.naming import url_prefix
+from idds_vis.staging.info import write_staged_info
+from idds_vis.staging.permissions import make_writable
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class LocalProcessDeployer:
+    """UIs survive an agent restart (own session); the reconciler adopts or removes them."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        label: str,
+        bind_host: str = "127.0.0.1",
+        public_host: str = "127.0.0.1",
+        python: str = sys.executable,
+        poll_interval: float = 0.25,
+    ) -> None:
+        self.root = state_dir / "instances"
+        self.label = label
+        self.bind_host = bind_host
+        self.public_host = public_host
+        self.python = python
+        self.poll_interval = poll_interval
+
+    def instance_dir(self, name: str) -> Path:
+        return self.root / name
+
+    def staging_dir(self, instance: Instance) -> Path | None:
+        return self.instance_dir(instance.name) / "staged"
+
+    def _deployment(self, name: str, port: int, pid: int) -> Deployment:
+        prefix = url_prefix(name)
+        return Deployment(
+            url=f"http://{self.public_host}:{port}{prefix}/",
+            health_url=f"http://{self.bind_host}:{port}{prefix}/health",
+            handle={"pid": pid, "port": port},
+        )
+
+    async def deploy(self, instance: Instance, staged: StagedArtefacts | None) -> Deployment:
+        if staged is None:
+            raise DeployError("the local deployer needs staged artefacts")
+        for running in await asyncio.to_thread(procs.find_ui_processes, self.label):
+            if running.name == instance.name and running.port is not None:
+                return self._deployment(instance.name, running.port, running.pid)
+        await asyncio.to_thread(write_staged_info, staged)
+        port = _free_port(self.bind_host)
+        log = self.instance_dir(instance.name) / "ui.log"
+        env = dict(os.environ)
+        env.update(
+            IDDS_VIS_UI_LABEL=self.label,
+            IDDS_VIS_UI_NAME=instance.name,
+            IDDS_VIS_UI_PORT=str(port),
+        )
+        argv = [
+            self.python, "-m", "idds_vis", "serve-ui",
+            "--staged", staged.root,
+            "--prefix", url_prefix(instance.name),
+            "--host", self.bind_host,
+            "--port", str(port),
+            "--allowed-host", self.public_host,
+            "--cors-origin", f"http://{self.public_host}:{port}",
+        ]  # fmt: skip
+        out = await asyncio.to_thread(log.open, "ab")
+        with out:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # outlives an agent restart; stopped as a group
+            )
+        deployment = self._deployment(instance.name, port, proc.pid)
+        (self.instance_dir(instance.name) / "ui.json").write_text(json.dumps(deployment.handle))
+        # Reap the child when it exits so it never lingers as a zombie of the agent.
+        asyncio.get_running_loop().create_task(proc.wait())
+        return deployment
+
+    async def wait_started(
+        self, instance: Instance, deployment: Deployment, timeout: float
+    ) -> None:
+        pid = int(deployment.handle["pid"])
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        client_timeout = aiohttp.ClientTimeout(total=5)
+        async with aiohttp.ClientSession(timeout=client_timeout) as session:
+            while True:
+                try:
+                    async with session.get(deployment.health_url) as resp:
+                        if resp.status == 200:
+                            return
+                except (aiohttp.ClientError, TimeoutError):
+                    pass
+                code = await asyncio.to_thread(procs.exit_code, pid)
+                if code is not None:
+                    raise DeployError(
+                        f"the MLflow UI exited while starting (code {code}): "
+                        f"{self._last_log_line(instance.name)}"
+                    )
+                if loop.time() > deadline:
+                    raise DeployError(f"the MLflow UI did not answer within {timeout:.0f} s")
+                await asyncio.sleep(self.poll_interval)
+
+    def _last_log_line(self, name: str) -> str:
+        log = self.instance_dir(name) / "ui.log"
+        try:
+            lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+        except OSError:
+            return "no log"
+        return lines[-1][-300:] if lines else "no output"
+
+    async def delete(self, instance: Instance) -> None:
+        await self.delete_by_name(instance.name)
+
+    async def delete_by_name(self, name: str) -> None:
+        def _remove() -> None:
+            for running in procs.find_ui_processes(self.label):
+                if running.name == name:
+                    procs.stop_process_group(running.pid)
+            path = self.instance_dir(name)
+            make_writable(path)
+            shutil.rmtree(path, ignore_errors=True)
+
+        await asyncio.to_thread(_remove)
+
+    async def running(self) -> list[RunningUI]:
+        found = await asyncio.to_thread(procs.find_ui_processes, self.label)
+        return [RunningUI(p.name, {"pid": p.pid, "port": p.port}) for p in found]

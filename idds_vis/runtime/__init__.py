@@ -1,0 +1,1 @@
+"""Configuration and wiring: the one place adapters are chosen and handed to the agent."""

@@ -1,0 +1,77 @@
+"""Turn staged MLflow data into one read-only SQLite store the server can open anywhere."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from idds_vis.domain.errors import StagingError
+from idds_vis.domain.models import StagedArtefacts
+from idds_vis.staging.permissions import make_read_only
+from idds_vis.staging.rewrite import rewrite_artifact_locations
+
+PREPARED_DB = ".idds-vis/store.db"
+_MARKER = ".idds-vis/prepared.json"
+
+
+def prepare_store(staged: StagedArtefacts) -> Path:
+    """Return the SQLite file to serve; idempotent so a restarted UI reuses the prepared store.
+
+    A file store is migrated into SQLite so that one read-only mechanism (``mode=ro``) covers
+    both layouts; an older schema is upgraded on the staged copy, never on the source; artefact
+    locations from the training machine are pointed at the staged tree.
+    """
+    root = Path(staged.root)
+    marker = root / _MARKER
+    db = root / PREPARED_DB
+    if marker.exists() and db.exists():
+        return db
+    db.parent.mkdir(parents=True, exist_ok=True)
+    if staged.layout == "file-store":
+        _migrate_file_store(Path(staged.store_path), db)
+    elif staged.layout == "sqlite":
+        if Path(staged.store_path) != db:
+            db.write_bytes(Path(staged.store_path).read_bytes())
+        _upgrade_if_needed(db)
+    else:
+        raise StagingError(f"unknown MLflow layout {staged.layout!r}")
+    rewrite_artifact_locations(db, root)
+    marker.write_text(json.dumps({"layout": staged.layout, "db": PREPARED_DB}))
+    make_read_only(root)
+    return db
+
+
+def _migrate_file_store(mlruns: Path, db: Path) -> None:
+    from mlflow.store.fs2db import migrate
+
+    # migrate() wants the directory that holds mlruns/, so give it a view named that way.
+    parent = mlruns.parent
+    if mlruns.name != "mlruns":
+        view = db.parent / "fs-view"
+        view.mkdir(exist_ok=True)
+        link = view / "mlruns"
+        if not link.exists():
+            link.symlink_to(mlruns.resolve(), target_is_directory=True)
+        parent = view
+    try:
+        migrate(parent, f"sqlite:///{db}", progress=False)
+    except Exception as exc:  # the migrator raises bare exceptions on damaged trees
+        raise StagingError(f"the mlruns file store could not be read: {exc}") from exc
+
+
+def _upgrade_if_needed(db: Path) -> None:
+    from mlflow.store.db.utils import (
+        _get_latest_schema_revision,
+        _get_schema_version,
+        _upgrade_db,
+        create_sqlalchemy_engine,
+    )
+
+    engine = create_sqlalchemy_engine(f"sqlite:///{db}")
+    try:
+        if _get_schema_version(engine) != _get_latest_schema_revision():
+            _upgrade_db(engine)
+    except Exception as exc:
+        raise StagingError(f"the mlflow.db schema could not be upgraded: {exc}") from exc
+    finally:
+        engine.dispose()

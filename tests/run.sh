@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what the tests need on a fresh Debian machine with Python 3.11, then runs every check.
+# Idempotent: on a machine that has it all, it only runs the checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# Debian packages: a PostgreSQL server (the ledger tests start a throwaway one).
+missing=()
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+command -v runuser >/dev/null || missing+=(util-linux)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Python packages: the project with its UI runtime, test and dev extras (versions pinned in setup.py).
+"$PY" -m pip install -q --disable-pip-version-check -e '.[ui,test,dev]'
+
+echo "== ruff";        "$PY" -m ruff check idds_vis tests
+echo "== mypy";        "$PY" -m mypy
+echo "== pytest";      "$PY" -m pytest -q -p no:cacheprovider "$@"

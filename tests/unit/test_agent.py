@@ -1,0 +1,211 @@
+"""The agent's logic (pipeline, idempotency, reaper, reconciler) on a real SQLite ledger."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from idds_vis.domain.models import VisRequest
+from idds_vis.domain.phases import HAPPY_PATH, Phase
+from idds_vis.ledger import SqlLedger
+from tests.fakes import FakeDeployer, make_agent, wait_for_phase
+
+READY_OR_FAILED = {Phase.READY, Phase.FAILED}
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> SqlLedger:
+    return SqlLedger(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
+
+
+@pytest.fixture
+def deployer(tmp_path: Path) -> FakeDeployer:
+    return FakeDeployer(tmp_path / "instances")
+
+
+async def test_request_goes_through_every_phase_and_is_torn_down(ledger, deployer):
+    agent = make_agent(ledger, deployer)
+    events = agent.events.subscribe()
+    await agent.start()
+    try:
+        req = VisRequest("1001", source="archive.tgz", ttl=timedelta(hours=1))
+        await agent.submit(req)
+        async with asyncio.timeout(30):
+            ready = await wait_for_phase(agent, events, "1001", READY_OR_FAILED)
+        assert ready.phase is Phase.READY, ready.reason
+        assert ready.url == f"http://ui.example/vis/{ready.name}/"
+        assert ready.expires_at is not None
+        assert timedelta(minutes=59) < ready.expires_at - ready.updated_at <= timedelta(hours=1)
+        await agent.teardown(req.key)
+        async with asyncio.timeout(30):
+            ended = await wait_for_phase(agent, events, "1001", {Phase.EXPIRED})
+        assert ended.phase is Phase.EXPIRED
+        assert deployer.live == {}
+        history = [e.phase for e in await ledger.history(req.key)]
+        assert history == list(HAPPY_PATH)
+        stamps = [e.at for e in await ledger.history(req.key)]
+        assert stamps == sorted(stamps)
+    finally:
+        await agent.stop()
+        await ledger.close()
+
+
+async def test_duplicate_requests_give_one_instance_and_one_record(ledger, deployer):
+    agent = make_agent(ledger, deployer)
+    events = agent.events.subscribe()
+    await agent.start()
+    try:
+        req = VisRequest("2002", source="archive.tgz")
+        results = await asyncio.gather(*(agent.submit(req) for _ in range(10)))
+        assert sum(created for _, created in results) == 1
+        async with asyncio.timeout(30):
+            await wait_for_phase(agent, events, "2002", READY_OR_FAILED)
+        _, created_later = await agent.submit(req)
+        assert not created_later
+        assert deployer.deploys == [req.key.name]
+        assert [i.task_id for i in await ledger.list()] == ["2002"]
+    finally:
+        await agent.stop()
+        await ledger.close()
+
+
+async def test_a_failed_request_keeps_its_reason_and_the_agent_goes_on(ledger, deployer):
+    deployer.fail_start.add("3004")
+    agent = make_agent(ledger, deployer)
+    events = agent.events.subscribe()
+    await agent.start()
+    try:
+        await agent.submit(VisRequest("3003", source="bad:/nothing"))
+        await agent.submit(VisRequest("3004", source="archive.tgz"))
+        await agent.submit(VisRequest("3005", source="archive.tgz"))
+        async with asyncio.timeout(30):
+            bad = await wait_for_phase(agent, events, "3003", READY_OR_FAILED)
+            crashed = await wait_for_phase(agent, events, "3004", READY_OR_FAILED)
+            good = await wait_for_phase(agent, events, "3005", READY_OR_FAILED)
+        assert bad.phase is Phase.FAILED and bad.reason == "no MLflow data in bad:/nothing"
+        assert crashed.phase is Phase.FAILED and "exited while starting" in (crashed.reason or "")
+        assert good.phase is Phase.READY
+        assert set(deployer.live) == {good.name}  # the failed start left nothing running
+    finally:
+        await agent.stop()
+        await ledger.close()
+
+
+@pytest.mark.looptime
+async def test_reaper_expires_on_time_and_extend_moves_it(ledger, deployer):
+    agent = make_agent(ledger, deployer)
+    events = agent.events.subscribe()
+    await agent.start()
+    try:
+        req = VisRequest("4004", source="archive.tgz", ttl=timedelta(hours=24))
+        await agent.submit(req)
+        ready = await wait_for_phase(agent, events, "4004", READY_OR_FAILED)
+        assert ready.expires_at is not None
+        extended = await agent.extend(req.key, timedelta(hours=2))
+        assert extended.expires_at == ready.expires_at + timedelta(hours=2)
+        ended = await wait_for_phase(agent, events, "4004", {Phase.EXPIRED})
+        expiring = next(e for e in await ledger.history(req.key) if e.phase is Phase.EXPIRING)
+        assert expiring.at >= extended.expires_at
+        assert expiring.at - extended.expires_at <= timedelta(seconds=5)
+        assert ended.name not in deployer.live
+    finally:
+        await agent.stop()
+        await ledger.close()
+
+
+@pytest.mark.looptime
+async def test_schedule_survives_a_restart(ledger, deployer, tmp_path):
+    first = make_agent(ledger, deployer)
+    events = first.events.subscribe()
+    await first.start()
+    req = VisRequest("5005", source="archive.tgz", ttl=timedelta(hours=24))
+    await first.submit(req)
+    ready = await wait_for_phase(first, events, "5005", READY_OR_FAILED)
+    await first.stop()
+    await ledger.close()
+
+    ledger2 = SqlLedger(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
+    second = make_agent(ledger2, deployer)
+    events2 = second.events.subscribe()
+    report = await second.start()
+    try:
+        assert report.adopted == [ready.name]
+        assert deployer.deploys == [ready.name]  # adopted, not started again
+        await wait_for_phase(second, events2, "5005", {Phase.EXPIRED})
+        expiring = next(e for e in await ledger2.history(req.key) if e.phase is Phase.EXPIRING)
+        assert ready.expires_at is not None
+        assert timedelta(0) <= expiring.at - ready.expires_at <= timedelta(seconds=5)
+    finally:
+        await second.stop()
+        await ledger2.close()
+
+
+async def test_reconcile_removes_orphans_and_restarts_missing_uis(ledger, deployer, tmp_path):
+    first = make_agent(ledger, deployer)
+    events = first.events.subscribe()
+    await first.start()
+    req = VisRequest("6006", source="archive.tgz", ttl=timedelta(hours=24))
+    await first.submit(req)
+    async with asyncio.timeout(30):
+        ready = await wait_for_phase(first, events, "6006", READY_OR_FAILED)
+    await first.stop()
+    # While the agent is down its UI dies, and a stranger's UI appears under our label.
+    del deployer.live[ready.name]
+    deployer.live["mlflow-orphan-deadbeef"] = {"pid": 99}
+
+    second = make_agent(ledger, deployer)
+    events2 = second.events.subscribe()
+    report = await second.start()
+    try:
+        assert report.removed_orphans == ["mlflow-orphan-deadbeef"]
+        assert report.restarted == [ready.name]
+        async with asyncio.timeout(30):
+            again = await wait_for_phase(second, events2, "6006", READY_OR_FAILED)
+        assert again.phase is Phase.READY
+        assert again.expires_at == ready.expires_at  # a restart never extends the TTL
+        assert set(deployer.live) == {ready.name}
+        assert len(await ledger.list()) == 1
+    finally:
+        await second.stop()
+        await ledger.close()
+
+
+async def test_crash_mid_pipeline_is_driven_again_exactly_once(ledger, deployer):
+    await ledger.open()
+    agent0 = make_agent(ledger, deployer)
+    req = VisRequest("7007", source="archive.tgz")
+    inst, _ = await agent0.submit(req)
+    now = agent0.clock.now()
+    claimed = await ledger.claim(now, "crashed-agent")
+    assert claimed is not None
+    await ledger.transition(req.key, Phase.STAGING, now)
+    await ledger.transition(req.key, Phase.DEPLOYING, now)
+    await deployer.deploy(claimed, None)  # the crash left a half-started UI behind
+
+    agent = make_agent(ledger, deployer)
+    events = agent.events.subscribe()
+    report = await agent.start()
+    try:
+        assert report.restarted == [inst.name]
+        async with asyncio.timeout(30):
+            ready = await wait_for_phase(agent, events, "7007", READY_OR_FAILED)
+        assert ready.phase is Phase.READY
+        assert list(deployer.live) == [inst.name]
+        assert len(await ledger.list()) == 1
+    finally:
+        await agent.stop()
+        await ledger.close()
+
+
+async def test_ttl_over_the_maximum_is_refused(ledger, deployer):
+    agent = make_agent(ledger, deployer, max_ttl=timedelta(days=1))
+    await ledger.open()
+    try:
+        with pytest.raises(Exception, match="over the maximum"):
+            await agent.submit(VisRequest("8008", source="x", ttl=timedelta(days=2)))
+        assert await ledger.list() == []
+    finally:
+        await ledger.close()
