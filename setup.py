@@ -21,7 +21,6 @@ extras_require = {
     "test": [
         "pytest>=8,<10",
         "pytest-asyncio>=0.24,<2",
-        "looptime>=0.2,<1",
         "import-linter>=2.0,<3",
     ],
     "dev": [

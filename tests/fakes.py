@@ -3,14 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from idds_vis.agent.clock import LoopClock
+from idds_vis.agent.clock import SystemClock
 from idds_vis.agent.service import Agent
 from idds_vis.domain.errors import DeployError, NoMlflowData
 from idds_vis.domain.models import Deployment, Instance, RunningUI, StagedArtefacts
 from idds_vis.domain.phases import Phase
 from idds_vis.ledger import SqlLedger
+
+
+class ManualClock:
+    """A clock the test moves; sleepers wake when it has moved far enough."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.t = start or datetime(2026, 1, 1, tzinfo=UTC)
+        self._moved = asyncio.Condition()
+
+    def now(self) -> datetime:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        target = self.t + timedelta(seconds=seconds)
+        async with self._moved:
+            await self._moved.wait_for(lambda: self.t >= target)
+
+    async def advance_to(self, when: datetime) -> None:
+        self.t = max(self.t, when)
+        async with self._moved:
+            self._moved.notify_all()
 
 
 class FakeStager:
@@ -74,13 +96,13 @@ class FakeProbe:
 
 
 def make_agent(ledger: SqlLedger, deployer: FakeDeployer, stager: FakeStager | None = None,
-               **kwargs: object) -> Agent:  # fmt: skip
+               clock: ManualClock | None = None, **kwargs: object) -> Agent:  # fmt: skip
     return Agent(
         ledger=ledger,
         stager=stager or FakeStager(),
         deployer=deployer,
         probe=FakeProbe(),
-        clock=LoopClock(),
+        clock=clock or SystemClock(),
         poll_interval=0.05,
         **kwargs,  # type: ignore[arg-type]
     )
@@ -93,3 +115,14 @@ async def wait_for_phase(agent: Agent, queue: asyncio.Queue[Instance], task_id: 
         inst = await queue.get()
         if inst.task_id == task_id and inst.phase in phases:
             return inst
+
+
+async def wait_for_all(queue: asyncio.Queue[Instance], task_ids: set[str],
+                       phases: set[Phase]) -> dict[str, Instance]:  # fmt: skip
+    """Like wait_for_phase for several tasks at once, dropping no task's events."""
+    seen: dict[str, Instance] = {}
+    while set(seen) != task_ids:
+        inst = await queue.get()
+        if inst.task_id in task_ids and inst.phase in phases:
+            seen[inst.task_id] = inst
+    return seen

@@ -1,4 +1,4 @@
-"""Tears instances down at ``expires_at``; the schedule is in the ledger, so it outlives restarts."""
+"""Tears instances down at ``expires_at``; the schedule is in the ledger, so restarts keep it."""
 
 from __future__ import annotations
 
@@ -49,8 +49,11 @@ class Reaper:
                 delay = min(delay, (nxt - self.clock.now()).total_seconds())
             self._wake.clear()
             if delay > 0:
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+                # that races its timeout, and then the agent never stops.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
 
     async def reap_due(self) -> list[Instance]:
         done = []

@@ -140,7 +140,8 @@ class Agent:
             if inst is None:
                 self._work.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._work.wait(), timeout=self.poll_interval)
+                    async with asyncio.timeout(self.poll_interval):
+                        await self._work.wait()
                 continue
             self.events.publish(inst)
             self._work.set()  # there may be more: let another worker look

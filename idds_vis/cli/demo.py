@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import shutil
 import signal
@@ -33,78 +32,88 @@ def _json_line(inst: Instance) -> str:
     return json.dumps(data)
 
 
+class _Display:
+    """One line of JSON per phase for scripts, or a progress bar and the URL for a person."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.progress = Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+            console=Console(stderr=True), disable=as_json,
+        )  # fmt: skip
+        self.bar = self.progress.add_task("requested", total=len(HAPPY_PATH) - 1)
+
+    def say(self, text: str) -> None:
+        if not self.as_json:
+            self.progress.console.print(text)
+
+    def show(self, inst: Instance) -> None:
+        if self.as_json:
+            print(_json_line(inst), flush=True)
+            return
+        step = HAPPY_PATH.index(inst.phase) if inst.phase in HAPPY_PATH else 0
+        self.progress.update(self.bar, description=inst.phase.value, completed=step)
+        if inst.phase is Phase.READY and inst.expires_at is not None:
+            self.say(
+                f"[green]ready[/green]: {inst.url}  "
+                f"(expires {inst.expires_at:%H:%M:%S} UTC; Ctrl-C tears it down now)"
+            )
+        elif inst.phase is Phase.FAILED:
+            self.say(f"[red]failed[/red]: {inst.reason}")
+
+
+async def _follow(events: asyncio.Queue[Instance], task_id: str, display: _Display) -> Instance:
+    last: Instance | None = None
+    while last is None or last.phase not in TERMINAL:
+        inst = await events.get()
+        if inst.task_id != task_id or (last is not None and inst.phase is last.phase):
+            continue
+        last = inst
+        display.show(inst)
+    return last
+
+
 async def _demo(settings: Settings, ttl: timedelta, as_json: bool, workdir: Path) -> int:
-    console = Console(stderr=True)
+    display = _Display(as_json)
     task_id = f"demo-{uuid.uuid4().hex[:8]}"
-    if not as_json:
-        console.print("[bold]training[/bold] a tiny model, logged through MLflow…")
+    display.say("[bold]training[/bold] a tiny model, logged through MLflow…")
     job = await asyncio.to_thread(train, workdir)
     archive = await asyncio.to_thread(pack, job, workdir / f"user.demo.{task_id}.metrics.tgz")
 
     agent = build_agent(settings)
     events = agent.events.subscribe()
     await agent.start()
-    stop = asyncio.Event()
+    interrupted = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-
+        loop.add_signal_handler(sig, interrupted.set)
     request = VisRequest(task_id=task_id, source=str(archive), ttl=ttl, origin="demo")
-    await agent.submit(request)
-    progress = (
-        None
-        if as_json
-        else Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), console=console
-        )
-    )
-    bar = progress.add_task("requested", total=len(HAPPY_PATH) - 1) if progress else None
-    if progress:
-        progress.start()
-    last: Instance | None = None
-    stop_wait = asyncio.create_task(stop.wait())
+    display.progress.start()
     try:
-        while last is None or last.phase not in TERMINAL:
-            getter = asyncio.create_task(events.get())
-            done, _ = await asyncio.wait({getter, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-            if getter not in done:
-                getter.cancel()
-                # Ctrl-C: tear down now, then keep showing phases until expired.
-                await agent.teardown(request.key)
-                stop_wait = asyncio.create_task(asyncio.Event().wait())
-                continue
-            inst = getter.result()
-            if inst.task_id != task_id or (last is not None and inst.phase is last.phase):
-                continue
-            last = inst
-            if as_json:
-                print(_json_line(inst), flush=True)
-            elif progress is not None and bar is not None:
-                step = HAPPY_PATH.index(inst.phase) if inst.phase in HAPPY_PATH else 0
-                progress.update(bar, description=inst.phase.value, completed=step)
-                if inst.phase is Phase.READY:
-                    progress.console.print(
-                        f"[green]ready[/green]: {inst.url}  "
-                        f"(expires {inst.expires_at:%H:%M:%S} UTC; Ctrl-C tears it down now)"
-                    )
-                if inst.phase is Phase.FAILED:
-                    progress.console.print(f"[red]failed[/red]: {inst.reason}")
+        await agent.submit(request)
+        follower = asyncio.create_task(_follow(events, task_id, display))
+        waiter = asyncio.create_task(interrupted.wait())
+        await asyncio.wait({follower, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if not follower.done():
+            # Ctrl-C: end it now through the same durable path as a TTL, and show it ending.
+            await agent.teardown(request.key)
+        last = await follower
     finally:
-        stop_wait.cancel()
-        if progress:
-            progress.stop()
+        display.progress.stop()
         await agent.stop()
-        with contextlib.suppress(Exception):
-            await agent.deployer.delete(last) if last else None
+        inst = await agent.ledger.get(request.key)
+        if inst is not None:
+            await agent.deployer.delete(inst)  # nothing may outlive the demo, whatever happened
         await agent.ledger.close()
-    return 0 if last is not None and last.phase is Phase.EXPIRED else 1
+    return 0 if last.phase is Phase.EXPIRED else 1
 
 
 def run_demo(settings: Settings, ttl: timedelta, as_json: bool, explicit_state: bool) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="idds-vis-demo-"))
     if not explicit_state:
         # A demo of its own: it never touches a real agent's ledger or UIs.
-        settings = settings.replace(state_dir=workdir / "state", database_url=None, label=None)
+        settings = settings.replace(state_dir=workdir / "state")
         settings.database_url = None
     try:
         return asyncio.run(_demo(settings, ttl, as_json, workdir))

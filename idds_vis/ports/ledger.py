@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import builtins
 from collections.abc import Collection
 from datetime import datetime
 from typing import Any, Protocol
@@ -60,13 +61,13 @@ class Ledger(Protocol):
         self, key: InstanceKey, expires_at: datetime, now: datetime
     ) -> Instance: ...
 
-    async def due(self, now: datetime) -> list[Instance]:
+    async def due(self, now: datetime) -> builtins.list[Instance]:
         """Live records whose ``expires_at`` has passed."""
         ...
 
     async def next_expiry(self) -> datetime | None: ...
 
-    async def history(self, key: InstanceKey) -> list[PhaseEvent]: ...
+    async def history(self, key: InstanceKey) -> builtins.list[PhaseEvent]: ...
 
     async def relaunch(self, key: InstanceKey, now: datetime) -> Instance:
         """Move a terminal record back to ``requested`` (attempt + 1)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from idds_vis.agent.clock import LoopClock
+from idds_vis.agent.clock import SystemClock
 from idds_vis.agent.service import Agent
 from idds_vis.deploy.local import LocalProcessDeployer
 from idds_vis.deploy.probe import HttpReadinessProbe
@@ -34,7 +34,7 @@ def build_agent(settings: Settings) -> Agent:
         stager=ArchiveStager(max_bytes=settings.max_bytes, max_files=settings.max_files),
         deployer=build_deployer(settings),
         probe=HttpReadinessProbe(),
-        clock=LoopClock(),
+        clock=SystemClock(),
         workers=settings.workers,
         reconcile_interval=settings.reconcile_interval.total_seconds(),
         start_timeout=settings.start_timeout.total_seconds(),

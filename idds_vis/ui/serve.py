@@ -47,8 +47,8 @@ def server_env(
         ARTIFACT_ROOT_ENV_VAR,
         BACKEND_STORE_URI_ENV_VAR,
         REGISTRY_STORE_URI_ENV_VAR,
-        STATIC_PREFIX_ENV_VAR,
     )
+    from mlflow.server.handlers import STATIC_PREFIX_ENV_VAR
 
     # mode=ro makes every write fail (503) whatever the UI tries; uri=true enables the mode.
     store = f"sqlite:///file:{db}?mode=ro&uri=true"

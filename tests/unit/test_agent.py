@@ -11,7 +11,14 @@ import pytest
 from idds_vis.domain.models import VisRequest
 from idds_vis.domain.phases import HAPPY_PATH, Phase
 from idds_vis.ledger import SqlLedger
-from tests.fakes import FakeDeployer, make_agent, wait_for_phase
+from tests.fakes import (
+    FakeDeployer,
+    FakeStager,
+    ManualClock,
+    make_agent,
+    wait_for_all,
+    wait_for_phase,
+)
 
 READY_OR_FAILED = {Phase.READY, Phase.FAILED}
 
@@ -82,9 +89,8 @@ async def test_a_failed_request_keeps_its_reason_and_the_agent_goes_on(ledger, d
         await agent.submit(VisRequest("3004", source="archive.tgz"))
         await agent.submit(VisRequest("3005", source="archive.tgz"))
         async with asyncio.timeout(30):
-            bad = await wait_for_phase(agent, events, "3003", READY_OR_FAILED)
-            crashed = await wait_for_phase(agent, events, "3004", READY_OR_FAILED)
-            good = await wait_for_phase(agent, events, "3005", READY_OR_FAILED)
+            done = await wait_for_all(events, {"3003", "3004", "3005"}, READY_OR_FAILED)
+        bad, crashed, good = done["3003"], done["3004"], done["3005"]
         assert bad.phase is Phase.FAILED and bad.reason == "no MLflow data in bad:/nothing"
         assert crashed.phase is Phase.FAILED and "exited while starting" in (crashed.reason or "")
         assert good.phase is Phase.READY
@@ -94,49 +100,58 @@ async def test_a_failed_request_keeps_its_reason_and_the_agent_goes_on(ledger, d
         await ledger.close()
 
 
-@pytest.mark.looptime
 async def test_reaper_expires_on_time_and_extend_moves_it(ledger, deployer):
-    agent = make_agent(ledger, deployer)
+    clock = ManualClock()
+    agent = make_agent(ledger, deployer, clock=clock)
     events = agent.events.subscribe()
     await agent.start()
     try:
         req = VisRequest("4004", source="archive.tgz", ttl=timedelta(hours=24))
         await agent.submit(req)
-        ready = await wait_for_phase(agent, events, "4004", READY_OR_FAILED)
-        assert ready.expires_at is not None
+        async with asyncio.timeout(30):
+            ready = await wait_for_phase(agent, events, "4004", READY_OR_FAILED)
+        assert ready.expires_at == clock.now() + timedelta(hours=24)
         extended = await agent.extend(req.key, timedelta(hours=2))
         assert extended.expires_at == ready.expires_at + timedelta(hours=2)
-        ended = await wait_for_phase(agent, events, "4004", {Phase.EXPIRED})
+        # At the old expiry nothing happens; the reaper's own wake-up (no nudge) finds the new one.
+        await clock.advance_to(ready.expires_at + timedelta(seconds=1))
+        await agent.reaper.reap_due()
+        assert (await ledger.get(req.key)).phase is Phase.READY
+        await clock.advance_to(extended.expires_at)
+        async with asyncio.timeout(30):
+            ended = await wait_for_phase(agent, events, "4004", {Phase.EXPIRED})
         expiring = next(e for e in await ledger.history(req.key) if e.phase is Phase.EXPIRING)
-        assert expiring.at >= extended.expires_at
-        assert expiring.at - extended.expires_at <= timedelta(seconds=5)
+        assert expiring.at == extended.expires_at  # on time by the agent's clock
         assert ended.name not in deployer.live
     finally:
         await agent.stop()
         await ledger.close()
 
 
-@pytest.mark.looptime
 async def test_schedule_survives_a_restart(ledger, deployer, tmp_path):
-    first = make_agent(ledger, deployer)
+    clock = ManualClock()
+    first = make_agent(ledger, deployer, clock=clock)
     events = first.events.subscribe()
     await first.start()
     req = VisRequest("5005", source="archive.tgz", ttl=timedelta(hours=24))
     await first.submit(req)
-    ready = await wait_for_phase(first, events, "5005", READY_OR_FAILED)
+    async with asyncio.timeout(30):
+        ready = await wait_for_phase(first, events, "5005", READY_OR_FAILED)
     await first.stop()
     await ledger.close()
 
     ledger2 = SqlLedger(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
-    second = make_agent(ledger2, deployer)
+    second = make_agent(ledger2, deployer, clock=clock)
     events2 = second.events.subscribe()
     report = await second.start()
     try:
         assert report.adopted == [ready.name]
         assert deployer.deploys == [ready.name]  # adopted, not started again
-        await wait_for_phase(second, events2, "5005", {Phase.EXPIRED})
-        expiring = next(e for e in await ledger2.history(req.key) if e.phase is Phase.EXPIRING)
         assert ready.expires_at is not None
+        await clock.advance_to(ready.expires_at + timedelta(seconds=3))
+        async with asyncio.timeout(30):
+            await wait_for_phase(second, events2, "5005", {Phase.EXPIRED})
+        expiring = next(e for e in await ledger2.history(req.key) if e.phase is Phase.EXPIRING)
         assert timedelta(0) <= expiring.at - ready.expires_at <= timedelta(seconds=5)
     finally:
         await second.stop()
