@@ -19,7 +19,7 @@ from idds_vis.domain.phases import Phase
 from idds_vis.runtime.config import Settings
 from idds_vis.runtime.wiring import build_agent
 from tests.demo_data import EXPERIMENT, make_demo_archive
-from tests.fakes import wait_for_phase
+from tests.fakes import wait_for_all, wait_for_phase
 
 pytestmark = pytest.mark.mlflow
 DONE = {Phase.READY, Phase.FAILED}
@@ -104,6 +104,7 @@ async def test_bad_sources_fail_with_reasons_while_good_ones_are_served(tmp_path
     not_archive = tmp_path / "noise.bin"
     not_archive.write_bytes(os.urandom(4096))
     agent = build_agent(settings_for(tmp_path))
+    events = agent.events.subscribe()
     await agent.start()
     try:
         bad_missing = VisRequest("bad-1", source=str(tmp_path / "nope.tgz"))
@@ -111,9 +112,9 @@ async def test_bad_sources_fail_with_reasons_while_good_ones_are_served(tmp_path
         good = VisRequest("good-1", source=str(demo_archive))
         for req in (bad_missing, bad_noise, good):
             await agent.submit(req)
-        missing = await run_until(agent, bad_missing, DONE)
-        noise = await run_until(agent, bad_noise, DONE)
-        served = await run_until(agent, good, DONE)
+        async with asyncio.timeout(240):
+            done = await wait_for_all(events, {"bad-1", "bad-2", "good-1"}, DONE)
+        missing, noise, served = done["bad-1"], done["bad-2"], done["good-1"]
         assert missing.phase is Phase.FAILED and "nope.tgz" in (missing.reason or "")
         assert noise.phase is Phase.FAILED and "archive" in (noise.reason or "")
         assert served.phase is Phase.READY, served.reason
@@ -127,13 +128,15 @@ async def test_bad_sources_fail_with_reasons_while_good_ones_are_served(tmp_path
 async def test_restart_adopts_restarts_and_removes_orphans(tmp_path, demo_archive):
     settings = settings_for(tmp_path)
     first = build_agent(settings)
+    events = first.events.subscribe()
     await first.start()
     keep = VisRequest("keep-1", source=str(demo_archive))
     lost = VisRequest("lost-1", source=str(demo_archive))
     await first.submit(keep)
     await first.submit(lost)
-    kept = await run_until(first, keep, DONE)
-    gone = await run_until(first, lost, DONE)
+    async with asyncio.timeout(240):
+        both = await wait_for_all(events, {"keep-1", "lost-1"}, DONE)
+    kept, gone = both["keep-1"], both["lost-1"]
     assert kept.phase is gone.phase is Phase.READY
     await first.stop()
     await first.ledger.close()
@@ -157,7 +160,8 @@ async def test_restart_adopts_restarts_and_removes_orphans(tmp_path, demo_archiv
         assert report.removed_orphans == ["mlflow-orphan-1"]
         assert report.adopted == [kept.name]
         assert report.restarted == [gone.name]
-        assert orphan.wait(timeout=30) is not None
+        orphan.wait(timeout=30)  # raises TimeoutExpired if the orphan survived
+        assert not orphan.is_running()
         again = await run_until(second, lost, DONE)
         assert again.phase is Phase.READY, again.reason
         assert again.expires_at == gone.expires_at

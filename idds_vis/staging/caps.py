@@ -1,0 +1,67 @@
+"""Byte and file-count caps, counted while data is written so lying headers cannot slip by."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from idds_vis.domain.errors import LimitExceeded
+from idds_vis.staging.errors import StagingInterrupted
+
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class Caps:
+    max_bytes: int = 2 * GIB
+    max_files: int = 20000
+
+
+class Budget:
+    """Running totals for one staging; ``what`` names the thing in messages ("archive")."""
+
+    def __init__(self, caps: Caps, what: str, stop: threading.Event | None = None) -> None:
+        self.caps = caps
+        self.what = what
+        self.files = 0
+        self.dirs = 0
+        self.bytes = 0
+        self._stop = stop
+
+    def check_declared(self, files: int, dirs: int, size: int) -> None:
+        """Refuse before writing anything when the headers already say it is too big."""
+        self._check(files, dirs, size)
+
+    def add_file(self) -> None:
+        self.check_stop()
+        self.files += 1
+        self._check(self.files, self.dirs, self.bytes)
+
+    def add_dir(self) -> None:
+        self.check_stop()
+        self.dirs += 1
+        self._check(self.files, self.dirs, self.bytes)
+
+    def add_bytes(self, n: int) -> None:
+        self.bytes += n
+        self._check(self.files, self.dirs, self.bytes)
+
+    def check_stop(self) -> None:
+        if self._stop is not None and self._stop.is_set():
+            raise StagingInterrupted("staging was cancelled")
+
+    def _check(self, files: int, dirs: int, size: int) -> None:
+        caps = self.caps
+        if files > caps.max_files:
+            raise LimitExceeded(
+                f"{self.what} holds {files} files, over the cap of {caps.max_files}"
+            )
+        # Directories are cheap but not free: a million empty ones is still an inode bomb.
+        if dirs > caps.max_files:
+            raise LimitExceeded(
+                f"{self.what} holds {dirs} directories, over the cap of {caps.max_files}"
+            )
+        if size > caps.max_bytes:
+            raise LimitExceeded(
+                f"{self.what} holds {size} bytes, over the cap of {caps.max_bytes} bytes"
+            )
