@@ -18,16 +18,11 @@ from idds_vis.domain.models import Instance, VisRequest
 from idds_vis.domain.phases import Phase
 from idds_vis.runtime.config import Settings
 from idds_vis.runtime.wiring import build_agent
-from tests.demo_data import EXPERIMENT, make_demo_archive
+from tests.demo_data import EXPERIMENT
 from tests.fakes import wait_for_all, wait_for_phase
 
 pytestmark = pytest.mark.mlflow
 DONE = {Phase.READY, Phase.FAILED}
-
-
-@pytest.fixture(scope="session")
-def demo_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_demo_archive(tmp_path_factory.mktemp("training"))
 
 
 def settings_for(tmp_path: Path, **kw: object) -> Settings:

@@ -1,0 +1,39 @@
+"""Every test that starts UIs must leave none behind."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.demo_data import make_demo_archive
+
+
+@pytest.fixture(scope="session")
+def demo_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real training's artefacts (the demo's), packed as a task leaves them; made once."""
+    return make_demo_archive(tmp_path_factory.mktemp("training"))
+
+
+def ui_processes() -> dict[int, str]:
+    found = {}
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            name = proc.environ().get("IDDS_VIS_UI_NAME")
+        except (psutil.Error, OSError):
+            continue
+        if name:
+            found[proc.pid] = name
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_ui_left_behind() -> Iterator[None]:
+    before = set(ui_processes())
+    yield
+    leaked = {pid: name for pid, name in ui_processes().items() if pid not in before}
+    for pid in leaked:
+        psutil.Process(pid).kill()
+    assert leaked == {}, f"UI processes left behind: {leaked}"
