@@ -14,7 +14,7 @@ DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 def instance_name(task_id: str, tool: str) -> str:
-    """``<tool>-<slug>-<hash8>``; the hash is of the raw id: ``user.x/y`` and ``user.x.y`` differ."""
+    """``<tool>-<slug>-<hash8>``; hashing the raw id keeps ``user.x/y`` and ``user.x.y`` apart."""
     if not task_id:
         raise InvalidRequest("task id is empty")
     if not _TOOL.match(tool):

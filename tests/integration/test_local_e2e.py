@@ -168,3 +168,26 @@ async def test_restart_adopts_restarts_and_removes_orphans(tmp_path, demo_archiv
         for inst in await second.ledger.list():
             await second.deployer.delete(inst)
         await second.ledger.close()
+
+
+@pytest.mark.postgres
+async def test_the_same_path_on_a_postgresql_ledger(tmp_path, demo_archive, pg_url):
+    settings = settings_for(tmp_path, database_url=pg_url)
+    agent = build_agent(settings)
+    await agent.start()
+    try:
+        req = VisRequest("pg-1", source=str(demo_archive), ttl=timedelta(hours=1))
+        results = await asyncio.gather(*(agent.submit(req) for _ in range(5)))
+        assert sum(created for _, created in results) == 1
+        ready = await run_until(agent, req, DONE)
+        assert ready.phase is Phase.READY, ready.reason
+        async with aiohttp.ClientSession() as http, http.get(ready.url or "") as resp:
+            assert resp.status == 200
+        await agent.teardown(req.key)
+        ended = await run_until(agent, req, {Phase.EXPIRED})
+        assert [e.phase for e in await agent.ledger.history(req.key)][-1] is Phase.EXPIRED
+        assert ended.phase is Phase.EXPIRED
+        assert find_ui_processes(settings.ui_label) == []
+    finally:
+        await agent.stop()
+        await agent.ledger.close()

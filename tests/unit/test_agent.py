@@ -13,7 +13,6 @@ from idds_vis.domain.phases import HAPPY_PATH, Phase
 from idds_vis.ledger import SqlLedger
 from tests.fakes import (
     FakeDeployer,
-    FakeStager,
     ManualClock,
     make_agent,
     wait_for_all,

@@ -1,0 +1,101 @@
+"""Statements shared by the ledger's methods; each runs inside the caller's transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from idds_vis.domain.errors import InvalidTransition, NotFound
+from idds_vis.domain.models import InstanceKey
+from idds_vis.domain.phases import Phase, check_transition
+from idds_vis.ledger.schema import events, instances, metadata
+
+
+def aware(what: str, value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{what} must be timezone-aware (UTC), got {value.isoformat()}")
+    return value
+
+
+def where_key(key: InstanceKey) -> Any:
+    return (instances.c.task_id == key.task_id) & (instances.c.tool == key.tool)
+
+
+def create_schema(sync_conn: Any) -> None:
+    metadata.create_all(sync_conn, checkfirst=True)
+    # create_all checks tables only: a process that died between a CREATE TABLE and its
+    # CREATE INDEX would otherwise leave the index missing for good.
+    for table in metadata.sorted_tables:
+        for index in table.indexes:
+            index.create(sync_conn, checkfirst=True)
+
+
+def insert_for(conn: AsyncConnection) -> postgresql.Insert | sqlite.Insert:
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(instances)
+    return sqlite.insert(instances)
+
+
+async def fetch(
+    conn: AsyncConnection, key: InstanceKey, *, lock: bool = False
+) -> RowMapping | None:
+    query = select(instances).where(where_key(key))
+    if lock:
+        query = query.with_for_update()  # rendered on PostgreSQL only; SQLite relies on move()
+    return (await conn.execute(query)).mappings().first()
+
+
+async def move(
+    conn: AsyncConnection, row_id: int, was: Phase, change: dict[str, Any]
+) -> RowMapping | None:
+    """Apply ``change`` only if the row is still in phase ``was``; the new row, or None."""
+    stmt = (
+        update(instances)
+        .where(instances.c.id == row_id, instances.c.phase == was.value)
+        .values(change)
+        .returning(*instances.c)
+    )
+    return (await conn.execute(stmt)).mappings().first()
+
+
+async def log(
+    conn: AsyncConnection,
+    key: InstanceKey,
+    phase: Phase,
+    at: datetime,
+    attempt: int,
+    reason: str | None = None,
+) -> None:
+    row = {
+        "task_id": key.task_id,
+        "tool": key.tool,
+        "attempt": attempt,
+        "phase": phase.value,
+        "at": at,
+        "reason": reason,
+    }
+    await conn.execute(events.insert().values(row))
+
+
+def not_found(key: InstanceKey) -> NotFound:
+    return NotFound(f"no instance for task {key.task_id} ({key.tool})")
+
+
+def check(
+    key: InstanceKey, current: Phase, target: Phase, expect: Collection[Phase] | None
+) -> None:
+    if expect is not None and current not in expect:
+        wanted = " or ".join(sorted(p.value for p in expect)) or "nothing"
+        raise InvalidTransition(
+            f"{key.name} is {current.value}, not {wanted}: cannot move it to {target.value}"
+        )
+    try:
+        check_transition(current, target)
+    except InvalidTransition as exc:
+        raise InvalidTransition(f"{key.name}: {exc}") from None

@@ -1,0 +1,264 @@
+"""``SqlLedger``: the Ledger port on SQLAlchemy async: SQLite (aiosqlite), PostgreSQL (asyncpg).
+
+Concurrency: every write is guarded twice. PostgreSQL locks the row it reads (FOR UPDATE, and
+SKIP LOCKED when claiming). SQLite has no row locks, so each UPDATE also names the phase it
+read (``WHERE id = ? AND phase = ?``); zero rows back means another writer moved the record
+first, and the method reads again and re-checks instead of overwriting that move.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Collection
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import DBAPIError
+
+from idds_vis.domain.errors import InvalidTransition, VisError
+from idds_vis.domain.models import Instance, InstanceKey, PhaseEvent, VisRequest
+from idds_vis.domain.phases import TERMINAL, Phase
+from idds_vis.ledger import ops
+from idds_vis.ledger.engine import make_engine
+from idds_vis.ledger.rows import EXPIRABLE, to_event, to_instance
+from idds_vis.ledger.schema import events, instances
+from idds_vis.ledger.urls import parse_async_url, sqlite_file
+
+if TYPE_CHECKING:
+    from idds_vis.ports.ledger import Ledger
+
+# Serialises schema creation between processes on PostgreSQL, where two concurrent
+# CREATE TABLEs of one name fail instead of waiting. Any key no other code in the database uses.
+_SCHEMA_LOCK = 0x1DD5_7150
+# SQLite has no such lock: a process that loses the creation race retries and then finds the tables.
+_OPEN_ATTEMPTS = 5
+
+
+class SqlLedger:
+    """The durable record of every request; see ``idds_vis.ports.ledger.Ledger``."""
+
+    def __init__(self, url: str) -> None:
+        self._url = parse_async_url(url)
+        self._engine = make_engine(self._url)
+
+    @property
+    def url(self) -> str:
+        """The async URL in use, password hidden (safe to log)."""
+        return self._url.render_as_string(hide_password=True)
+
+    def __repr__(self) -> str:
+        return f"SqlLedger({self.url!r})"
+
+    async def open(self) -> None:
+        path = sqlite_file(self._url)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        for attempt in range(1, _OPEN_ATTEMPTS + 1):
+            try:
+                async with self._engine.begin() as conn:
+                    if conn.dialect.name == "postgresql":
+                        await conn.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
+                    await conn.run_sync(ops.create_schema)
+                return
+            except DBAPIError:
+                if attempt == _OPEN_ATTEMPTS:
+                    raise
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    async def submit(self, request: VisRequest, now: datetime) -> tuple[Instance, bool]:
+        ops.aware("now", now)
+        key = request.key
+        values: dict[str, Any] = {
+            "task_id": key.task_id,
+            "tool": key.tool,
+            "name": key.name,
+            "phase": Phase.REQUESTED.value,
+            "source": request.source,
+            "ttl_seconds": request.ttl.total_seconds(),
+            "handle": {},
+            "attempt": 1,
+            "origin": request.origin,
+            "requested_by": request.requested_by,
+            "created_at": now,
+            "updated_at": now,
+        }
+        async with self._engine.begin() as conn:
+            # ON CONFLICT DO NOTHING rather than catching IntegrityError: on PostgreSQL a
+            # failed statement aborts the transaction, and the racing loser must not error.
+            insert = ops.insert_for(conn).values(values).on_conflict_do_nothing()
+            created = (await conn.execute(insert.returning(instances.c.id))).first() is not None
+            if created:
+                await ops.log(conn, key, Phase.REQUESTED, now, attempt=1)
+            row = await ops.fetch(conn, key)
+        if row is None:
+            # The insert was skipped for the unique name, not the key: a hash collision.
+            raise VisError(f"instance name {key.name} is already used by another task")
+        return to_instance(row), created
+
+    async def get(self, key: InstanceKey) -> Instance | None:
+        async with self._engine.connect() as conn:
+            row = await ops.fetch(conn, key)
+        return to_instance(row) if row is not None else None
+
+    async def get_by_name(self, name: str) -> Instance | None:
+        async with self._engine.connect() as conn:
+            result = await conn.execute(select(instances).where(instances.c.name == name))
+            row = result.mappings().first()
+        return to_instance(row) if row is not None else None
+
+    async def list(self, phases: Collection[Phase] | None = None) -> builtins.list[Instance]:
+        query = select(instances).order_by(instances.c.created_at, instances.c.id)
+        if phases is not None:
+            query = query.where(instances.c.phase.in_([p.value for p in phases]))
+        return await self._instances(query)
+
+    async def claim(self, now: datetime, claimant: str) -> Instance | None:
+        ops.aware("now", now)
+        while True:
+            async with self._engine.begin() as conn:
+                oldest = (
+                    select(instances.c.id)
+                    .where(instances.c.phase == Phase.REQUESTED.value)
+                    .order_by(instances.c.created_at, instances.c.id)
+                    .limit(1)
+                    .with_for_update(skip_locked=True)
+                )
+                candidate = (await conn.execute(oldest)).scalar()
+                if candidate is None:
+                    return None
+                change = {"phase": Phase.RESOLVING.value, "claimed_by": claimant, "updated_at": now}
+                row = await ops.move(conn, candidate, Phase.REQUESTED, change)
+                if row is None:
+                    continue  # another claimant took it: try the next oldest
+                inst = to_instance(row)
+                await ops.log(conn, inst.key, Phase.RESOLVING, now, inst.attempt)
+                return inst
+
+    async def transition(
+        self,
+        key: InstanceKey,
+        phase: Phase,
+        now: datetime,
+        *,
+        expect: Collection[Phase] | None = None,
+        reason: str | None = None,
+        url: str | None = None,
+        expires_at: datetime | None = None,
+        handle: dict[str, Any] | None = None,
+        source: str | None = None,
+    ) -> Instance:
+        ops.aware("now", now)
+        change: dict[str, Any] = {"phase": phase.value, "updated_at": now}
+        if reason is not None:
+            change["reason"] = reason
+        elif phase is Phase.REQUESTED:
+            change["reason"] = None  # back in the queue: an old failure reason no longer applies
+        if phase is Phase.REQUESTED:
+            change["claimed_by"] = None
+        if expires_at is not None:
+            change["expires_at"] = ops.aware("expires_at", expires_at)
+        optional = {"url": url, "handle": handle, "source": source}
+        change.update({name: value for name, value in optional.items() if value is not None})
+        while True:
+            async with self._engine.begin() as conn:
+                current = await ops.fetch(conn, key, lock=True)
+                if current is None:
+                    raise ops.not_found(key)
+                was = Phase(current["phase"])
+                ops.check(key, was, phase, expect)
+                row = await ops.move(conn, current["id"], was, change)
+                if row is None:
+                    continue  # moved under us: check again against its new phase
+                inst = to_instance(row)
+                await ops.log(conn, key, phase, now, inst.attempt, reason)
+                return inst
+
+    async def set_expiry(self, key: InstanceKey, expires_at: datetime, now: datetime) -> Instance:
+        ops.aware("expires_at", expires_at)
+        ops.aware("now", now)
+        async with self._engine.begin() as conn:
+            stmt = (
+                update(instances)
+                .where(ops.where_key(key))
+                .values(expires_at=expires_at, updated_at=now)
+                .returning(*instances.c)
+            )
+            row = (await conn.execute(stmt)).mappings().first()
+        if row is None:
+            raise ops.not_found(key)
+        return to_instance(row)
+
+    async def due(self, now: datetime) -> builtins.list[Instance]:
+        ops.aware("now", now)
+        query = (
+            select(instances)
+            .where(
+                instances.c.phase.in_([p.value for p in EXPIRABLE]),
+                instances.c.expires_at.is_not(None),
+                instances.c.expires_at <= now,
+            )
+            .order_by(instances.c.expires_at, instances.c.id)
+        )
+        return await self._instances(query)
+
+    async def next_expiry(self) -> datetime | None:
+        query = select(func.min(instances.c.expires_at)).where(
+            instances.c.phase.in_([p.value for p in EXPIRABLE])
+        )
+        async with self._engine.connect() as conn:
+            value: datetime | None = (await conn.execute(query)).scalar()
+        return value
+
+    async def history(self, key: InstanceKey) -> builtins.list[PhaseEvent]:
+        query = (
+            select(events)
+            .where(events.c.task_id == key.task_id, events.c.tool == key.tool)
+            .order_by(events.c.id)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [to_event(row) for row in rows]
+
+    async def relaunch(self, key: InstanceKey, now: datetime) -> Instance:
+        ops.aware("now", now)
+        change: dict[str, Any] = {
+            "phase": Phase.REQUESTED.value,
+            "attempt": instances.c.attempt + 1,
+            "url": None,
+            "reason": None,
+            "expires_at": None,
+            "handle": {},
+            "claimed_by": None,
+            "updated_at": now,
+        }
+        while True:
+            async with self._engine.begin() as conn:
+                current = await ops.fetch(conn, key, lock=True)
+                if current is None:
+                    raise ops.not_found(key)
+                was = Phase(current["phase"])
+                if was not in TERMINAL:
+                    raise InvalidTransition(
+                        f"{key.name} is {was.value}: only an expired or failed instance "
+                        "can be relaunched"
+                    )
+                ops.check(key, was, Phase.REQUESTED, None)
+                row = await ops.move(conn, current["id"], was, change)
+                if row is None:
+                    continue
+                inst = to_instance(row)
+                await ops.log(conn, key, Phase.REQUESTED, now, inst.attempt)
+                return inst
+
+    async def _instances(self, query: Any) -> builtins.list[Instance]:
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [to_instance(row) for row in rows]
+
+
+def _implements_the_port(ledger: SqlLedger) -> Ledger:
+    # Never called: mypy checks here that SqlLedger satisfies the Ledger protocol.
+    return ledger
