@@ -17,9 +17,6 @@ from idds_vis.domain.phases import HAPPY_PATH, Phase
 from idds_vis.ledger import SqlLedger, async_url
 from idds_vis.ports.ledger import Ledger
 
-# Real I/O in threads (aiosqlite) and sockets (asyncpg): fake loop time would fire their timeouts.
-pytestmark = pytest.mark.looptime(False)
-
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
