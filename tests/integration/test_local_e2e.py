@@ -18,7 +18,7 @@ from idds_vis.domain.models import Instance, VisRequest
 from idds_vis.domain.phases import Phase
 from idds_vis.runtime.config import Settings
 from idds_vis.runtime.wiring import build_agent
-from tests.demo_data import EXPERIMENT
+from tests.demo_data import EXPERIMENT, make_file_store_archive
 from tests.fakes import wait_for_all, wait_for_phase
 
 pytestmark = pytest.mark.mlflow
@@ -190,4 +190,34 @@ async def test_the_same_path_on_a_postgresql_ledger(tmp_path, demo_archive, pg_u
         assert find_ui_processes(settings.ui_label) == []
     finally:
         await agent.stop()
+        await agent.ledger.close()
+
+
+async def test_a_zipped_mlruns_file_store_is_served_with_its_artefacts(tmp_path):
+    archive = make_file_store_archive(tmp_path)
+    settings = settings_for(tmp_path)
+    agent = build_agent(settings)
+    await agent.start()
+    try:
+        req = VisRequest("fs-1", source=str(archive))
+        await agent.submit(req)
+        ready = await run_until(agent, req, DONE)
+        assert ready.phase is Phase.READY, ready.reason
+        api = (ready.url or "") + "ajax-api/2.0/mlflow/"
+        async with aiohttp.ClientSession() as http:
+            async with http.post(api + "experiments/search", json={"max_results": 10}) as resp:
+                exps = {e["name"]: e["experiment_id"] for e in (await resp.json())["experiments"]}
+            assert "file-store-training" in exps
+            body = {"experiment_ids": [exps["file-store-training"]]}
+            async with http.post(api + "runs/search", json=body) as resp:
+                (run,) = (await resp.json())["runs"]
+            assert {m["key"]: m["step"] for m in run["data"]["metrics"]} == {"val_loss": 49}
+            params = {"path": "summary.txt", "run_uuid": run["info"]["run_id"]}
+            async with http.get((ready.url or "") + "get-artifact", params=params) as resp:
+                assert resp.status == 200
+                assert "best val_loss" in await resp.text()
+    finally:
+        await agent.stop()
+        for inst in await agent.ledger.list():
+            await agent.deployer.delete(inst)
         await agent.ledger.close()
