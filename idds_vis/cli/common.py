@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,10 +16,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from idds_vis.agent.service import Agent
 from idds_vis.domain.errors import VisError
 from idds_vis.domain.expiry import parse_duration
 from idds_vis.domain.models import Instance
 from idds_vis.runtime.config import Settings, load_settings
+from idds_vis.runtime.wiring import build_agent
 
 T = TypeVar("T")
 stderr = Console(stderr=True)
@@ -86,5 +89,12 @@ def setup_logging(verbose: bool) -> None:
     )
 
 
-async def gather_quietly(*aws: Awaitable[Any]) -> None:
-    await asyncio.gather(*aws, return_exceptions=True)
+@contextlib.asynccontextmanager
+async def ledger_session(settings: Settings) -> AsyncIterator[Agent]:
+    """An agent that is not started: the commands use its ledger-backed operations only."""
+    service = build_agent(settings)
+    await service.ledger.open()
+    try:
+        yield service
+    finally:
+        await service.ledger.close()

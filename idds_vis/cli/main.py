@@ -6,14 +6,15 @@ import asyncio
 import signal
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import click
 
+from idds_vis.agent.service import Agent
 from idds_vis.cli.common import (
     DURATION,
     emit_json,
     instances_table,
+    ledger_session,
     make_settings,
     run,
     settings_from,
@@ -84,7 +85,9 @@ tool_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
 
-async def _wait_for(service: Any, key: InstanceKey, phases: set[Phase], timeout: float) -> Instance:
+async def _wait_for(
+    service: Agent, key: InstanceKey, phases: set[Phase], timeout: float
+) -> Instance:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
@@ -130,9 +133,7 @@ def request(ctx: click.Context, task_id: str, tool: str, source: str, ttl: timed
     settings = settings_from(ctx)
 
     async def main() -> None:
-        service = build_agent(settings)
-        await service.ledger.open()
-        try:
+        async with ledger_session(settings) as service:
             req = VisRequest(task_id=task_id, tool=tool, source=source,
                              ttl=ttl or settings.default_ttl, origin="cli")  # fmt: skip
             inst, created = await service.submit(req)
@@ -144,8 +145,6 @@ def request(ctx: click.Context, task_id: str, tool: str, source: str, ttl: timed
             _show(inst, as_json)
             if inst.phase is Phase.FAILED:
                 raise SystemExit(1)
-        finally:
-            await service.ledger.close()
 
     run(main)
 
@@ -160,13 +159,9 @@ def list_(ctx: click.Context, phases: tuple[str, ...], as_json: bool) -> None:
     settings = settings_from(ctx)
 
     async def main() -> None:
-        service = build_agent(settings)
-        await service.ledger.open()
-        try:
+        async with ledger_session(settings) as service:
             wanted = [Phase(p) for p in phases] or None
             instances = await service.ledger.list(wanted)
-        finally:
-            await service.ledger.close()
         if as_json:
             emit_json([inst.as_json() for inst in instances])
         else:
@@ -186,12 +181,8 @@ def extend(ctx: click.Context, task_id: str, tool: str, by: timedelta, as_json: 
     settings = settings_from(ctx)
 
     async def main() -> None:
-        service = build_agent(settings)
-        await service.ledger.open()
-        try:
+        async with ledger_session(settings) as service:
             _show(await service.extend(InstanceKey(task_id, tool), by), as_json)
-        finally:
-            await service.ledger.close()
 
     run(main)
 
@@ -209,16 +200,12 @@ def teardown(ctx: click.Context, task_id: str, tool: str, wait: bool, timeout: t
     settings = settings_from(ctx)
 
     async def main() -> None:
-        service = build_agent(settings)
-        await service.ledger.open()
-        try:
+        async with ledger_session(settings) as service:
             key = InstanceKey(task_id, tool)
             inst = await service.teardown(key)
             if wait:
                 inst = await _wait_for(service, key, set(TERMINAL), timeout.total_seconds())
             _show(inst, as_json)
-        finally:
-            await service.ledger.close()
 
     run(main)
 
