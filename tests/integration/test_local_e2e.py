@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -142,7 +143,7 @@ async def test_restart_adopts_restarts_and_removes_orphans(tmp_path, demo_archiv
     psutil.Process(by_name[gone.name].pid).wait(timeout=30)
     orphan_dir = settings.state_dir / "instances" / kept.name / "staged"
     orphan = psutil.Popen(
-        ["python3", "-m", "idds_vis", "serve-ui", "--staged", str(orphan_dir),
+        [sys.executable, "-m", "idds_vis", "serve-ui", "--staged", str(orphan_dir),
          "--prefix", "/vis/orphan", "--port", "0"],
         env={**os.environ, "IDDS_VIS_UI_LABEL": settings.ui_label,
              "IDDS_VIS_UI_NAME": "mlflow-orphan-1"},
