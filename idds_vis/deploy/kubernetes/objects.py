@@ -1,0 +1,254 @@
+"""The objects of one UI: a Deployment (the root) owning Service, Ingress/Route, Secret, policy.
+
+Pure builders returning plain dicts (the JSON the API server receives), so they are validated
+against the Kubernetes OpenAPI schemas in tests without a cluster.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from idds_vis.deploy.kubernetes.settings import UI_PORT, UI_USER, KubeSettings
+from idds_vis.domain.models import Instance
+
+Obj = dict[str, Any]
+MANAGED_BY = "idds-vis"
+_LABEL_VALUE_BAD = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def label_value(text: str) -> str:
+    """A label value (<= 63, alphanumeric at both ends); the raw id goes in an annotation."""
+    value = _LABEL_VALUE_BAD.sub("_", text)[:63]
+    return re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", value) or "none"
+
+
+def labels(inst: Instance) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": inst.tool,
+        "app.kubernetes.io/instance": inst.name,
+        "app.kubernetes.io/component": "visualization",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/part-of": "idds-vis",
+        "idds-vis/task-id": label_value(inst.task_id),
+    }
+
+
+def public_url(inst: Instance, ks: KubeSettings) -> str:
+    return f"{ks.scheme}://{ks.public_host}{inst.prefix}/"
+
+
+def annotations_for(inst: Instance, ks: KubeSettings, expires_at: datetime | None) -> dict[str, str]:
+    notes = {"idds-vis/task-id": inst.task_id, "idds-vis/public-url": public_url(inst, ks)}
+    if expires_at is not None:
+        stamp = expires_at.isoformat(timespec="seconds")
+        # janitor/expires is the in-cluster backstop should every agent be gone.
+        notes.update({"idds-vis/expires-at": stamp, "janitor/expires": stamp})
+    return notes
+
+
+def _meta(inst: Instance, ks: KubeSettings, owner: Obj | None) -> Obj:
+    meta: Obj = {"name": inst.name, "namespace": ks.namespace, "labels": labels(inst)}
+    if owner is not None:
+        meta["ownerReferences"] = [
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": owner["metadata"]["name"],
+                "uid": owner["metadata"]["uid"],
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+    return meta
+
+
+def deployment(
+    inst: Instance, ks: KubeSettings, source: str, expires_at: datetime | None, secret: bool
+) -> Obj:
+    probe_path = f"{inst.prefix}/health"
+    http_get = {"path": probe_path, "port": "http"}
+    container: Obj = {
+        "name": "ui",
+        "image": ks.image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": [
+            "--source",
+            source,
+            "--prefix",
+            inst.prefix,
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(UI_PORT),
+            "--allowed-host",
+            ks.public_host,
+            "--cors-origin",
+            f"{ks.scheme}://{ks.public_host}",
+            "--workdir",
+            "/data/ui",
+            "--max-bytes",
+            str(ks.max_bytes),
+            "--max-files",
+            str(ks.max_files),
+        ],
+        "ports": [{"name": "http", "containerPort": UI_PORT, "protocol": "TCP"}],
+        "env": [{"name": "TMPDIR", "value": "/tmp"}, {"name": "HOME", "value": "/tmp"}],
+        "resources": {
+            "requests": {"cpu": ks.cpu_request, "memory": ks.memory_request},
+            "limits": {"cpu": ks.cpu_limit, "memory": ks.memory_limit},
+        },
+        "startupProbe": {
+            "httpGet": http_get,
+            "periodSeconds": 2,
+            "failureThreshold": max(1, ks.start_seconds // 2),
+        },
+        "readinessProbe": {"httpGet": http_get, "periodSeconds": 10, "failureThreshold": 3},
+        "livenessProbe": {"httpGet": http_get, "periodSeconds": 30, "failureThreshold": 4},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "data", "mountPath": "/data"},
+        ],
+    }
+    if secret:
+        container["envFrom"] = [{"secretRef": {"name": inst.name}}]
+    meta = _meta(inst, ks, None)
+    meta["annotations"] = annotations_for(inst, ks, expires_at)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta,
+        "spec": {
+            "replicas": 1,
+            "revisionHistoryLimit": 1,
+            "selector": {"matchLabels": {"app.kubernetes.io/instance": inst.name}},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            },
+            "template": {
+                "metadata": {"labels": labels(inst)},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": UI_USER,
+                        "runAsGroup": UI_USER,
+                        "fsGroup": UI_USER,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [container],
+                    "volumes": [
+                        {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+                        {"name": "data", "emptyDir": {"sizeLimit": ks.data_size_limit}},
+                    ],
+                },
+            },
+        },
+    }
+
+
+def service(inst: Instance, ks: KubeSettings, owner: Obj) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(inst, ks, owner),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {"app.kubernetes.io/instance": inst.name},
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def ingress(inst: Instance, ks: KubeSettings, owner: Obj) -> Obj:
+    spec: Obj = {
+        "rules": [
+            {
+                "host": ks.public_host,
+                "http": {
+                    "paths": [
+                        {
+                            "path": inst.prefix,
+                            "pathType": "Prefix",
+                            "backend": {"service": {"name": inst.name, "port": {"name": "http"}}},
+                        }
+                    ]
+                },
+            }
+        ]
+    }
+    if ks.ingress_class:
+        spec["ingressClassName"] = ks.ingress_class
+    if ks.tls_secret:
+        spec["tls"] = [{"hosts": [ks.public_host], "secretName": ks.tls_secret}]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": _meta(inst, ks, owner),
+        "spec": spec,
+    }
+
+
+def route(inst: Instance, ks: KubeSettings, owner: Obj) -> Obj:
+    spec: Obj = {
+        "host": ks.public_host,
+        "path": inst.prefix,
+        "to": {"kind": "Service", "name": inst.name, "weight": 100},
+        "port": {"targetPort": "http"},
+    }
+    if ks.scheme == "https":
+        spec["tls"] = {"termination": "edge", "insecureEdgeTerminationPolicy": "Redirect"}
+    return {
+        "apiVersion": "route.openshift.io/v1",
+        "kind": "Route",
+        "metadata": _meta(inst, ks, owner),
+        "spec": spec,
+    }
+
+
+def secret(inst: Instance, ks: KubeSettings, owner: Obj, values: dict[str, str]) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": _meta(inst, ks, owner),
+        "stringData": dict(values),
+    }
+
+
+def network_policy(inst: Instance, ks: KubeSettings, owner: Obj) -> Obj:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(inst, ks, owner),
+        "spec": {
+            "podSelector": {"matchLabels": {"app.kubernetes.io/instance": inst.name}},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [{"namespaceSelector": {"matchLabels": ks.ingress_namespace_labels}}],
+                    "ports": [{"port": UI_PORT, "protocol": "TCP"}],
+                }
+            ],
+        },
+    }
+
+
+def dependents(
+    inst: Instance, ks: KubeSettings, owner: Obj, secret_values: dict[str, str] | None
+) -> list[Obj]:
+    """Everything the root Deployment owns, in the order they are created."""
+    exposure = route(inst, ks, owner) if ks.exposure == "route" else ingress(inst, ks, owner)
+    objs = [service(inst, ks, owner), exposure, network_policy(inst, ks, owner)]
+    if secret_values:
+        objs.insert(0, secret(inst, ks, owner, secret_values))
+    return objs
