@@ -39,7 +39,9 @@ def public_url(inst: Instance, ks: KubeSettings) -> str:
     return f"{ks.scheme}://{ks.public_host}{inst.prefix}/"
 
 
-def annotations_for(inst: Instance, ks: KubeSettings, expires_at: datetime | None) -> dict[str, str]:
+def annotations_for(
+    inst: Instance, ks: KubeSettings, expires_at: datetime | None
+) -> dict[str, str]:
     notes = {"idds-vis/task-id": inst.task_id, "idds-vis/public-url": public_url(inst, ks)}
     if expires_at is not None:
         stamp = expires_at.isoformat(timespec="seconds")
