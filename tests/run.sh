@@ -7,10 +7,12 @@ PY=${PYTHON:-python3}
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# Debian packages: a PostgreSQL server (the ledger tests start a throwaway one).
+# Debian packages: PostgreSQL and ActiveMQ servers (the tests start throwaway ones).
 missing=()
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 command -v runuser >/dev/null || missing+=(util-linux)
+# ActiveMQ (the STOMP intake tests start a throwaway broker; the package brings Java).
+[ -f /usr/share/activemq/bin/activemq.jar ] || missing+=(activemq)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   as_root apt-get update -qq

@@ -1,0 +1,186 @@
+"""The intake: broker deliveries in, committed requests out, every message settled exactly once.
+
+For each delivery: parse it (never raises); a malformed one is dead-lettered with its reason, an
+irrelevant one acked; a trigger is resolved to a request (``resolver``; returning None means
+"not a visualization task": ack and skip), submitted to the agent, and acked only once the
+agent has committed it (ack after durable, DESIGN.md §3). A failure that may pass (database
+down) gives the message back for a later retry (``nack``); one that will not (``VisError``:
+the request itself is wrong) dead-letters it. Nothing a message does stops the loop.
+
+Replays (iDDS sends each message up to 3 times) are harmless since the ledger is idempotent by
+(task, tool); a small LRU of recent triggers acks them without a database round trip.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from typing import Protocol
+
+from idds_vis.domain.errors import VisError
+from idds_vis.domain.messages import (
+    Ignore,
+    ParseOptions,
+    Reject,
+    Trigger,
+    parse_message,
+    request_from_trigger,
+)
+from idds_vis.domain.models import Instance, VisRequest
+from idds_vis.ports.source import Delivery, MessageSource
+
+log = logging.getLogger(__name__)
+
+# Trigger -> the request to submit, or None when the task is not one to visualize. Raising
+# VisError dead-letters the message (it will never resolve); any other error retries it later.
+Resolver = Callable[[Trigger], Awaitable[VisRequest | None]]
+
+
+class Submitter(Protocol):
+    """What the intake needs of the agent (``Agent.submit``): commit, idempotently."""
+
+    async def submit(self, request: VisRequest) -> tuple[Instance, bool]: ...
+
+
+class Outcome(StrEnum):
+    SUBMITTED = "submitted"  # a new record was committed
+    EXISTING = "existing"  # the ledger already had this (task, tool)
+    DUPLICATE = "duplicate"  # a replay seen moments ago; acked without a database call
+    SKIPPED = "skipped"  # the resolver said it is not a visualization task
+    IGNORED = "ignored"  # well-formed, not for us
+    REJECTED = "rejected"  # dead-lettered with a reason
+    RETRY = "retry"  # given back to the source for a later attempt
+
+
+# (delivery, outcome, detail): a hook for metrics and tests; errors in it are logged only.
+OutcomeHook = Callable[[Delivery, Outcome, str], None]
+
+
+async def request_as_sent(trigger: Trigger) -> VisRequest | None:
+    """The default resolver: the request exactly as the message describes it.
+
+    The full intake replaces this with one that reads the PanDA task parameters or the iDDS
+    transform (where the artefacts are, whether it is an ML task at all).
+    """
+    return request_from_trigger(trigger)
+
+
+class Intake:
+    def __init__(
+        self,
+        source: MessageSource,
+        agent: Submitter,
+        parse_options: ParseOptions | None = None,
+        *,
+        resolver: Resolver = request_as_sent,
+        dedup_size: int = 4096,
+        on_outcome: OutcomeHook | None = None,
+    ) -> None:
+        self.source = source
+        self.agent = agent
+        self.parse_options = parse_options or ParseOptions()
+        self.resolver = resolver
+        self.dedup_size = dedup_size
+        self.on_outcome = on_outcome
+        self.counts: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
+        self._recent: OrderedDict[str, None] = OrderedDict()
+
+    async def run(self) -> None:
+        """Handle deliveries until the source stops."""
+        async for delivery in self.source.messages():
+            await self.handle(delivery)
+
+    async def handle(self, delivery: Delivery) -> Outcome:
+        """Decide and settle one delivery. Never raises (but lets cancellation through)."""
+        try:
+            outcome, detail = await self._handle(delivery)
+        except Exception as exc:  # a bug: every path settles last, so retrying is safe
+            log.exception("intake failed on message %s", delivery.message_id)
+            outcome, detail = await self._retry(delivery, "handling the message", exc)
+        self.counts[outcome] += 1
+        if self.on_outcome is not None:
+            try:
+                self.on_outcome(delivery, outcome, detail)
+            except Exception:
+                log.exception("intake outcome hook failed")
+        return outcome
+
+    async def _handle(self, delivery: Delivery) -> tuple[Outcome, str]:
+        parsed = parse_message(delivery.headers, delivery.body, self.parse_options)
+        if isinstance(parsed, Reject):
+            return await self._reject(delivery, parsed.reason)
+        if isinstance(parsed, Ignore):
+            log.debug("ignoring message %s: %s", delivery.message_id, parsed.reason)
+            await self._ack(delivery)
+            return Outcome.IGNORED, parsed.reason
+        trigger: Trigger = parsed
+        key = trigger.dedup_key
+        if key in self._recent:
+            self._recent.move_to_end(key)
+            await self._ack(delivery)
+            return Outcome.DUPLICATE, trigger.task_id
+
+        try:
+            request = await self.resolver(trigger)
+        except VisError as exc:
+            return await self._reject(delivery, f"task {trigger.task_id}: {exc.reason}")
+        except Exception as exc:
+            return await self._retry(delivery, f"resolving task {trigger.task_id}", exc)
+        if request is None:
+            self._remember(key)
+            await self._ack(delivery)
+            return Outcome.SKIPPED, trigger.task_id
+
+        try:
+            _instance, created = await self.agent.submit(request)
+        except VisError as exc:
+            return await self._reject(delivery, f"task {request.task_id}: {exc.reason}")
+        except Exception as exc:
+            return await self._retry(delivery, f"submitting task {request.task_id}", exc)
+        # Committed: from here a crash only means a redelivery, which the ledger absorbs.
+        self._remember(key)
+        log.info(
+            "%s task %s (%s) from %s message %s",
+            "requested" if created else "already have",
+            request.task_id,
+            request.tool,
+            trigger.kind,
+            delivery.message_id,
+        )
+        await self._ack(delivery)  # last: nothing after an ack may fail and retry it
+        return (Outcome.SUBMITTED if created else Outcome.EXISTING), request.task_id
+
+    # -- settling; a source failing here must not stop the loop -----------------------------
+    async def _ack(self, delivery: Delivery) -> None:
+        try:
+            await self.source.ack(delivery)
+        except Exception:
+            log.exception("could not ack message %s", delivery.message_id)
+
+    async def _reject(self, delivery: Delivery, reason: str) -> tuple[Outcome, str]:
+        log.warning("dead-lettering message %s: %s", delivery.message_id, reason)
+        try:
+            await self.source.dead_letter(delivery, reason)
+        except Exception as exc:
+            # Not stored in the dead-letter queue, so not acked: try the whole thing again later.
+            return await self._retry(delivery, "dead-lettering", exc)
+        return Outcome.REJECTED, reason
+
+    async def _retry(self, delivery: Delivery, doing: str, exc: Exception) -> tuple[Outcome, str]:
+        detail = f"{doing} failed ({type(exc).__name__}: {exc}); attempt {delivery.attempt}"
+        log.warning("message %s will be retried: %s", delivery.message_id, detail)
+        try:
+            await self.source.nack(delivery)
+        except Exception:
+            log.exception("could not give message %s back for a retry", delivery.message_id)
+        return Outcome.RETRY, detail
+
+    def _remember(self, key: str) -> None:
+        if self.dedup_size <= 0:
+            return
+        self._recent[key] = None
+        self._recent.move_to_end(key)
+        while len(self._recent) > self.dedup_size:
+            self._recent.popitem(last=False)
