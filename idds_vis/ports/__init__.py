@@ -7,4 +7,13 @@ from idds_vis.ports.recorder import Recorder
 from idds_vis.ports.source import Delivery, MessageSource
 from idds_vis.ports.stager import Stager
 
-__all__ = ["Clock", "Delivery", "Deployer", "Ledger", "MessageSource", "ReadinessProbe", "Recorder", "Stager"]
+__all__ = [
+    "Clock",
+    "Delivery",
+    "Deployer",
+    "Ledger",
+    "MessageSource",
+    "ReadinessProbe",
+    "Recorder",
+    "Stager",
+]
