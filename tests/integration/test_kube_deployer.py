@@ -1,0 +1,114 @@
+"""The Kubernetes deployer through kubernetes-asyncio, against the strict API emulator."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from idds_vis.deploy.kubernetes.client import KubeClient
+from idds_vis.deploy.kubernetes.deployer import KubernetesDeployer
+from idds_vis.deploy.kubernetes.settings import KubeSettings
+from idds_vis.domain.errors import DeployError
+from idds_vis.domain.models import Instance, InstanceKey
+from idds_vis.domain.phases import Phase
+from tests.k8s_emulator import KubeEmulator
+
+NS = "vis"
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+
+
+def instance(task_id: str) -> Instance:
+    return Instance(task_id=task_id, tool="mlflow", name=InstanceKey(task_id).name,
+                    phase=Phase.DEPLOYING, source=f"https://bigpanda.example/x?workloadid={task_id}",
+                    ttl=timedelta(hours=24), created_at=NOW, updated_at=NOW,
+                    expires_at=NOW + timedelta(hours=24))  # fmt: skip
+
+
+@pytest.fixture
+async def emu() -> AsyncIterator[KubeEmulator]:
+    async with KubeEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+async def deployer(emu: KubeEmulator, tmp_path: Path) -> AsyncIterator[KubernetesDeployer]:
+    kubeconfig = emu.write_kubeconfig(tmp_path / "kubeconfig", NS)
+    kube = KubeClient(str(kubeconfig), call_timeout=5, retry_budget=10)
+    yield KubernetesDeployer(KubeSettings(namespace=NS), kube, watch_silence=2)
+    await kube.close()
+
+
+async def test_deploy_waits_for_ready_and_delete_leaves_nothing(emu, deployer) -> None:
+    inst = instance("1001")
+    deployment = await deployer.deploy(inst, None)
+    assert deployment.url == f"https://vis.example.org/vis/{inst.name}/"
+    root = emu.get("deployments", inst.name, NS)
+    assert root is not None
+    for kind in ("services", "ingresses", "networkpolicies"):
+        obj = emu.get(kind, inst.name, NS)
+        assert obj is not None, kind
+        assert obj["metadata"]["ownerReferences"][0]["uid"] == root["metadata"]["uid"]
+    await deployer.wait_started(inst, deployment, timeout=60)
+    (running,) = await deployer.running()
+    assert running.name == inst.name and running.healthy
+    await deployer.delete(inst)
+    assert await deployer.gone(inst.name)
+    assert emu.list("pods", NS) == []
+    await deployer.delete(inst)  # deleting what is gone is success
+
+
+async def test_deploy_twice_adopts_and_a_stranger_is_a_conflict(emu, deployer) -> None:
+    inst = instance("1002")
+    first = await deployer.deploy(inst, None)
+    again = await deployer.deploy(inst, None)
+    assert again.handle["uid"] == first.handle["uid"]
+    assert len(emu.list("deployments", NS)) == 1
+    stranger = instance("1003")
+    emu.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": stranger.name},
+                "spec": {"ports": [{"port": 80}]}}, NS)  # fmt: skip
+    with pytest.raises(DeployError, match="not managed by idds-vis"):
+        await deployer.deploy(stranger, None)
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "reason"),
+    [
+        ("image-pull-backoff", "image cannot be pulled"),
+        ("unschedulable", "no node can run the UI"),
+        ("oom", "ran out of memory"),
+        ("crash", "keeps crashing"),
+    ],
+)
+async def test_pod_failures_become_readable_reasons(emu, deployer, behaviour, reason) -> None:
+    inst = instance(f"fail-{behaviour}")
+    emu.set_behaviour(behaviour, name=inst.name)
+    deployment = await deployer.deploy(inst, None)
+    with pytest.raises(DeployError, match=reason):
+        await deployer.wait_started(inst, deployment, timeout=60)
+
+
+async def test_quota_exceeded_is_reported(emu, deployer) -> None:
+    emu.quota_exceeded = True
+    inst = instance("quota-1")
+    deployment = await deployer.deploy(inst, None)
+    with pytest.raises(DeployError, match="quota exceeded"):
+        await deployer.wait_started(inst, deployment, timeout=60)
+
+
+async def test_start_deadline_fails_with_a_reason(emu, deployer) -> None:
+    inst = instance("slow-1")
+    emu.set_behaviour("never-ready", name=inst.name)
+    deployment = await deployer.deploy(inst, None)
+    with pytest.raises(DeployError, match="did not become ready within 3 s"):
+        await deployer.wait_started(inst, deployment, timeout=3)
+
+
+async def test_transient_api_errors_are_retried(emu, deployer) -> None:
+    emu.inject_failure(503, verb="create", resource="deployments", times=2)
+    inst = instance("retry-1")
+    await deployer.deploy(inst, None)
+    assert emu.get("deployments", inst.name, NS) is not None
+    assert emu.request_count("create", "deployments") == 3
