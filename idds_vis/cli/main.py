@@ -21,6 +21,7 @@ from idds_vis.cli.common import (
     setup_logging,
     stderr,
 )
+from idds_vis.deploy.kubernetes.settings import KubeSettings
 from idds_vis.domain.models import DEFAULT_TOOL, Instance, InstanceKey, VisRequest
 from idds_vis.domain.phases import TERMINAL, Phase
 from idds_vis.runtime.wiring import build_agent
@@ -187,17 +188,39 @@ def extend(ctx: click.Context, task_id: str, tool: str, by: timedelta, as_json: 
     run(main)
 
 
+backend_option = click.option(
+    "--backend", type=click.Choice(["agent", "kubernetes"]), default="agent", show_default=True,
+    help="agent: through the agent's ledger; kubernetes: straight to the cluster.",
+)  # fmt: skip
+kubeconfig_option = click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False),
+    help="Kubeconfig file (default: in-cluster credentials).",
+)
+namespace_option = click.option("--namespace", default="default", show_default=True)
+
+
 @cli.command()
 @task_option
 @tool_option
-@click.option("--wait/--no-wait", default=True, help="Wait until the agent has removed it.")
+@backend_option
+@kubeconfig_option
+@namespace_option
+@click.option("--wait/--no-wait", default=True, help="Wait until it is gone.")
 @click.option("--timeout", type=DURATION, default="2m", show_default=True)
 @json_option
 @click.pass_context
-def teardown(ctx: click.Context, task_id: str, tool: str, wait: bool, timeout: timedelta,
-             as_json: bool) -> None:  # fmt: skip
-    """End a UI now (its expiry is set to now; the agent's reaper removes it)."""
+def teardown(ctx: click.Context, task_id: str, tool: str, backend: str, kubeconfig: str | None,
+             namespace: str, wait: bool, timeout: timedelta, as_json: bool) -> None:  # fmt: skip
+    """End a UI now. With the agent its expiry becomes now and the reaper removes it; with
+    ``--backend kubernetes`` its objects are deleted and the command returns once they are gone."""
     settings = settings_from(ctx)
+    if backend == "kubernetes":
+        from idds_vis.cli import kube
+
+        ks = KubeSettings(namespace=namespace)
+        emit_json(run(lambda: kube.teardown(ks, kubeconfig, task_id, timeout.total_seconds())))
+        return
 
     async def main() -> None:
         async with ledger_session(settings) as service:
@@ -208,6 +231,41 @@ def teardown(ctx: click.Context, task_id: str, tool: str, wait: bool, timeout: t
             _show(inst, as_json)
 
     run(main)
+
+
+@cli.command()
+@task_option
+@click.option(
+    "--source", required=True, help="Artefacts the UI stages: an http(s) URL of an archive."
+)
+@click.option(
+    "--backend", type=click.Choice(["kubernetes"]), default="kubernetes", show_default=True
+)
+@kubeconfig_option
+@namespace_option
+@click.option("--image", default=KubeSettings.image, show_default=True, help="The UI image.")
+@click.option("--public-host", default=KubeSettings.public_host, show_default=True)
+@click.option("--ttl", type=DURATION, default="24h", show_default=True)
+@click.option("--wait/--no-wait", default=True, help="Wait until the UI's pod is ready.")
+@click.option("--timeout", type=DURATION, default="3m", show_default=True)
+def deploy(
+    task_id: str,
+    source: str,
+    backend: str,
+    kubeconfig: str | None,
+    namespace: str,
+    image: str,
+    public_host: str,
+    ttl: timedelta,
+    wait: bool,
+    timeout: timedelta,
+) -> None:
+    """Create one UI's objects in a cluster and print their kinds and names as JSON."""
+    from idds_vis.cli import kube
+
+    ks = KubeSettings(namespace=namespace, image=image, public_host=public_host)
+    emit_json(run(lambda: kube.deploy(ks, kubeconfig, task_id, source, ttl, wait,
+                                      timeout.total_seconds())))  # fmt: skip
 
 
 @cli.command(name="serve-ui")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,14 +19,20 @@ def demo_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_demo_archive(tmp_path_factory.mktemp("training"))
 
 
+# Every process this test run starts inherits this mark, so the check below never touches
+# the UIs of another run (or of a person) on the same machine.
+RUN_MARK = os.environ.setdefault("IDDS_VIS_TEST_RUN", uuid.uuid4().hex)
+
+
 def ui_processes() -> dict[int, str]:
     found = {}
     for proc in psutil.process_iter(["pid"]):
         try:
-            name = proc.environ().get("IDDS_VIS_UI_NAME")
+            env = proc.environ()
         except (psutil.Error, OSError):
             continue
-        if name:
+        name = env.get("IDDS_VIS_UI_NAME")
+        if name and env.get("IDDS_VIS_TEST_RUN") == RUN_MARK:
             found[proc.pid] = name
     return found
 

@@ -59,10 +59,12 @@ class KubernetesDeployer:
             instance, self.ks, instance.source or "", instance.expires_at, bool(secret_values)
         )
         root = await self._create_or_adopt(table["Deployment"], body)
+        made = [{"kind": "Deployment", "name": instance.name}]
         for dependent in objects.dependents(instance, self.ks, root, secret_values):
             await self._create_or_adopt(table[dependent["kind"]], dependent)
+            made.append({"kind": dependent["kind"], "name": dependent["metadata"]["name"]})
         url = objects.public_url(instance, self.ks)
-        handle = {"namespace": self.ks.namespace, "uid": root["metadata"]["uid"]}
+        handle = {"namespace": self.ks.namespace, "uid": root["metadata"]["uid"], "objects": made}
         return Deployment(url=url, health_url=url + "health", handle=handle)
 
     async def _create_or_adopt(self, kind: Kind, body: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,61 @@
+"""``idds-vis deploy`` and ``teardown --backend kubernetes``: one UI's objects, without an agent."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from idds_vis.deploy.kubernetes.client import KubeClient
+from idds_vis.deploy.kubernetes.deployer import KubernetesDeployer
+from idds_vis.deploy.kubernetes.settings import KubeSettings
+from idds_vis.domain.errors import DeployError
+from idds_vis.domain.models import DEFAULT_TOOL, Instance, InstanceKey
+from idds_vis.domain.phases import Phase
+
+
+def _instance(task_id: str, source: str | None, ttl: timedelta) -> Instance:
+    now = datetime.now(UTC)
+    return Instance(task_id=task_id, tool=DEFAULT_TOOL, name=InstanceKey(task_id).name,
+                    phase=Phase.DEPLOYING, source=source, ttl=ttl, created_at=now,
+                    updated_at=now, expires_at=now + ttl)  # fmt: skip
+
+
+async def deploy(ks: KubeSettings, kubeconfig: str | None, task_id: str, source: str,
+                 ttl: timedelta, wait: bool, timeout: float) -> dict[str, Any]:  # fmt: skip
+    kube = KubeClient(kubeconfig)
+    try:
+        deployer = KubernetesDeployer(ks, kube)
+        inst = _instance(task_id, source, ttl)
+        deployment = await deployer.deploy(inst, None)
+        if wait:
+            await deployer.wait_started(inst, deployment, timeout)
+        return {
+            "task_id": task_id,
+            "namespace": ks.namespace,
+            "url": deployment.url,
+            "expires_at": inst.expires_at.isoformat() if inst.expires_at else None,
+            "objects": deployment.handle["objects"],
+        }
+    finally:
+        await kube.close()
+
+
+async def teardown(
+    ks: KubeSettings, kubeconfig: str | None, task_id: str, timeout: float
+) -> dict[str, Any]:
+    kube = KubeClient(kubeconfig)
+    try:
+        deployer = KubernetesDeployer(ks, kube)
+        name = InstanceKey(task_id).name
+        await deployer.delete_by_name(name)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        # The garbage collector removes the owned objects after the root: wait for all of them.
+        while not await deployer.gone(name):
+            if loop.time() > deadline:
+                raise DeployError(f"{name}'s objects were still there after {timeout:.0f} s")
+            await asyncio.sleep(0.5)
+        return {"task_id": task_id, "namespace": ks.namespace, "name": name, "gone": True}
+    finally:
+        await kube.close()
