@@ -59,6 +59,7 @@ class FakeDeployer:
         self.deploys: list[str] = []
         self.deletes: list[str] = []
         self.fail_start: set[str] = set()
+        self.expiries: dict[str, datetime | None] = {}
 
     def staging_dir(self, instance: Instance) -> Path | None:
         return self.root / instance.name
@@ -77,6 +78,9 @@ class FakeDeployer:
         await asyncio.sleep(0)
         if instance.task_id in self.fail_start:
             raise DeployError("the MLflow UI exited while starting (code 1): boom")
+
+    async def record_expiry(self, instance: Instance) -> None:
+        self.expiries[instance.name] = instance.expires_at
 
     async def delete(self, instance: Instance) -> None:
         await self.delete_by_name(instance.name)

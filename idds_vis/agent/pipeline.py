@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -73,6 +74,8 @@ class Pipeline:
         await self.probe.verify(deployment, staged.experiments if staged else ())
         # A restarted instance keeps the expiry it had: a restart never extends a TTL.
         expires_at = inst.expires_at or expiry_after(self.clock.now(), inst.ttl)
+        # On the UI first, so the expiry is everywhere by the time anyone hears "ready".
+        await self.deployer.record_expiry(dataclasses.replace(inst, expires_at=expires_at))
         inst = await self._to(inst, Phase.READY, url=deployment.url, expires_at=expires_at)
         for recorder in self.recorders:
             await recorder.record(inst)

@@ -89,6 +89,7 @@ class Agent:
         if self.max_ttl is not None and new_expiry - self.clock.now() > self.max_ttl:
             raise InvalidRequest("extending that far goes over the maximum TTL")
         inst = await self.ledger.set_expiry(key, new_expiry, self.clock.now())
+        await self.deployer.record_expiry(inst)
         self.reaper.wake()
         return inst
 

@@ -135,6 +135,9 @@ class LocalProcessDeployer:
             return "no log"
         return lines[-1][-300:] if lines else "no output"
 
+    async def record_expiry(self, instance: Instance) -> None:
+        """The ledger is the only schedule on one machine: nothing else to update."""
+
     async def delete(self, instance: Instance) -> None:
         await self.delete_by_name(instance.name)
 

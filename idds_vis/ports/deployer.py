@@ -25,6 +25,10 @@ class Deployer(Protocol):
         """Return once the UI answers its health check; raise DeployError with a reason."""
         ...
 
+    async def record_expiry(self, instance: Instance) -> None:
+        """Put ``instance.expires_at`` where an in-cluster janitor can see it (may do nothing)."""
+        ...
+
     async def delete(self, instance: Instance) -> None:
         """Stop the UI and remove what it left; a missing UI is success."""
         ...

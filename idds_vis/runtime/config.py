@@ -32,6 +32,12 @@ class Settings:
     max_bytes: int = 2 * 1024**3
     max_files: int = 20_000
     reconcile_interval: timedelta = timedelta(minutes=1)
+    # deployer: kubernetes
+    namespace: str = "default"
+    kubeconfig: str | None = None  # None: the in-cluster service account
+    ui_image: str = "idds-vis-ui:0.1.0"
+    exposure: str = "ingress"  # or "route" (OpenShift)
+    ingress_class: str | None = "nginx"
     # Keeps the UIs of several agents on one machine apart; derived from the state dir if unset.
     label: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)

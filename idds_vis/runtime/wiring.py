@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from idds_vis.agent.clock import SystemClock
 from idds_vis.agent.service import Agent
+from idds_vis.deploy.kubernetes.client import KubeClient
+from idds_vis.deploy.kubernetes.deployer import KubernetesDeployer
+from idds_vis.deploy.kubernetes.settings import KubeSettings
 from idds_vis.deploy.local import LocalProcessDeployer
 from idds_vis.deploy.probe import HttpReadinessProbe
 from idds_vis.domain.errors import InvalidRequest
 from idds_vis.ledger import SqlLedger
+from idds_vis.ports import Deployer
 from idds_vis.runtime.config import Settings
 from idds_vis.staging import ArchiveStager
 
@@ -17,9 +21,25 @@ def build_ledger(settings: Settings) -> SqlLedger:
     return SqlLedger(settings.db_url)
 
 
-def build_deployer(settings: Settings) -> LocalProcessDeployer:
+def build_deployer(settings: Settings) -> Deployer:
+    if settings.deployer == "kubernetes":
+        if settings.exposure not in ("ingress", "route"):
+            raise InvalidRequest(
+                f"exposure must be 'ingress' or 'route', not {settings.exposure!r}"
+            )
+        ks = KubeSettings(
+            namespace=settings.namespace,
+            image=settings.ui_image,
+            public_host=settings.public_host,
+            exposure="route" if settings.exposure == "route" else "ingress",
+            ingress_class=settings.ingress_class,
+            start_seconds=int(settings.start_timeout.total_seconds()),
+            max_bytes=settings.max_bytes,
+            max_files=settings.max_files,
+        )
+        return KubernetesDeployer(ks, KubeClient(settings.kubeconfig))
     if settings.deployer != "local":
-        raise InvalidRequest(f"unknown deployer {settings.deployer!r}: this build has 'local'")
+        raise InvalidRequest(f"unknown deployer {settings.deployer!r}: use 'local' or 'kubernetes'")
     return LocalProcessDeployer(
         settings.state_dir,
         label=settings.ui_label,

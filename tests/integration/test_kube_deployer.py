@@ -112,3 +112,42 @@ async def test_transient_api_errors_are_retried(emu, deployer) -> None:
     await deployer.deploy(inst, None)
     assert emu.get("deployments", inst.name, NS) is not None
     assert emu.request_count("create", "deployments") == 3
+
+
+async def test_the_agent_drives_kubernetes_uis_from_request_to_expired(emu, tmp_path) -> None:
+    from idds_vis.agent.service import Agent
+    from idds_vis.domain.models import VisRequest
+    from idds_vis.runtime.config import Settings
+    from idds_vis.runtime.wiring import build_deployer, build_ledger
+    from tests.fakes import FakeProbe, FakeStager, SystemClock, wait_for_phase
+
+    kubeconfig = emu.write_kubeconfig(tmp_path / "kubeconfig", NS)
+    settings = Settings(state_dir=tmp_path / "state", deployer="kubernetes", namespace=NS,
+                        kubeconfig=str(kubeconfig))  # fmt: skip
+    deployer = build_deployer(settings)
+    # No ingress controller runs here, so the public-URL probe is the one part stood in for.
+    agent = Agent(ledger=build_ledger(settings), stager=FakeStager(), deployer=deployer,
+                  probe=FakeProbe(), clock=SystemClock(), poll_interval=0.05)  # fmt: skip
+    events = agent.events.subscribe()
+    await agent.start()
+    try:
+        req = VisRequest("k8s-1", source="https://bigpanda.example/x?workloadid=1")
+        await agent.submit(req)
+        ready = await wait_for_phase(agent, events, "k8s-1", {Phase.READY, Phase.FAILED})
+        assert ready.phase is Phase.READY, ready.reason
+        root = emu.get("deployments", ready.name, NS)
+        assert root is not None
+        notes = root["metadata"]["annotations"]
+        assert ready.expires_at is not None
+        assert notes["idds-vis/expires-at"] == ready.expires_at.isoformat(timespec="seconds")
+        longer = await agent.extend(req.key, timedelta(hours=2))
+        assert longer.expires_at is not None
+        notes = emu.get("deployments", ready.name, NS)["metadata"]["annotations"]
+        assert notes["janitor/expires"] == longer.expires_at.isoformat(timespec="seconds")
+        await agent.teardown(req.key)
+        await wait_for_phase(agent, events, "k8s-1", {Phase.EXPIRED})
+        assert await deployer.gone(ready.name)
+    finally:
+        await agent.stop()
+        await agent.ledger.close()
+        await deployer.kube.close()  # type: ignore[attr-defined]

@@ -8,6 +8,8 @@ groups here so that status codes and messages match.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 import re
 from collections.abc import Sequence
@@ -137,8 +139,22 @@ def decode(version: str, rt: ResourceType, body: dict[str, Any], field_validatio
             _drop(obj, p)
         if field_validation == "Warn":
             out.warnings.extend(f'unknown field "{dotted(p)}"' for p in unknown)
+    if rt.kind == "Secret":
+        _check_base64(rt, obj.get("data"))
     out.obj = prune_nulls(obj)
     return out
+
+
+def _check_base64(rt: ResourceType, data: Any) -> None:
+    # []byte fields decode from base64 in Go's JSON decoder, so bad padding is a 400.
+    for value in (data or {}).values():
+        try:
+            base64.b64decode(value or "", validate=True)
+        except (ValueError, binascii.Error):
+            raise bad_request(
+                f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
+                "illegal base64 data at input byte 0"
+            ) from None
 
 
 def check_field_validation(value: str | None, default: str) -> str:

@@ -112,6 +112,7 @@ async def test_reaper_expires_on_time_and_extend_moves_it(ledger, deployer):
         assert ready.expires_at == clock.now() + timedelta(hours=24)
         extended = await agent.extend(req.key, timedelta(hours=2))
         assert extended.expires_at == ready.expires_at + timedelta(hours=2)
+        assert deployer.expiries[ready.name] == extended.expires_at  # moved on the UI too
         # At the old expiry nothing happens; the reaper's own wake-up (no nudge) finds the new one.
         await clock.advance_to(ready.expires_at + timedelta(seconds=1))
         await agent.reaper.reap_due()

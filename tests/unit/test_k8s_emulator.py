@@ -276,6 +276,12 @@ async def test_schema_violations(api: client.ApiClient) -> None:
         "spec.template.spec.containers[0].image",
         "spec.template.metadata.labels",
     }
+    core = client.CoreV1Api(api)
+    with pytest.raises(ApiException) as err:
+        await core.create_namespaced_secret(NS, {"apiVersion": "v1", "kind": "Secret",
+                                                 "metadata": {"name": "s"},
+                                                 "data": {"token": "not base64!"}})  # fmt: skip
+    assert err.value.status == 400
 
 
 async def test_immutable_selector_and_resource_version_on_create(api: client.ApiClient) -> None:

@@ -147,6 +147,15 @@ class KubernetesDeployer:
             with contextlib.suppress(Exception):
                 await watcher.close()
 
+    async def record_expiry(self, instance: Instance) -> None:
+        """Expiry on the root object too, so extending moves both it and the ledger."""
+        apps = client.AppsV1Api(await self.kube.api())
+        notes = objects.annotations_for(instance, self.ks, instance.expires_at)
+        await self.kube.call(
+            apps.patch_namespaced_deployment, instance.name, self.ks.namespace,
+            {"metadata": {"annotations": notes}},
+        )  # fmt: skip
+
     # -- delete and list --------------------------------------------------------------------
     async def delete(self, instance: Instance) -> None:
         await self.delete_by_name(instance.name)
