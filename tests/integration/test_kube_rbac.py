@@ -1,0 +1,81 @@
+"""conf/role.yaml grants exactly what the deployer really calls (read off the emulator's log)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from idds_vis.deploy.kubernetes.client import KubeClient
+from idds_vis.deploy.kubernetes.deployer import KubernetesDeployer
+from idds_vis.deploy.kubernetes.settings import KubeSettings
+from idds_vis.domain.errors import DeployError
+from idds_vis.domain.models import Instance, InstanceKey
+from idds_vis.domain.phases import Phase
+from tests.k8s_emulator import KubeEmulator
+
+ROOT = Path(__file__).resolve().parents[2]
+NS = "vis"
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+NOT_A_CALL = {("routes/custom-host", "create")}  # an OpenShift admission permission
+
+
+def instance(task_id: str) -> Instance:
+    return Instance(
+        task_id=task_id,
+        tool="mlflow",
+        name=InstanceKey(task_id).name,
+        phase=Phase.DEPLOYING,
+        source="s3://bucket/task.tgz",
+        ttl=timedelta(hours=1),
+        created_at=NOW,
+        updated_at=NOW,
+        expires_at=NOW + timedelta(hours=1),
+    )
+
+
+def granted() -> set[tuple[str, str]]:
+    role = yaml.safe_load((ROOT / "conf" / "role.yaml").read_text())
+    return {(res, verb) for rule in role["rules"] for res in rule["resources"]
+            for verb in rule["verbs"]}  # fmt: skip
+
+
+async def exercise(emu: KubeEmulator, kubeconfig: str, exposure: str) -> None:
+    kube = KubeClient(kubeconfig, call_timeout=5, retry_budget=5)
+    ks = KubeSettings(namespace=NS, exposure=exposure)  # type: ignore[arg-type]
+    deployer = KubernetesDeployer(ks, kube, watch_silence=2,
+                                  secrets_for=lambda _: {"AWS_ACCESS_KEY_ID": "k"})  # fmt: skip
+    try:
+        inst = instance(f"rbac-{exposure}")
+        deployment = await deployer.deploy(inst, None)
+        await deployer.deploy(inst, None)  # the adopt path reads every kind back
+        await deployer.wait_started(inst, deployment, timeout=60)
+        await deployer.record_expiry(inst)
+        await deployer.running()
+        bad = instance(f"rbac-bad-{exposure}")
+        emu.set_behaviour("crash", name=bad.name)
+        with pytest.raises(DeployError):
+            await deployer.wait_started(bad, await deployer.deploy(bad, None), timeout=60)
+        slow = instance(f"rbac-slow-{exposure}")
+        emu.set_behaviour("never-ready", name=slow.name)
+        with pytest.raises(DeployError, match="did not become ready"):
+            await deployer.wait_started(slow, await deployer.deploy(slow, None), timeout=3)
+        for each in (inst, bad, slow):
+            await deployer.delete(each)
+            assert await deployer.gone(each.name)
+    finally:
+        await kube.close()
+
+
+async def test_the_role_lists_exactly_the_calls_the_deployer_makes(tmp_path: Path) -> None:
+    async with KubeEmulator() as emu:
+        kubeconfig = str(emu.write_kubeconfig(tmp_path / "kubeconfig", NS))
+        for exposure in ("ingress", "route"):
+            await exercise(emu, kubeconfig, exposure)
+        used = {
+            (r.resource, r.verb) for r in emu.faults.log if r.resource and r.verb != "discovery"
+        }
+    assert used - granted() == set(), "calls the Role does not allow"
+    assert granted() - used - NOT_A_CALL == set(), "grants no call needs"
