@@ -82,6 +82,9 @@ class FakeDeployer:
     async def record_expiry(self, instance: Instance) -> None:
         self.expiries[instance.name] = instance.expires_at
 
+    async def roll_to_current(self, name: str) -> bool:
+        return False
+
     async def delete(self, instance: Instance) -> None:
         await self.delete_by_name(instance.name)
 

@@ -18,6 +18,7 @@ class ReconcileReport:
     removed_orphans: list[str] = field(default_factory=list)
     restarted: list[str] = field(default_factory=list)
     adopted: list[str] = field(default_factory=list)
+    rolled: list[str] = field(default_factory=list)
     finished_expiring: list[str] = field(default_factory=list)
 
 
@@ -59,6 +60,8 @@ class Reconciler:
             elif inst.phase is Phase.READY:
                 if name in running and running[name].healthy:
                     report.adopted.append(name)
+                    if await self.deployer.roll_to_current(name):
+                        report.rolled.append(name)
                     continue
                 updated = await self.ledger.transition(
                     inst.key,

@@ -138,6 +138,10 @@ class LocalProcessDeployer:
     async def record_expiry(self, instance: Instance) -> None:
         """The ledger is the only schedule on one machine: nothing else to update."""
 
+    async def roll_to_current(self, name: str) -> bool:
+        """A local UI runs the installed idds-vis; a new version takes effect at its restart."""
+        return False
+
     async def delete(self, instance: Instance) -> None:
         await self.delete_by_name(instance.name)
 

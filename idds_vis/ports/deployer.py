@@ -33,6 +33,10 @@ class Deployer(Protocol):
         """Stop the UI and remove what it left; a missing UI is success."""
         ...
 
+    async def roll_to_current(self, name: str) -> bool:
+        """Bring a running UI to the configured UI version; True if it had to roll."""
+        ...
+
     async def running(self) -> list[RunningUI]:
         """Every UI this deployer manages that runs now."""
         ...

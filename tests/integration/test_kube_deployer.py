@@ -12,7 +12,7 @@ from idds_vis.deploy.kubernetes.client import KubeClient
 from idds_vis.deploy.kubernetes.deployer import KubernetesDeployer
 from idds_vis.deploy.kubernetes.settings import KubeSettings
 from idds_vis.domain.errors import DeployError
-from idds_vis.domain.models import Instance, InstanceKey
+from idds_vis.domain.models import Deployment, Instance, InstanceKey
 from idds_vis.domain.phases import Phase
 from tests.k8s_emulator import KubeEmulator
 
@@ -151,3 +151,51 @@ async def test_the_agent_drives_kubernetes_uis_from_request_to_expired(emu, tmp_
         await agent.stop()
         await agent.ledger.close()
         await deployer.kube.close()  # type: ignore[attr-defined]
+
+
+async def test_a_new_ui_image_rolls_running_instances(emu, tmp_path) -> None:
+    from idds_vis.agent.service import Agent
+    from idds_vis.domain.models import VisRequest
+    from idds_vis.runtime.config import Settings
+    from idds_vis.runtime.wiring import build_deployer, build_ledger
+    from tests.fakes import FakeProbe, FakeStager, SystemClock, wait_for_phase
+
+    kubeconfig = emu.write_kubeconfig(tmp_path / "kubeconfig", NS)
+
+    def agent_with(image: str) -> Agent:
+        settings = Settings(state_dir=tmp_path / "state", deployer="kubernetes", namespace=NS,
+                            kubeconfig=str(kubeconfig), ui_image=image)  # fmt: skip
+        return Agent(ledger=build_ledger(settings), stager=FakeStager(),
+                     deployer=build_deployer(settings), probe=FakeProbe(), clock=SystemClock(),
+                     poll_interval=0.05)  # fmt: skip
+
+    first = agent_with("idds-vis-ui:0.1.0")
+    events = first.events.subscribe()
+    await first.start()
+    req = VisRequest("roll-1", source="https://bigpanda.example/x?workloadid=2")
+    await first.submit(req)
+    ready = await wait_for_phase(first, events, "roll-1", {Phase.READY, Phase.FAILED})
+    assert ready.phase is Phase.READY, ready.reason
+    (old_pod,) = emu.list("pods", NS)
+    await first.stop()
+    await first.ledger.close()
+
+    second = agent_with("idds-vis-ui:0.2.0")
+    report = await second.start()
+    try:
+        assert report.rolled == [ready.name] and report.adopted == [ready.name]
+        dep = emu.get("deployments", ready.name, NS)
+        (ui,) = dep["spec"]["template"]["spec"]["containers"]
+        assert ui["image"] == "idds-vis-ui:0.2.0"
+        assert "--prefix" in ui["args"]  # a strategic merge: the rest of the container is kept
+        deployer = second.deployer
+        assert isinstance(deployer, KubernetesDeployer)
+        await deployer.wait_started(ready, Deployment(url=ready.url or "", health_url=""), 60)
+        pods = emu.list("pods", NS)
+        assert [p["spec"]["containers"][0]["image"] for p in pods] == ["idds-vis-ui:0.2.0"]
+        assert old_pod["metadata"]["name"] not in [p["metadata"]["name"] for p in pods]
+        assert await deployer.roll_to_current(ready.name) is False  # nothing left to roll
+    finally:
+        await second.stop()
+        await second.ledger.close()
+        await second.deployer.kube.close()  # type: ignore[attr-defined]

@@ -156,6 +156,20 @@ class KubernetesDeployer:
             {"metadata": {"annotations": notes}},
         )  # fmt: skip
 
+    async def roll_to_current(self, name: str) -> bool:
+        """Patch the pod template's image when the configured UI image changed; the Deployment's
+        rolling update (maxUnavailable 0) replaces the pod without a gap."""
+        apps = client.AppsV1Api(await self.kube.api())
+        ns = self.ks.namespace
+        dep = self.kube.to_dict(await self.kube.call(apps.read_namespaced_deployment, name, ns))
+        containers = dep["spec"]["template"]["spec"]["containers"]
+        if all(c.get("image") == self.ks.image for c in containers if c["name"] == "ui"):
+            return False
+        patch = {"spec": {"template": {"spec": {"containers": [
+            {"name": "ui", "image": self.ks.image}]}}}}  # fmt: skip
+        await self.kube.call(apps.patch_namespaced_deployment, name, ns, patch)
+        return True
+
     # -- delete and list --------------------------------------------------------------------
     async def delete(self, instance: Instance) -> None:
         await self.delete_by_name(instance.name)
