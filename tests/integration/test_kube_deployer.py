@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from idds_vis.deploy.kubernetes import objects
 from idds_vis.deploy.kubernetes.client import KubeClient
 from idds_vis.deploy.kubernetes.deployer import KubernetesDeployer
 from idds_vis.deploy.kubernetes.settings import KubeSettings
@@ -15,6 +16,7 @@ from idds_vis.domain.errors import DeployError
 from idds_vis.domain.models import Deployment, Instance, InstanceKey
 from idds_vis.domain.phases import Phase
 from tests.k8s_emulator import KubeEmulator
+from tests.k8s_emulator.resources import resolve
 
 NS = "vis"
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -195,6 +197,56 @@ async def test_a_new_ui_image_rolls_running_instances(emu, tmp_path) -> None:
         assert [p["spec"]["containers"][0]["image"] for p in pods] == ["idds-vis-ui:0.2.0"]
         assert old_pod["metadata"]["name"] not in [p["metadata"]["name"] for p in pods]
         assert await deployer.roll_to_current(ready.name) is False  # nothing left to roll
+    finally:
+        await second.stop()
+        await second.ledger.close()
+        await second.deployer.kube.close()  # type: ignore[attr-defined]
+
+
+async def test_reconcile_on_kubernetes_removes_orphans_and_restarts_missing(emu, tmp_path) -> None:
+    from idds_vis.agent.service import Agent
+    from idds_vis.domain.models import VisRequest
+    from idds_vis.runtime.config import Settings
+    from idds_vis.runtime.wiring import build_deployer, build_ledger
+    from tests.fakes import FakeProbe, FakeStager, SystemClock, wait_for_all
+
+    kubeconfig = emu.write_kubeconfig(tmp_path / "kubeconfig", NS)
+    settings = Settings(state_dir=tmp_path / "state", deployer="kubernetes", namespace=NS,
+                        kubeconfig=str(kubeconfig))  # fmt: skip
+
+    def new_agent() -> Agent:
+        return Agent(ledger=build_ledger(settings), stager=FakeStager(),
+                     deployer=build_deployer(settings), probe=FakeProbe(), clock=SystemClock(),
+                     poll_interval=0.05)  # fmt: skip
+
+    first = new_agent()
+    events = first.events.subscribe()
+    await first.start()
+    for task in ("keep", "lost"):
+        await first.submit(VisRequest(task, source="https://bigpanda.example/x"))
+    done = await wait_for_all(events, {"keep", "lost"}, {Phase.READY, Phase.FAILED})
+    assert {i.phase for i in done.values()} == {Phase.READY}
+    await first.stop()
+    await first.ledger.close()
+    await first.deployer.kube.close()  # type: ignore[attr-defined]
+
+    # While no agent runs: one UI is deleted by hand, and a stray one appears with our label.
+    lost = done["lost"].name
+    emu.api.delete(resolve("deployments"), NS, lost, {"propagationPolicy": "Background"})
+    orphan = instance("orphan-1")
+    emu.create(objects.deployment(orphan, KubeSettings(namespace=NS), "x", None, False), NS)
+
+    second = new_agent()
+    events2 = second.events.subscribe()
+    report = await second.start()
+    try:
+        assert report.removed_orphans == [orphan.name]
+        assert report.adopted == [done["keep"].name]
+        assert report.restarted == [done["lost"].name]
+        again = await wait_for_all(events2, {"lost"}, {Phase.READY, Phase.FAILED})
+        assert again["lost"].phase is Phase.READY
+        names = sorted(d["metadata"]["name"] for d in emu.list("deployments", NS))
+        assert names == sorted([done["keep"].name, done["lost"].name])
     finally:
         await second.stop()
         await second.ledger.close()
