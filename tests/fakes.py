@@ -82,7 +82,7 @@ class FakeDeployer:
     async def record_expiry(self, instance: Instance) -> None:
         self.expiries[instance.name] = instance.expires_at
 
-    async def roll_to_current(self, name: str) -> bool:
+    async def roll_to_current(self, ui: RunningUI) -> bool:
         return False
 
     async def delete(self, instance: Instance) -> None:

@@ -60,7 +60,7 @@ class Reconciler:
             elif inst.phase is Phase.READY:
                 if name in running and running[name].healthy:
                     report.adopted.append(name)
-                    if await self.deployer.roll_to_current(name):
+                    if await self.deployer.roll_to_current(running[name]):
                         report.rolled.append(name)
                     continue
                 updated = await self.ledger.transition(

@@ -138,7 +138,7 @@ class LocalProcessDeployer:
     async def record_expiry(self, instance: Instance) -> None:
         """The ledger is the only schedule on one machine: nothing else to update."""
 
-    async def roll_to_current(self, name: str) -> bool:
+    async def roll_to_current(self, ui: RunningUI) -> bool:
         """A local UI runs the installed idds-vis; a new version takes effect at its restart."""
         return False
 

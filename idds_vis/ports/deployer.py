@@ -33,7 +33,7 @@ class Deployer(Protocol):
         """Stop the UI and remove what it left; a missing UI is success."""
         ...
 
-    async def roll_to_current(self, name: str) -> bool:
+    async def roll_to_current(self, ui: RunningUI) -> bool:
         """Bring a running UI to the configured UI version; True if it had to roll."""
         ...
 

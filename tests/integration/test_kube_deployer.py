@@ -196,7 +196,8 @@ async def test_a_new_ui_image_rolls_running_instances(emu, tmp_path) -> None:
         pods = emu.list("pods", NS)
         assert [p["spec"]["containers"][0]["image"] for p in pods] == ["idds-vis-ui:0.2.0"]
         assert old_pod["metadata"]["name"] not in [p["metadata"]["name"] for p in pods]
-        assert await deployer.roll_to_current(ready.name) is False  # nothing left to roll
+        (current,) = await deployer.running()
+        assert await deployer.roll_to_current(current) is False  # nothing left to roll
     finally:
         await second.stop()
         await second.ledger.close()
