@@ -109,6 +109,7 @@ async def launch(workdir: Path, count: int) -> None:
     finally:
         await agent.stop()
         await agent.ledger.close()
+        await agent.deployer.kube.close()  # type: ignore[attr-defined]
         emulator.kill()
 
 
