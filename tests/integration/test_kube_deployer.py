@@ -8,13 +8,17 @@ from pathlib import Path
 
 import pytest
 
+from idds_vis.agent.service import Agent
 from idds_vis.deploy.kubernetes import objects
 from idds_vis.deploy.kubernetes.client import KubeClient
 from idds_vis.deploy.kubernetes.deployer import KubernetesDeployer
 from idds_vis.deploy.kubernetes.settings import KubeSettings
 from idds_vis.domain.errors import DeployError
-from idds_vis.domain.models import Deployment, Instance, InstanceKey
+from idds_vis.domain.models import Deployment, Instance, InstanceKey, VisRequest
 from idds_vis.domain.phases import Phase
+from idds_vis.runtime.config import Settings
+from idds_vis.runtime.wiring import build_deployer, build_ledger
+from tests.fakes import FakeProbe, FakeStager, SystemClock, wait_for_all, wait_for_phase
 from tests.k8s_emulator import KubeEmulator
 from tests.k8s_emulator.resources import resolve
 
@@ -27,6 +31,16 @@ def instance(task_id: str) -> Instance:
                     phase=Phase.DEPLOYING, source=f"https://bigpanda.example/x?workloadid={task_id}",
                     ttl=timedelta(hours=24), created_at=NOW, updated_at=NOW,
                     expires_at=NOW + timedelta(hours=24))  # fmt: skip
+
+
+def kube_agent(tmp_path: Path, kubeconfig: Path, image: str = "idds-vis-ui:0.1.0") -> Agent:
+    """The real agent on the Kubernetes deployer. No ingress controller runs here, so the
+    public-URL probe is the one part stood in for (and the pod stages its own data)."""
+    settings = Settings(state_dir=tmp_path / "state", deployer="kubernetes", namespace=NS,
+                        kubeconfig=str(kubeconfig), ui_image=image)  # fmt: skip
+    return Agent(ledger=build_ledger(settings), stager=FakeStager(),
+                 deployer=build_deployer(settings), probe=FakeProbe(), clock=SystemClock(),
+                 poll_interval=0.05)  # fmt: skip
 
 
 @pytest.fixture
@@ -117,19 +131,11 @@ async def test_transient_api_errors_are_retried(emu, deployer) -> None:
 
 
 async def test_the_agent_drives_kubernetes_uis_from_request_to_expired(emu, tmp_path) -> None:
-    from idds_vis.agent.service import Agent
-    from idds_vis.domain.models import VisRequest
-    from idds_vis.runtime.config import Settings
-    from idds_vis.runtime.wiring import build_deployer, build_ledger
-    from tests.fakes import FakeProbe, FakeStager, SystemClock, wait_for_phase
 
     kubeconfig = emu.write_kubeconfig(tmp_path / "kubeconfig", NS)
-    settings = Settings(state_dir=tmp_path / "state", deployer="kubernetes", namespace=NS,
-                        kubeconfig=str(kubeconfig))  # fmt: skip
-    deployer = build_deployer(settings)
-    # No ingress controller runs here, so the public-URL probe is the one part stood in for.
-    agent = Agent(ledger=build_ledger(settings), stager=FakeStager(), deployer=deployer,
-                  probe=FakeProbe(), clock=SystemClock(), poll_interval=0.05)  # fmt: skip
+    agent = kube_agent(tmp_path, kubeconfig)
+    deployer = agent.deployer
+    assert isinstance(deployer, KubernetesDeployer)
     events = agent.events.subscribe()
     await agent.start()
     try:
@@ -156,22 +162,10 @@ async def test_the_agent_drives_kubernetes_uis_from_request_to_expired(emu, tmp_
 
 
 async def test_a_new_ui_image_rolls_running_instances(emu, tmp_path) -> None:
-    from idds_vis.agent.service import Agent
-    from idds_vis.domain.models import VisRequest
-    from idds_vis.runtime.config import Settings
-    from idds_vis.runtime.wiring import build_deployer, build_ledger
-    from tests.fakes import FakeProbe, FakeStager, SystemClock, wait_for_phase
 
     kubeconfig = emu.write_kubeconfig(tmp_path / "kubeconfig", NS)
 
-    def agent_with(image: str) -> Agent:
-        settings = Settings(state_dir=tmp_path / "state", deployer="kubernetes", namespace=NS,
-                            kubeconfig=str(kubeconfig), ui_image=image)  # fmt: skip
-        return Agent(ledger=build_ledger(settings), stager=FakeStager(),
-                     deployer=build_deployer(settings), probe=FakeProbe(), clock=SystemClock(),
-                     poll_interval=0.05)  # fmt: skip
-
-    first = agent_with("idds-vis-ui:0.1.0")
+    first = kube_agent(tmp_path, kubeconfig)
     events = first.events.subscribe()
     await first.start()
     req = VisRequest("roll-1", source="https://bigpanda.example/x?workloadid=2")
@@ -182,7 +176,7 @@ async def test_a_new_ui_image_rolls_running_instances(emu, tmp_path) -> None:
     await first.stop()
     await first.ledger.close()
 
-    second = agent_with("idds-vis-ui:0.2.0")
+    second = kube_agent(tmp_path, kubeconfig, "idds-vis-ui:0.2.0")
     report = await second.start()
     try:
         assert report.rolled == [ready.name] and report.adopted == [ready.name]
@@ -205,22 +199,10 @@ async def test_a_new_ui_image_rolls_running_instances(emu, tmp_path) -> None:
 
 
 async def test_reconcile_on_kubernetes_removes_orphans_and_restarts_missing(emu, tmp_path) -> None:
-    from idds_vis.agent.service import Agent
-    from idds_vis.domain.models import VisRequest
-    from idds_vis.runtime.config import Settings
-    from idds_vis.runtime.wiring import build_deployer, build_ledger
-    from tests.fakes import FakeProbe, FakeStager, SystemClock, wait_for_all
 
     kubeconfig = emu.write_kubeconfig(tmp_path / "kubeconfig", NS)
-    settings = Settings(state_dir=tmp_path / "state", deployer="kubernetes", namespace=NS,
-                        kubeconfig=str(kubeconfig))  # fmt: skip
 
-    def new_agent() -> Agent:
-        return Agent(ledger=build_ledger(settings), stager=FakeStager(),
-                     deployer=build_deployer(settings), probe=FakeProbe(), clock=SystemClock(),
-                     poll_interval=0.05)  # fmt: skip
-
-    first = new_agent()
+    first = kube_agent(tmp_path, kubeconfig)
     events = first.events.subscribe()
     await first.start()
     for task in ("keep", "lost"):
@@ -237,7 +219,7 @@ async def test_reconcile_on_kubernetes_removes_orphans_and_restarts_missing(emu,
     orphan = instance("orphan-1")
     emu.create(objects.deployment(orphan, KubeSettings(namespace=NS), "x", None, False), NS)
 
-    second = new_agent()
+    second = kube_agent(tmp_path, kubeconfig)
     events2 = second.events.subscribe()
     report = await second.start()
     try:
