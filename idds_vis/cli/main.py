@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from datetime import timedelta
 from pathlib import Path
@@ -24,7 +25,7 @@ from idds_vis.cli.common import (
 from idds_vis.deploy.kubernetes.settings import KubeSettings
 from idds_vis.domain.models import DEFAULT_TOOL, Instance, InstanceKey, VisRequest
 from idds_vis.domain.phases import TERMINAL, Phase
-from idds_vis.runtime.wiring import build_agent
+from idds_vis.runtime.wiring import build_agent, build_intake
 
 
 @click.group(
@@ -64,13 +65,25 @@ def agent(ctx: click.Context) -> None:
 
     async def main() -> None:
         service = build_agent(settings)
+        intake = build_intake(settings, service)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await service.start()
+        intake_task = None
+        if intake is not None:
+            source, consumer = intake
+            await source.start()
+            intake_task = asyncio.create_task(consumer.run())
+            await source.wait_connected()  # subscribed: from now on nothing sent is missed
         stderr.print(f"agent running; ledger {settings.db_url}")
         await stop.wait()
+        if intake is not None and intake_task is not None:
+            intake_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await intake_task
+            await intake[0].stop()
         await service.stop()
         await service.ledger.close()
 

@@ -38,6 +38,13 @@ class Settings:
     ui_image: str = "idds-vis-ui:0.1.0"
     exposure: str = "ingress"  # or "route" (OpenShift)
     ingress_class: str | None = "nginx"
+    # STOMP intake (off unless stomp_hosts is set): "host:port" entries, topics or
+    # /queue/Consumer.idds-vis.VirtualTopic.X queues, and where malformed messages go.
+    stomp_hosts: list[str] = field(default_factory=list)
+    stomp_subscriptions: list[str] = field(default_factory=list)
+    stomp_user: str | None = None
+    stomp_password: str | None = None
+    stomp_dead_letter: str = "/queue/idds-vis.DLQ"
     # Keeps the UIs of several agents on one machine apart; derived from the state dir if unset.
     label: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)

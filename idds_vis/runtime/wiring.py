@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from idds_vis.agent.clock import SystemClock
+from idds_vis.agent.intake import Intake
 from idds_vis.agent.service import Agent
 from idds_vis.deploy.kubernetes.client import KubeClient
 from idds_vis.deploy.kubernetes.deployer import KubernetesDeployer
@@ -13,6 +14,7 @@ from idds_vis.domain.errors import InvalidRequest
 from idds_vis.ledger import SqlLedger
 from idds_vis.ports import Deployer
 from idds_vis.runtime.config import Settings
+from idds_vis.sources.stomp import StompSettings, StompSource
 from idds_vis.staging import ArchiveStager
 
 
@@ -60,3 +62,27 @@ def build_agent(settings: Settings) -> Agent:
         start_timeout=settings.start_timeout.total_seconds(),
         max_ttl=settings.max_ttl,
     )
+
+
+def build_intake(settings: Settings, agent: Agent) -> tuple[StompSource, Intake] | None:
+    """The broker intake, when the settings name a broker."""
+    if not settings.stomp_hosts:
+        return None
+    hosts = []
+    for entry in settings.stomp_hosts:
+        host, _, port = entry.rpartition(":")
+        if not host or not port.isdigit():
+            raise InvalidRequest(f"stomp host {entry!r} must be written host:port")
+        hosts.append((host, int(port)))
+    try:
+        stomp = StompSettings(
+            hosts=hosts,
+            subscriptions=settings.stomp_subscriptions,
+            user=settings.stomp_user,
+            password=settings.stomp_password,
+            dead_letter_destination=settings.stomp_dead_letter,
+        )
+    except ValueError as exc:
+        raise InvalidRequest(f"stomp settings: {exc}") from exc
+    source = StompSource(stomp)
+    return source, Intake(source, agent)
