@@ -11,6 +11,8 @@ from idds_vis.deploy.kubernetes.settings import KubeSettings
 from idds_vis.deploy.local import LocalProcessDeployer
 from idds_vis.deploy.probe import HttpReadinessProbe
 from idds_vis.domain.errors import InvalidRequest
+from idds_vis.domain.messages import Trigger, request_from_trigger
+from idds_vis.domain.models import VisRequest
 from idds_vis.ledger import SqlLedger
 from idds_vis.ports import Deployer
 from idds_vis.runtime.config import Settings
@@ -85,4 +87,10 @@ def build_intake(settings: Settings, agent: Agent) -> tuple[StompSource, Intake]
     except ValueError as exc:
         raise InvalidRequest(f"stomp settings: {exc}") from exc
     source = StompSource(stomp)
-    return source, Intake(source, agent)
+    return source, Intake(source, agent, resolver=only_with_a_source)
+
+
+async def only_with_a_source(trigger: Trigger) -> VisRequest | None:
+    """Until PanDA task parameters and iDDS transforms are read, a message that does not say where
+    its artefacts are is acknowledged and skipped: it must not become a failed record."""
+    return request_from_trigger(trigger) if trigger.source else None
