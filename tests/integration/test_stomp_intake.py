@@ -35,22 +35,13 @@ from idds_vis.sources import StompSettings, StompSource
 from idds_vis.sources.stomp import ORIGINAL_DESTINATION_HEADER, REASON_HEADER
 from tests.activemq import ActiveMQ, BrokerAddress
 from tests.fakes import FakeDeployer, make_agent
+from tests.message_fixtures import fixture_body, fixture_message
 
 # Registers the session broker fixture for this module; drop it once conftest.py registers it.
 
 HANG_GUARD = 90.0  # seconds; only ever reached when something is broken
-# The shared fixtures (panda_task_status_done.json, idds_work_processing_finished.json), inline.
-PANDA_DONE = b'{"msg_type": "task_status", "taskid": 1, "status": "done", "timestamp": 1795297866}'
-IDDS_FINISHED = {
-    "msg_type": "work_processing",
-    "request_id": 2,
-    "workload_id": 551521,
-    "transform_id": 1,
-    "relation_type": "input",
-    "status": "Finished",
-    "output": {},
-    "error": "",
-}
+PANDA_DONE = fixture_message("panda_task_status_done.json")[1]
+IDDS_FINISHED = fixture_body("idds_work_processing_finished.json")
 # The headers iDDS sent with it (captured); the broker sets destination/message-id itself.
 IDDS_HEADERS = {
     "vo": "atlas",

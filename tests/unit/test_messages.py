@@ -1,15 +1,12 @@
 """Broker message parsing: the real PanDA/iDDS bodies, every reject reason, and fuzzing.
 
-The fixtures are the shared captures (DESIGN.md §5/§6); ``IDDS_VIS_MESSAGE_FIXTURES`` points
-elsewhere if the shared directory is not mounted.
+The fixtures are copies of the shared captures (DESIGN.md §5/§6) in tests/fixtures/messages.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,20 +25,7 @@ from idds_vis.domain.messages import (
     parse_message,
     request_from_trigger,
 )
-
-FIXTURES = Path(
-    os.environ.get("IDDS_VIS_MESSAGE_FIXTURES", Path(__file__).parents[1] / "fixtures" / "messages")
-)
-
-
-def fixture_message(name: str) -> tuple[dict[str, str], bytes]:
-    path = FIXTURES / name
-    if not path.exists():
-        pytest.fail(f"message fixture {path} missing: set IDDS_VIS_MESSAGE_FIXTURES", False)
-    data = json.loads(path.read_text())
-    if "body" in data and "headers" in data:  # captured with the broker headers
-        return data["headers"], json.dumps(data["body"]).encode()
-    return {}, path.read_bytes()
+from tests.message_fixtures import fixture_body, fixture_message
 
 
 def body(**fields: Any) -> bytes:
@@ -127,16 +111,7 @@ def test_unknown_panda_status_is_ignored_and_said_to_be_unknown():
 # -- iDDS work_processing -------------------------------------------------------------------
 
 
-IDDS = {
-    "msg_type": "work_processing",
-    "request_id": 2,
-    "workload_id": 551521,
-    "transform_id": 1,
-    "relation_type": "input",
-    "status": "Finished",
-    "output": {},
-    "error": "",
-}
+IDDS = fixture_body("idds_work_processing_finished.json")
 
 
 @pytest.mark.parametrize("status", ["Finished", "finished", "FINISHED"])
