@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+# A Debian system Python refuses pip installs (PEP 668) unless told; pyenv/venv Pythons ignore this.
+export PIP_BREAK_SYSTEM_PACKAGES=1
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 

@@ -8,7 +8,7 @@ import logging
 import os
 import socket
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from idds_vis.agent.events import EventBus
 from idds_vis.agent.pipeline import Pipeline
@@ -67,7 +67,6 @@ class Agent:
         )
         self._work = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self.started = asyncio.Event()
 
     # -- requests ---------------------------------------------------------------------------
     async def submit(self, request: VisRequest) -> tuple[Instance, bool]:
@@ -116,7 +115,6 @@ class Agent:
         self._tasks = [asyncio.create_task(self._worker(i)) for i in range(self.workers)]
         self._tasks.append(asyncio.create_task(self.reaper.run()))
         self._tasks.append(asyncio.create_task(self._reconcile_loop()))
-        self.started.set()
         return report
 
     async def stop(self) -> None:
@@ -156,6 +154,3 @@ class Agent:
                 await self.reconciler.reconcile(startup=False)
             except Exception:
                 log.exception("periodic reconcile failed; trying again later")
-
-    def now(self) -> datetime:
-        return self.clock.now()
