@@ -60,6 +60,8 @@ class FakeDeployer:
         self.deletes: list[str] = []
         self.fail_start: set[str] = set()
         self.expiries: dict[str, datetime | None] = {}
+        # task id -> event: wait_started blocks until it is set (an instance held in `starting`)
+        self.hold: dict[str, asyncio.Event] = {}
 
     def staging_dir(self, instance: Instance) -> Path | None:
         return self.root / instance.name
@@ -76,6 +78,8 @@ class FakeDeployer:
         self, instance: Instance, deployment: Deployment, timeout: float
     ) -> None:
         await asyncio.sleep(0)
+        if instance.task_id in self.hold:
+            await self.hold[instance.task_id].wait()
         if instance.task_id in self.fail_start:
             raise DeployError("the MLflow UI exited while starting (code 1): boom")
 

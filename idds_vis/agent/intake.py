@@ -19,8 +19,9 @@ from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Protocol
 
-from idds_vis.domain.errors import VisError
+from idds_vis.domain.errors import NotFound, VisError
 from idds_vis.domain.messages import (
+    EndRequest,
     Ignore,
     ParseOptions,
     Reject,
@@ -28,7 +29,7 @@ from idds_vis.domain.messages import (
     parse_message,
     request_from_trigger,
 )
-from idds_vis.domain.models import Instance, VisRequest
+from idds_vis.domain.models import Instance, InstanceKey, VisRequest
 from idds_vis.ports.source import Delivery, MessageSource
 
 log = logging.getLogger(__name__)
@@ -43,12 +44,17 @@ class Submitter(Protocol):
 
     async def submit(self, request: VisRequest) -> tuple[Instance, bool]: ...
 
+    async def end(self, key: InstanceKey) -> Instance:
+        """End an instance now, or at its expiry if that is later; NotFound if there is none."""
+        ...
+
 
 class Outcome(StrEnum):
     SUBMITTED = "submitted"  # a new record was committed
     EXISTING = "existing"  # the ledger already had this (task, tool)
     DUPLICATE = "duplicate"  # a replay seen moments ago; acked without a database call
     SKIPPED = "skipped"  # the resolver said it is not a visualization task
+    ENDED = "ended"  # a vis_teardown was applied (or had nothing left to end)
     IGNORED = "ignored"  # well-formed, not for us
     REJECTED = "rejected"  # dead-lettered with a reason
     RETRY = "retry"  # given back to the source for a later attempt
@@ -115,6 +121,8 @@ class Intake:
             log.debug("ignoring message %s: %s", delivery.message_id, parsed.reason)
             await self._ack(delivery)
             return Outcome.IGNORED, parsed.reason
+        if isinstance(parsed, EndRequest):
+            return await self._end(delivery, parsed)
         trigger: Trigger = parsed
         key = trigger.dedup_key
         if key in self._recent:
@@ -151,6 +159,22 @@ class Intake:
         )
         await self._ack(delivery)  # last: nothing after an ack may fail and retry it
         return (Outcome.SUBMITTED if created else Outcome.EXISTING), request.task_id
+
+    async def _end(self, delivery: Delivery, end: EndRequest) -> tuple[Outcome, str]:
+        key = InstanceKey(end.task_id, end.tool)
+        try:
+            inst = await self.agent.end(key)
+        except NotFound:
+            # Nothing to end (never started, or its request is still queued): the TTL bounds
+            # whatever may still come, and the TeardownWork asks again while it waits.
+            await self._ack(delivery)
+            return Outcome.ENDED, f"{end.task_id}: no instance"
+        except VisError as exc:
+            return await self._reject(delivery, f"task {end.task_id}: {exc.reason}")
+        except Exception as exc:
+            return await self._retry(delivery, f"ending task {end.task_id}", exc)
+        await self._ack(delivery)
+        return Outcome.ENDED, f"{end.task_id}: {inst.phase.value}"
 
     # -- settling; a source failing here must not stop the loop -----------------------------
     async def _ack(self, delivery: Delivery) -> None:

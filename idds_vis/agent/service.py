@@ -101,6 +101,19 @@ class Agent:
         self.reaper.wake()
         return inst
 
+    async def end(self, key: InstanceKey) -> Instance:
+        """End the instance now, or leave it to the reaper if its expiry is later (TeardownWork).
+
+        A workflow's teardown step must not cut short the TTL its author asked for, but it must
+        stop an instance that never became ready (its expiry is not set yet).
+        """
+        inst = await self._get(key)
+        if inst.phase in TERMINAL:
+            return inst
+        if inst.expires_at is not None and inst.expires_at > self.clock.now():
+            return inst
+        return await self.teardown(key)
+
     async def _get(self, key: InstanceKey) -> Instance:
         inst = await self.ledger.get(key)
         if inst is None:

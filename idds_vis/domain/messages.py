@@ -1,8 +1,9 @@
-"""Broker message bodies (PanDA, iDDS, VisualizationWork) read into one of three answers.
+"""Broker message bodies (PanDA, iDDS, VisualizationWork, TeardownWork) read into one answer.
 
 ``parse_message`` never raises. It returns
 
 - ``Trigger``: a finished task someone may want to see (the intake resolves and submits it);
+- ``EndRequest``: a TeardownWork's ``vis_teardown``: end that instance (at its expiry if later);
 - ``Ignore``: a well-formed message that is not for us (a running task, a job status...): ack it;
 - ``Reject``: a malformed message: dead-letter it, with ``reason`` naming the field at fault.
 
@@ -143,7 +144,17 @@ class Reject:
     reason: str
 
 
-Parsed = Trigger | Ignore | Reject
+@dataclass(frozen=True)
+class EndRequest:
+    """A TeardownWork's ``vis_teardown``: end the (task, tool) instance, at its expiry if later."""
+
+    task_id: str
+    tool: str = DEFAULT_TOOL
+    request_id: int | None = None
+    workload_id: int | None = None
+
+
+Parsed = Trigger | EndRequest | Ignore | Reject
 
 
 class _Bad(Exception):
@@ -223,11 +234,13 @@ def _parse(body: bytes, options: ParseOptions) -> Parsed:
         return _idds_work(data, options)
     if msg_type == "vis_request":
         return _vis_request(data, options)
+    if msg_type == "vis_teardown":
+        return _vis_teardown(data, options)
     if msg_type in PANDA_OTHER_TYPES or msg_type in IDDS_OTHER_TYPES:
         return Ignore(f"{msg_type} messages do not start visualizations")
     raise _Bad(
         f"field 'msg_type' is {_show(msg_type)}, not a message type idds-vis reads "
-        "(task_status, work_processing, vis_request)"
+        "(task_status, work_processing, vis_request, vis_teardown)"
     )
 
 
@@ -301,6 +314,36 @@ def _idds_work(data: dict[str, Any], options: ParseOptions) -> Parsed:
 
 def _vis_request(data: dict[str, Any], options: ParseOptions) -> Parsed:
     ctx = "vis_request"
+    task_id, tool = _task_and_tool(data, options, ctx)
+    source = _string(data, "source", required=False, context=ctx, limit=MAX_SOURCE_CHARS)
+    ttl = _ttl(data, ctx)
+    request_id = _ident(data, "request_id", required=False, context=ctx)
+    workload_id = _ident(data, "workload_id", required=False, context=ctx)
+    return Trigger(
+        kind="vis_request",
+        task_id=task_id,
+        workload_id=workload_id,
+        request_id=request_id,
+        transform_id=None,
+        status="requested",
+        source=source or None,
+        ttl=ttl,
+        tool=tool,
+    )
+
+
+def _vis_teardown(data: dict[str, Any], options: ParseOptions) -> Parsed:
+    ctx = "vis_teardown"
+    task_id, tool = _task_and_tool(data, options, ctx)
+    return EndRequest(
+        task_id=task_id,
+        tool=tool,
+        request_id=_ident(data, "request_id", required=False, context=ctx),
+        workload_id=_ident(data, "workload_id", required=False, context=ctx),
+    )
+
+
+def _task_and_tool(data: dict[str, Any], options: ParseOptions, ctx: str) -> tuple[str, str]:
     if "task_id" not in data or data["task_id"] is None:
         raise _Bad(f"{ctx} message: field 'task_id' is missing")
     raw = data["task_id"]
@@ -320,25 +363,11 @@ def _vis_request(data: dict[str, Any], options: ParseOptions) -> Parsed:
             f"{MAX_TASK_ID_CHARS} characters, got {_show(task_id)}"
         )
     tool = _string(data, "tool", required=False, context=ctx) or options.default_tool
-    source = _string(data, "source", required=False, context=ctx, limit=MAX_SOURCE_CHARS)
-    ttl = _ttl(data, ctx)
-    request_id = _ident(data, "request_id", required=False, context=ctx)
-    workload_id = _ident(data, "workload_id", required=False, context=ctx)
     try:
         instance_name(task_id, tool)  # the domain's own rule for a usable (task, tool) key
     except VisError as exc:
         raise _Bad(f"{ctx} message: {exc}") from None
-    return Trigger(
-        kind="vis_request",
-        task_id=task_id,
-        workload_id=workload_id,
-        request_id=request_id,
-        transform_id=None,
-        status="requested",
-        source=source or None,
-        ttl=ttl,
-        tool=tool,
-    )
+    return task_id, tool
 
 
 # -- field readers --------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import stomp
 
 from idds_vis.agent.intake import Intake, Outcome
 from idds_vis.agent.service import Agent
-from idds_vis.domain.errors import InvalidRequest
+from idds_vis.domain.errors import InvalidRequest, NotFound
 from idds_vis.domain.messages import Trigger
 from idds_vis.domain.models import Instance, InstanceKey, VisRequest
 from idds_vis.domain.phases import Phase
@@ -165,6 +165,12 @@ class RecordingAgent:
         self.log.append(("submit", request.task_id))
         self.changed.set()
         return fake_instance(request), created
+
+    async def end(self, key: InstanceKey) -> Instance:
+        if key not in self.records:
+            raise NotFound(f"no visualization for task {key.task_id}")
+        self.log.append(("end", key.task_id))
+        return fake_instance(self.records[key])
 
     async def wait_for(self, count: int) -> None:
         while len(self.records) < count:
@@ -558,3 +564,16 @@ async def test_dedup_memory_is_bounded_and_a_broken_hook_is_harmless():
     assert intake.counts[Outcome.EXISTING] == 1 and intake.counts[Outcome.DUPLICATE] == 1
     assert len(agent.records) == 3
     assert [kind for kind, _ in source.settled] == ["ack"] * 5
+
+
+async def test_a_teardown_message_ends_the_instance_and_is_acked():
+    teardown = json.dumps({"msg_type": "vis_teardown", "task_id": "7", "tool": "mlflow"}).encode()
+    unknown = json.dumps({"msg_type": "vis_teardown", "task_id": "8"}).encode()
+    request = json.dumps({"msg_type": "vis_request", "task_id": "7", "source": "/a.tgz"}).encode()
+    source = MemorySource([request, teardown, unknown])
+    agent = RecordingAgent()
+    intake = Intake(source, agent)
+    await run_all(intake)
+    assert agent.log == [("submit", "7"), ("end", "7")]
+    assert source.settled == [("ack", "m0"), ("ack", "m1"), ("ack", "m2")]
+    assert intake.counts[Outcome.ENDED] == 2

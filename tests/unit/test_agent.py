@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from idds_vis.domain.errors import NotFound
 from idds_vis.domain.models import VisRequest
 from idds_vis.domain.phases import HAPPY_PATH, Phase
 from idds_vis.ledger import SqlLedger
@@ -223,4 +224,38 @@ async def test_ttl_over_the_maximum_is_refused(ledger, deployer):
             await agent.submit(VisRequest("8008", source="x", ttl=timedelta(days=2)))
         assert await ledger.list() == []
     finally:
+        await ledger.close()
+
+
+async def test_end_keeps_a_live_ttl_and_stops_what_never_became_ready(ledger, deployer):
+    """A TeardownWork's end: at the expiry if that is later, now if there is no expiry yet."""
+    agent = make_agent(ledger, deployer)
+    events = agent.events.subscribe()
+    await agent.start()
+    try:
+        live = VisRequest("3003", source="archive.tgz", ttl=timedelta(hours=1))
+        await agent.submit(live)
+        async with asyncio.timeout(30):
+            ready = await wait_for_phase(agent, events, "3003", READY_OR_FAILED)
+        assert ready.phase is Phase.READY, ready.reason
+        kept = await agent.end(live.key)
+        assert (kept.phase, kept.expires_at) == (Phase.READY, ready.expires_at)
+        assert ready.name in deployer.live
+
+        deployer.hold["3004"] = asyncio.Event()
+        stuck = VisRequest("3004", source="archive.tgz")
+        await agent.submit(stuck)
+        async with asyncio.timeout(30):
+            await wait_for_phase(agent, events, "3004", {Phase.STARTING})
+        await agent.end(stuck.key)
+        deployer.hold["3004"].set()
+        async with asyncio.timeout(30):
+            ended = await wait_for_phase(agent, events, "3004", {Phase.EXPIRED})
+        assert ended.name not in deployer.live
+        again = await agent.end(stuck.key)
+        assert again.phase is Phase.EXPIRED
+        with pytest.raises(NotFound):
+            await agent.end(VisRequest("no-such-task").key)
+    finally:
+        await agent.stop()
         await ledger.close()

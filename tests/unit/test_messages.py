@@ -17,6 +17,7 @@ from idds_vis.domain.expiry import DEFAULT_TTL
 from idds_vis.domain.messages import (
     MAX_BODY_BYTES,
     PANDA_TASK_STATUSES,
+    EndRequest,
     Ignore,
     ParseOptions,
     Reject,
@@ -251,14 +252,18 @@ known_fields = ["msg_type", "taskid", "status", "timestamp", "request_id", "work
 messages_st = st.dictionaries(
     st.sampled_from(known_fields) | st.text(max_size=8),
     json_values
-    | st.sampled_from(["task_status", "work_processing", "vis_request", "done", "Finished", "24h"]),
+    | st.sampled_from(
+        ["task_status", "work_processing", "vis_request", "vis_teardown", "done", "Finished", "24h"]
+    ),
     max_size=10,
 )
 
 
 def assert_answer(parsed: object) -> None:
-    assert isinstance(parsed, (Trigger, Ignore, Reject))
-    if isinstance(parsed, (Ignore, Reject)):
+    assert isinstance(parsed, (Trigger, EndRequest, Ignore, Reject))
+    if isinstance(parsed, EndRequest):
+        assert parsed.task_id and parsed.tool
+    elif isinstance(parsed, (Ignore, Reject)):
         assert parsed.reason and "\n" not in parsed.reason and len(parsed.reason) < 400
     else:
         request_from_trigger(parsed)  # a trigger always makes a valid request
@@ -294,3 +299,12 @@ def test_never_raises_on_garbage_around_a_valid_message(data):
     valid = body(msg_type="task_status", taskid=1, status="done")
     for mangled in (data + valid, valid + data, valid[: len(data)] + data):
         assert_answer(parse_message({}, mangled))
+
+
+def test_vis_teardown_names_the_instance_to_end():
+    parsed = parse(body(msg_type="vis_teardown", task_id=4242, tool="mlflow", request_id=7))
+    assert parsed == EndRequest(task_id="4242", tool="mlflow", request_id=7, workload_id=None)
+    missing = parse(body(msg_type="vis_teardown", tool="mlflow"))
+    assert isinstance(missing, Reject) and "'task_id' is missing" in missing.reason
+    bad_tool = parse(body(msg_type="vis_teardown", task_id="t", tool="no such tool!"))
+    assert isinstance(bad_tool, Reject) and bad_tool.reason.startswith("vis_teardown message")
