@@ -18,6 +18,9 @@ install_requires = [
     "tenacity>=8.2,<10",
     # The Kubernetes deployer.
     "kubernetes-asyncio>=36.1,<37",
+    # idds_vis.idds (VisualizationWork/TeardownWork run inside iDDS) and reading iDDS transforms.
+    "idds-workflow>=2.6.21,<2.7",
+    "idds-client>=2.6.21,<2.7",
 ]
 
 extras_require = {

@@ -290,6 +290,10 @@ def _idds_work(data: dict[str, Any], options: ParseOptions) -> Parsed:
     if status.lower() != IDDS_TRIGGER_STATUS:
         return Ignore(f"iDDS work is {_show(status)}: only Finished triggers")
     request_id = _ident(data, "request_id", required=True, context=ctx)
+    if "workload_id" in data and data["workload_id"] is None:
+        # iDDS sends null for works that are no workload of any system (idds-vis's own works
+        # among them): nothing a PanDA task or the monitor could be keyed on.
+        return Ignore(f"iDDS work of request {request_id} has no workload id")
     workload_id = _ident(data, "workload_id", required=True, context=ctx)
     transform_id = _ident(data, "transform_id", required=False, context=ctx)
     relation = _string(data, "relation_type", required=False, context=ctx)

@@ -128,9 +128,13 @@ def test_idds_other_statuses_are_ignored(status):
 def test_idds_not_finished_work_needs_no_ids_but_a_finished_one_does():
     running = {"msg_type": "work_processing", "status": "Transforming", "workload_id": None}
     assert isinstance(parse(body(**running)), Ignore)
-    parsed = parse(body(**IDDS | {"workload_id": None}))
+    without = {k: v for k, v in IDDS.items() if k != "workload_id"}
+    parsed = parse(body(**without))
     assert isinstance(parsed, Reject)
     assert parsed.reason == "work_processing message: field 'workload_id' is missing"
+    # A work that is no workload of any system (idds-vis's own works are such) sends null.
+    no_workload = parse(body(**IDDS | {"workload_id": None}))
+    assert isinstance(no_workload, Ignore) and "no workload id" in no_workload.reason
 
 
 @pytest.mark.parametrize("msg_type", ["file_processing", "collection_processing",
