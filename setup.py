@@ -16,8 +16,13 @@ install_requires = [
     # STOMP intake (PanDA/iDDS brokers): the client, and reconnect backoff with jitter.
     "stomp.py>=8.2,<10",  # tested with 8.2.0 and 9.0.0
     "tenacity>=8.2,<10",
+    # Logs as one JSON object per line.
+    "python-json-logger>=3.1,<5",
     # The Kubernetes deployer.
     "kubernetes-asyncio>=36.1,<37",
+    # The web app: pages rendered with autoescaping Jinja, live progress as Server-Sent Events.
+    "aiohttp-jinja2>=1.6,<2",
+    "aiohttp-sse>=3.0,<4",
     # idds_vis.idds (VisualizationWork/TeardownWork run inside iDDS) and reading iDDS transforms.
     "idds-workflow>=2.6.21,<2.7",
     "idds-client>=2.6.21,<2.7",

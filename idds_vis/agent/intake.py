@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Protocol
 
+from idds_vis.agent import logctx
 from idds_vis.domain.errors import NotFound, VisError
 from idds_vis.domain.messages import (
     EndRequest,
@@ -101,7 +102,8 @@ class Intake:
     async def handle(self, delivery: Delivery) -> Outcome:
         """Decide and settle one delivery. Never raises (but lets cancellation through)."""
         try:
-            outcome, detail = await self._handle(delivery)
+            with logctx.bound(message_id=delivery.message_id):
+                outcome, detail = await self._handle(delivery)
         except Exception as exc:  # a bug: every path settles last, so retrying is safe
             log.exception("intake failed on message %s", delivery.message_id)
             outcome, detail = await self._retry(delivery, "handling the message", exc)
@@ -124,6 +126,7 @@ class Intake:
         if isinstance(parsed, EndRequest):
             return await self._end(delivery, parsed)
         trigger: Trigger = parsed
+        logctx.update(task_id=trigger.task_id, tool=trigger.tool)
         key = trigger.dedup_key
         if key in self._recent:
             self._recent.move_to_end(key)
@@ -161,6 +164,7 @@ class Intake:
         return (Outcome.SUBMITTED if created else Outcome.EXISTING), request.task_id
 
     async def _end(self, delivery: Delivery, end: EndRequest) -> tuple[Outcome, str]:
+        logctx.update(task_id=end.task_id, tool=end.tool)
         key = InstanceKey(end.task_id, end.tool)
         try:
             inst = await self.agent.end(key)

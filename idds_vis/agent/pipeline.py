@@ -7,6 +7,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from idds_vis.agent import logctx
 from idds_vis.agent.events import EventBus
 from idds_vis.domain.errors import InvalidRequest, InvalidTransition, VisError
 from idds_vis.domain.expiry import expiry_after
@@ -41,11 +42,19 @@ class Pipeline:
 
     async def _to(self, inst: Instance, phase: Phase, **fields: Any) -> Instance:
         updated = await self.ledger.transition(inst.key, phase, self.clock.now(), **fields)
+        logctx.update(phase=phase.value)
+        log.info(
+            "%s is %s%s", inst.name, phase.value, f": {updated.reason}" if updated.reason else ""
+        )
         self.events.publish(updated)
         return updated
 
     async def run(self, inst: Instance) -> Instance:
         """Drive a claimed (resolving) request; any failure ends it failed with its reason."""
+        with logctx.bound(**logctx.of(inst)):
+            return await self._run(inst)
+
+    async def _run(self, inst: Instance) -> Instance:
         try:
             return await self._drive(inst)
         except InvalidTransition:

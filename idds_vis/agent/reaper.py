@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
+from idds_vis.agent import logctx
 from idds_vis.agent.events import EventBus
 from idds_vis.domain.errors import InvalidTransition
 from idds_vis.domain.models import Instance
@@ -64,6 +65,10 @@ class Reaper:
         return done
 
     async def expire(self, inst: Instance) -> Instance | None:
+        with logctx.bound(**logctx.of(inst)):
+            return await self._expire(inst)
+
+    async def _expire(self, inst: Instance) -> Instance | None:
         try:
             inst = await self.ledger.transition(inst.key, Phase.EXPIRING, self.clock.now())
         except InvalidTransition:
@@ -73,6 +78,11 @@ class Reaper:
 
     async def finish(self, inst: Instance) -> Instance:
         """Delete what runs and mark it expired (also used for an ``expiring`` left by a crash)."""
+        with logctx.bound(**logctx.of(inst)):
+            return await self._finish(inst)
+
+    async def _finish(self, inst: Instance) -> Instance:
+        logctx.update(phase=inst.phase.value)
         await self.deployer.delete(inst)
         inst = await self.ledger.transition(
             inst.key, Phase.EXPIRED, self.clock.now(), expect={Phase.EXPIRING}
@@ -80,5 +90,6 @@ class Reaper:
         self.events.publish(inst)
         for recorder in self.recorders:
             await recorder.record(inst)
+        logctx.update(phase=inst.phase.value)
         log.info("%s expired", inst.name)
         return inst

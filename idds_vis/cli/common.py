@@ -7,7 +7,7 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,10 +17,11 @@ from rich.console import Console
 from rich.table import Table
 
 from idds_vis.agent.service import Agent
-from idds_vis.domain.errors import VisError
+from idds_vis.domain.errors import InvalidRequest, VisError
 from idds_vis.domain.expiry import parse_duration
 from idds_vis.domain.models import Instance
 from idds_vis.runtime.config import Settings, load_settings
+from idds_vis.runtime.logs import configure_logging
 from idds_vis.runtime.wiring import build_agent
 
 T = TypeVar("T")
@@ -81,11 +82,14 @@ def instances_table(instances: list[Instance]) -> Table:
     return table
 
 
-def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
+def setup_logging(verbose: bool, secrets: Iterable[str] = (), log_format: str = "text") -> None:
+    """Text for the interactive commands; the agent and web app use ``log_format`` (JSON)."""
+    if log_format not in ("json", "text"):
+        raise InvalidRequest(f"log_format must be 'json' or 'text', not {log_format!r}")
+    configure_logging(
         level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+        json_lines=log_format == "json",
+        secrets=secrets,
     )
 
 

@@ -53,8 +53,9 @@ from idds_vis.runtime.wiring import build_agent, build_intake
 def cli(ctx: click.Context, config: Path | None, state_dir: Path | None,
         database_url: str | None, verbose: bool) -> None:  # fmt: skip
     """Dedicated, read-only MLflow UIs for finished PanDA/iDDS training tasks."""
-    setup_logging(verbose)
-    ctx.obj = {"settings": make_settings(config, state_dir, database_url)}
+    settings = make_settings(config, state_dir, database_url)
+    ctx.obj = {"settings": settings, "verbose": verbose}
+    setup_logging(verbose, secrets=settings.secrets())
 
 
 @cli.command()
@@ -62,6 +63,7 @@ def cli(ctx: click.Context, config: Path | None, state_dir: Path | None,
 def agent(ctx: click.Context) -> None:
     """Run the agent: pipeline workers, reaper and reconciler, until SIGTERM or Ctrl-C."""
     settings = settings_from(ctx)
+    setup_logging(ctx.obj["verbose"], secrets=settings.secrets(), log_format=settings.log_format)
 
     async def main() -> None:
         service = build_agent(settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 from dataclasses import dataclass, field
@@ -45,6 +46,17 @@ class Settings:
     stomp_user: str | None = None
     stomp_password: str | None = None
     stomp_dead_letter: str = "/queue/idds-vis.DLQ"
+    # iDDS (work_processing messages): the REST server whose transforms and workflows are read.
+    idds_host: str | None = None  # e.g. https://idds.example.org:443/idds
+    idds_auth_type: str = "x509_proxy"  # or "oidc"
+    idds_x509_proxy: str | None = None
+    idds_oidc_token_file: str | None = None
+    idds_vo: str | None = None
+    # PanDA task_status messages: where a task's artefacts are when its parameters do not say,
+    # e.g. "https://bigpanda.cern.ch/idds/downloadhpometrics/?workloadid={task_id}".
+    panda_source: str | None = None
+    # Logs of the agent and the web app: "json" (one object per line) or "text".
+    log_format: str = "json"
     # Keeps the UIs of several agents on one machine apart; derived from the state dir if unset.
     label: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -58,6 +70,26 @@ class Settings:
         if self.label:
             return self.label
         return hashlib.sha256(str(self.state_dir.resolve()).encode()).hexdigest()[:12]
+
+    def secrets(self) -> list[str]:
+        """Every secret the settings hold or name (passwords, tokens, key files' contents), so
+        that logs can leave them out whatever happens."""
+        found: list[str] = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, str) or not value:
+                continue
+            name = f.name.lower()
+            if name.endswith(("password", "_secret", "_token", "_key")):
+                found.append(value)
+            elif name.endswith(("_file", "_proxy")) and any(
+                word in name for word in ("token", "secret", "password", "key", "proxy")
+            ):
+                with contextlib.suppress(OSError, UnicodeDecodeError):
+                    path = Path(value).expanduser()
+                    if path.is_file() and path.stat().st_size <= 64 * 1024:
+                        found.extend(line.strip() for line in path.read_text().splitlines())
+        return [s for s in found if s]
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})

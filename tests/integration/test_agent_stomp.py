@@ -58,7 +58,8 @@ async def test_a_vis_request_message_drives_the_agent_to_a_live_ui(
             while "agent running" not in log.read_text():
                 assert agent.poll() is None, log.read_text()
                 await asyncio.sleep(0.2)
-        # A PanDA "done" first: nothing yet says where its artefacts are, so it makes no record.
+        # A PanDA "done" first: with no PanDA server configured nothing can tell whether the task
+        # wants a UI, so it goes to the dead-letter queue with that reason and makes no record.
         publish(activemq_broker, topic, {"msg_type": "task_status", "taskid": 7, "status": "done",
                                          "timestamp": 1795297866})  # fmt: skip
         publish(activemq_broker, topic, {"msg_type": "vis_request", "task_id": "stomp-42",
@@ -72,7 +73,7 @@ async def test_a_vis_request_message_drives_the_agent_to_a_live_ui(
                     break
                 assert agent.poll() is None, log.read_text()[-3000:]
                 await asyncio.sleep(0.5)
-        (row,) = rows  # one record: the PanDA message before it was skipped, not failed
+        (row,) = rows  # one record: the PanDA message was dead-lettered, not failed
         assert row["phase"] == "ready", (row["reason"], log.read_text()[-3000:])
         assert row["task_id"] == "stomp-42" and row["ttl_seconds"] == 3600
         done = subprocess.run([*CLI, "--state-dir", str(state), "teardown", "--task", "stomp-42",
