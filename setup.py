@@ -18,6 +18,8 @@ install_requires = [
     "tenacity>=8.2,<10",
     # Logs as one JSON object per line.
     "python-json-logger>=3.1,<5",
+    # Operators' metrics (Prometheus exposition).
+    "prometheus-client>=0.20,<1",
     # The Kubernetes deployer.
     "kubernetes-asyncio>=36.1,<37",
     # The web app: pages rendered with autoescaping Jinja, live progress as Server-Sent Events.

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from idds_vis.agent import logctx
 from idds_vis.agent.events import EventBus
+from idds_vis.agent.metrics import AgentMetrics
 from idds_vis.domain.errors import InvalidRequest, InvalidTransition, VisError
 from idds_vis.domain.expiry import expiry_after
 from idds_vis.domain.models import Instance
@@ -16,6 +17,10 @@ from idds_vis.domain.phases import Phase
 from idds_vis.ports import Clock, Deployer, Ledger, ReadinessProbe, Recorder, Stager
 
 log = logging.getLogger(__name__)
+
+# An instance naming no artefact source -> where its artefacts are; raises VisError with the
+# reason when there are none (the task does not exist, is not finished, has no outputs...).
+SourceResolver = Callable[[Instance], Awaitable[str | None]]
 
 
 class Pipeline:
@@ -30,6 +35,8 @@ class Pipeline:
         events: EventBus,
         recorders: Sequence[Recorder] = (),
         start_timeout: float = 180.0,
+        metrics: AgentMetrics | None = None,
+        source_resolver: SourceResolver | None = None,
     ) -> None:
         self.ledger = ledger
         self.stager = stager
@@ -39,9 +46,14 @@ class Pipeline:
         self.events = events
         self.recorders = recorders
         self.start_timeout = start_timeout
+        self.metrics = metrics or AgentMetrics()
+        # Finds the artefacts of a request that names none (a PanDA task's outputs).
+        self.source_resolver = source_resolver
 
     async def _to(self, inst: Instance, phase: Phase, **fields: Any) -> Instance:
         updated = await self.ledger.transition(inst.key, phase, self.clock.now(), **fields)
+        if phase is not Phase.FAILED:  # a failure's caller no longer knows the phase it left
+            self.metrics.phase_done(inst.phase, inst.updated_at, updated.updated_at)
         logctx.update(phase=phase.value)
         log.info(
             "%s is %s%s", inst.name, phase.value, f": {updated.reason}" if updated.reason else ""
@@ -64,13 +76,16 @@ class Pipeline:
             current = await self.ledger.get(inst.key)
             return current or inst
         except VisError as exc:
+            self.metrics.failed(type(exc).__name__)
             return await self._fail(inst, exc.reason)
         except Exception as exc:
             log.exception("internal error while handling %s", inst.name)
+            self.metrics.failed("InternalError")
             return await self._fail(inst, f"internal error in idds-vis: {exc!r}")
 
     async def _drive(self, inst: Instance) -> Instance:
-        source = self.resolve(inst)
+        claimed_at = inst.updated_at
+        source = await self.resolve(inst)
         inst = await self._to(inst, Phase.STAGING, source=source)
         staged = None
         dest = self.deployer.staging_dir(inst)
@@ -86,14 +101,19 @@ class Pipeline:
         # On the UI first, so the expiry is everywhere by the time anyone hears "ready".
         await self.deployer.record_expiry(dataclasses.replace(inst, expires_at=expires_at))
         inst = await self._to(inst, Phase.READY, url=deployment.url, expires_at=expires_at)
+        self.metrics.launched(claimed_at, inst.updated_at)
         for recorder in self.recorders:
             await recorder.record(inst)
         return inst
 
-    def resolve(self, inst: Instance) -> str:
-        if not inst.source:
-            raise InvalidRequest(f"task {inst.task_id} names no artefact source")
-        return inst.source
+    async def resolve(self, inst: Instance) -> str:
+        if inst.source:
+            return inst.source
+        if self.source_resolver is not None:
+            source = await self.source_resolver(inst)
+            if source:
+                return source
+        raise InvalidRequest(f"task {inst.task_id} names no artefact source")
 
     async def _fail(self, inst: Instance, reason: str) -> Instance:
         await self.deployer.delete(inst)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from idds_vis.agent import logctx
 from idds_vis.agent.events import EventBus
+from idds_vis.agent.metrics import AgentMetrics
 from idds_vis.domain.errors import InvalidTransition
 from idds_vis.domain.models import Instance
 from idds_vis.domain.phases import Phase
@@ -27,6 +28,7 @@ class Reaper:
         events: EventBus,
         recorders: Sequence[Recorder] = (),
         max_wait: float = 1.0,
+        metrics: AgentMetrics | None = None,
     ) -> None:
         self.ledger = ledger
         self.deployer = deployer
@@ -36,6 +38,7 @@ class Reaper:
         # Other processes (the CLI's extend/teardown, other agents) change expiries in the
         # ledger: look again at least this often, which bounds lateness on top of the wait.
         self.max_wait = max_wait
+        self.metrics = metrics or AgentMetrics()
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -73,6 +76,7 @@ class Reaper:
             inst = await self.ledger.transition(inst.key, Phase.EXPIRING, self.clock.now())
         except InvalidTransition:
             return None  # someone else is ending it, or it already ended
+        self.metrics.reaped(inst.expires_at, inst.updated_at)
         self.events.publish(inst)
         return await self.finish(inst)
 

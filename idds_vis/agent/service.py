@@ -11,13 +11,14 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from idds_vis.agent.events import EventBus
-from idds_vis.agent.pipeline import Pipeline
+from idds_vis.agent.metrics import AgentMetrics
+from idds_vis.agent.pipeline import Pipeline, SourceResolver
 from idds_vis.agent.reaper import Reaper
 from idds_vis.agent.reconciler import Reconciler, ReconcileReport
 from idds_vis.domain.errors import InvalidRequest, NotFound
 from idds_vis.domain.expiry import check_ttl
 from idds_vis.domain.models import Instance, InstanceKey, VisRequest
-from idds_vis.domain.phases import TERMINAL
+from idds_vis.domain.phases import LIVE, TERMINAL
 from idds_vis.ports import Clock, Deployer, Ledger, ReadinessProbe, Recorder, Stager
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,9 @@ class Agent:
         start_timeout: float = 180.0,
         max_ttl: timedelta | None = None,
         agent_id: str | None = None,
+        metrics: AgentMetrics | None = None,
+        source_resolver: SourceResolver | None = None,
+        metrics_interval: float = 30.0,
     ) -> None:
         self.ledger = ledger
         self.deployer = deployer
@@ -49,6 +53,8 @@ class Agent:
         self.reconcile_interval = reconcile_interval
         self.max_ttl = max_ttl
         self.agent_id = agent_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.metrics = metrics or AgentMetrics()
+        self.metrics_interval = metrics_interval
         self.pipeline = Pipeline(
             ledger=ledger,
             stager=stager,
@@ -58,9 +64,16 @@ class Agent:
             events=self.events,
             recorders=recorders,
             start_timeout=start_timeout,
+            metrics=self.metrics,
+            source_resolver=source_resolver,
         )
         self.reaper = Reaper(
-            ledger=ledger, deployer=deployer, clock=clock, events=self.events, recorders=recorders
+            ledger=ledger,
+            deployer=deployer,
+            clock=clock,
+            events=self.events,
+            recorders=recorders,
+            metrics=self.metrics,
         )
         self.reconciler = Reconciler(
             ledger=ledger, deployer=deployer, reaper=self.reaper, clock=clock, events=self.events
@@ -128,6 +141,7 @@ class Agent:
         self._tasks = [asyncio.create_task(self._worker(i)) for i in range(self.workers)]
         self._tasks.append(asyncio.create_task(self.reaper.run()))
         self._tasks.append(asyncio.create_task(self._reconcile_loop()))
+        self._tasks.append(asyncio.create_task(self._metrics_loop()))
         return report
 
     async def stop(self) -> None:
@@ -167,3 +181,12 @@ class Agent:
                 await self.reconciler.reconcile(startup=False)
             except Exception:
                 log.exception("periodic reconcile failed; trying again later")
+
+    async def _metrics_loop(self) -> None:
+        """Live instances come from the ledger, which every replica shares, not from events."""
+        while True:
+            try:
+                self.metrics.count_live(await self.ledger.list(LIVE))
+            except Exception:
+                log.exception("counting live instances failed; trying again later")
+            await self.clock.sleep(self.metrics_interval)

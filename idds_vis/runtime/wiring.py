@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from idds_vis.agent.clock import SystemClock
 from idds_vis.agent.intake import Intake
+from idds_vis.agent.metrics import AgentMetrics
 from idds_vis.agent.service import Agent
 from idds_vis.deploy.kubernetes.client import KubeClient
 from idds_vis.deploy.kubernetes.deployer import KubernetesDeployer
@@ -25,7 +26,7 @@ def build_ledger(settings: Settings) -> SqlLedger:
     return SqlLedger(settings.db_url)
 
 
-def build_deployer(settings: Settings) -> Deployer:
+def build_deployer(settings: Settings, metrics: AgentMetrics | None = None) -> Deployer:
     if settings.deployer == "kubernetes":
         if settings.exposure not in ("ingress", "route"):
             raise InvalidRequest(
@@ -41,7 +42,8 @@ def build_deployer(settings: Settings) -> Deployer:
             max_bytes=settings.max_bytes,
             max_files=settings.max_files,
         )
-        return KubernetesDeployer(ks, KubeClient(settings.kubeconfig))
+        kube = KubeClient(settings.kubeconfig, on_error=metrics.kube_error if metrics else None)
+        return KubernetesDeployer(ks, kube)
     if settings.deployer != "local":
         raise InvalidRequest(f"unknown deployer {settings.deployer!r}: use 'local' or 'kubernetes'")
     return LocalProcessDeployer(
@@ -53,10 +55,12 @@ def build_deployer(settings: Settings) -> Deployer:
 
 
 def build_agent(settings: Settings) -> Agent:
+    metrics = AgentMetrics()
     return Agent(
+        metrics=metrics,
         ledger=build_ledger(settings),
         stager=ArchiveStager(max_bytes=settings.max_bytes, max_files=settings.max_files),
-        deployer=build_deployer(settings),
+        deployer=build_deployer(settings, metrics),
         probe=HttpReadinessProbe(),
         clock=SystemClock(),
         workers=settings.workers,
@@ -87,7 +91,13 @@ def build_intake(settings: Settings, agent: Agent) -> tuple[StompSource, Intake]
     except ValueError as exc:
         raise InvalidRequest(f"stomp settings: {exc}") from exc
     source = StompSource(stomp)
-    return source, Intake(source, agent, resolver=only_with_a_source)
+    intake = Intake(
+        source,
+        agent,
+        resolver=only_with_a_source,
+        on_outcome=lambda _delivery, outcome, _detail: agent.metrics.intake_outcome(outcome.value),
+    )
+    return source, intake
 
 
 async def only_with_a_source(trigger: Trigger) -> VisRequest | None:

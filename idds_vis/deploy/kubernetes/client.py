@@ -29,11 +29,18 @@ class KubeClient:
     """One ApiClient per deployer, created on first use from a kubeconfig or in-cluster."""
 
     def __init__(
-        self, kubeconfig: str | None, *, call_timeout: float = 10.0, retry_budget: float = 30.0
+        self,
+        kubeconfig: str | None,
+        *,
+        call_timeout: float = 10.0,
+        retry_budget: float = 30.0,
+        on_error: Callable[[int], None] | None = None,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.call_timeout = call_timeout
         self.retry_budget = retry_budget
+        # Every failed attempt's HTTP status (0: no answer), for the operators' metrics.
+        self.on_error = on_error
         self._api: client.ApiClient | None = None
 
     async def api(self) -> client.ApiClient:
@@ -60,8 +67,19 @@ class KubeClient:
             reraise=True,
         ):
             with attempt:
-                return await fn(*args, **kwargs)
+                try:
+                    return await fn(*args, **kwargs)
+                except ApiException as exc:
+                    self._count(int(exc.status or 0))
+                    raise
+                except (aiohttp.ClientError, TimeoutError):
+                    self._count(0)
+                    raise
         raise AssertionError("unreachable: tenacity reraises")
+
+    def _count(self, status: int) -> None:
+        if self.on_error is not None:
+            self.on_error(status)
 
     def to_dict(self, obj: Any) -> dict[str, Any]:
         assert self._api is not None

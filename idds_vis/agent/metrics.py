@@ -1,0 +1,112 @@
+"""The agent's Prometheus metrics (prometheus-client), one registry per agent.
+
+Names and labels are what operators query (conf/grafana-dashboard.json uses them, and a test
+checks that every metric it queries is exported here). Label values are bounded: phases, tools,
+outcomes, error class names and HTTP status codes, never task ids or free-text reasons.
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Iterable
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from idds_vis.domain.models import Instance
+from idds_vis.domain.phases import LIVE, Phase
+
+# Seconds: staging a small archive takes well under a second, a cold MLflow start ~7 s, a
+# Kubernetes image pull minutes.
+_PHASE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
+_LATENESS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300)
+
+
+class AgentMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.phase_seconds = Histogram(
+            "idds_vis_phase_seconds",
+            "Time a request spent in each launch phase",
+            ["phase"],
+            buckets=_PHASE_BUCKETS,
+            registry=r,
+        )
+        self.launch_seconds = Histogram(
+            "idds_vis_launch_seconds",
+            "Time from a request's claim to its UI being verified ready",
+            buckets=_PHASE_BUCKETS,
+            registry=r,
+        )
+        self.live = Gauge(
+            "idds_vis_live_instances", "Instances not yet ended, by tool", ["tool"], registry=r
+        )
+        self.requests = Counter(
+            "idds_vis_requests_total",
+            "Requests that ended a launch, by outcome (ready or failed)",
+            ["outcome"],
+            registry=r,
+        )
+        self.failures = Counter(
+            "idds_vis_failures_total",
+            "Failed requests by the kind of failure (the error class)",
+            ["reason"],
+            registry=r,
+        )
+        self.intake = Counter(
+            "idds_vis_intake_messages_total",
+            "Broker messages handled by the intake, by outcome",
+            ["outcome"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "idds_vis_dead_letters_total", "Messages sent to the dead-letter queue", registry=r
+        )
+        self.reaper_lateness = Histogram(
+            "idds_vis_reaper_lateness_seconds",
+            "How long after its expiry an instance started being torn down",
+            buckets=_LATENESS_BUCKETS,
+            registry=r,
+        )
+        self.kube_errors = Counter(
+            "idds_vis_kubernetes_api_errors_total",
+            "Failed Kubernetes API calls by HTTP status (0: no answer)",
+            ["status"],
+            registry=r,
+        )
+
+    # -- observations -------------------------------------------------------------------------
+    def phase_done(self, phase: Phase, started: datetime, ended: datetime) -> None:
+        self.phase_seconds.labels(phase.value).observe(max(0.0, (ended - started).total_seconds()))
+
+    def launched(self, claimed_at: datetime, ready_at: datetime) -> None:
+        self.requests.labels("ready").inc()
+        self.launch_seconds.observe(max(0.0, (ready_at - claimed_at).total_seconds()))
+
+    def failed(self, kind: str) -> None:
+        self.requests.labels("failed").inc()
+        self.failures.labels(kind).inc()
+
+    def reaped(self, expires_at: datetime | None, now: datetime) -> None:
+        if expires_at is not None:
+            self.reaper_lateness.observe(max(0.0, (now - expires_at).total_seconds()))
+
+    def intake_outcome(self, outcome: str) -> None:
+        self.intake.labels(outcome).inc()
+        if outcome == "rejected":
+            self.dead_letters.inc()
+
+    def kube_error(self, status: int) -> None:
+        self.kube_errors.labels(str(status)).inc()
+
+    def count_live(self, instances: Iterable[Instance]) -> None:
+        tally = Tally(i.tool for i in instances if i.phase in LIVE)
+        for tool in set(tally) | {labels[0] for labels in self._live_tools()}:
+            self.live.labels(tool).set(tally.get(tool, 0))
+
+    def _live_tools(self) -> list[tuple[str, ...]]:
+        return [tuple(s.labels.values()) for m in self.live.collect() for s in m.samples]
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
