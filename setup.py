@@ -22,17 +22,23 @@ install_requires = [
     "prometheus-client>=0.20,<1",
     # The Kubernetes deployer.
     "kubernetes-asyncio>=36.1,<37",
+    # Staging from S3-compatible storage: botocore on aiohttp, so transfers stay on the event loop.
+    "aiobotocore>=3,<4",
     # The web app: pages rendered with autoescaping Jinja, live progress as Server-Sent Events.
     "aiohttp-jinja2>=1.6,<2",
     "aiohttp-sse>=3.0,<4",
     # idds_vis.idds (VisualizationWork/TeardownWork run inside iDDS) and reading iDDS transforms.
     "idds-workflow>=2.6.21,<2.7",
     "idds-client>=2.6.21,<2.7",
+    # Reading PanDA tasks (idds_vis.lookup.panda uses its HTTP layer; tested with 2.2.0).
+    "panda-client>=2.2,<2.3",
 ]
 
 extras_require = {
     # The UI runtime and the demo: one pinned mlflow version, tested end to end.
     "ui": ["mlflow==3.17.2", "scikit-learn>=1.3,<2"],
+    # Staging from Rucio DIDs (the client runs in a child process; nothing else imports it).
+    "rucio": ["rucio-clients>=41,<42"],
     "test": [
         "pytest>=8,<10",
         "pytest-asyncio>=0.24,<2",
@@ -43,12 +49,19 @@ extras_require = {
         # The Kubernetes API emulator (tests/k8s_emulator) validates and patches with these.
         "jsonschema>=4.18,<5",
         "jsonpatch>=1.33,<2",
+        # Browser tests drive Debian's chromium (tests/run.sh installs it); no browser download.
+        "playwright>=1.49,<2",
+        # The test panda-server's identity provider signs OIDC tokens (tests/panda_server.py).
+        "PyJWT[crypto]>=2.8,<3",
+        # A real S3 protocol server on loopback (it brings boto3, which the tests seed it with).
+        "moto[server]>=5.1,<6",
     ],
     "dev": [
         "mypy>=1.10,<3",
         "ruff>=0.5,<1",
         "types-PyYAML>=6,<7",
         "types-psutil>=5.9,<8",
+        "types-aiobotocore[s3]>=3,<4",
     ],
 }
 extras_require["all"] = sorted({d for deps in extras_require.values() for d in deps})
@@ -61,7 +74,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["idds_vis", "idds_vis.*"]),
-    package_data={"idds_vis": ["py.typed"]},
+    package_data={"idds_vis": ["py.typed"], "idds_vis.api": ["templates/*.html", "static/*"]},
     install_requires=install_requires,
     extras_require=extras_require,
     entry_points={"console_scripts": ["idds-vis=idds_vis.cli.main:main"]},

@@ -14,7 +14,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # mlflow is pinned by the [ui] extra of setup.py; the source tree is removed after installing.
 COPY setup.py README.md /src/
 COPY idds_vis /src/idds_vis
-RUN pip install --no-cache-dir "/src[ui]" \
+RUN pip install --no-cache-dir "/src[ui,rucio]" \
     && rm -rf /src \
     && useradd --uid 10001 --user-group --no-create-home --home-dir /tmp --shell /usr/sbin/nologin idds
 

@@ -10,7 +10,10 @@ import pytest_asyncio
 
 from idds_vis.ledger import async_url
 from tests.activemq import activemq_broker  # noqa: F401  (a session fixture)
+from tests.idds_server import idds_server  # noqa: F401  (a session fixture: a real iDDS)
+from tests.panda_server import panda_server  # noqa: F401  (a session fixture)
 from tests.pg import ENV_URL, PostgresMissing, find_bin_dir, fresh_database, throwaway_postgres
+from tests.redis import redis_server  # noqa: F401  (a session fixture)
 
 # --- PostgreSQL ------------------------------------------------------------------------------
 # `pg_server` (session): URL of a server for the whole run, started on first use only.

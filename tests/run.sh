@@ -15,14 +15,25 @@ compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql
 command -v runuser >/dev/null || missing+=(util-linux)
 # ActiveMQ (the STOMP intake tests start a throwaway broker; the package brings Java).
 [ -f /usr/share/activemq/bin/activemq.jar ] || missing+=(activemq)
+# Chromium (the browser tests drive Debian's with Playwright; Playwright downloads no browser).
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+# Redis (the real iDDS the integration tests start keeps its agents' cache there).
+command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
+# `python3 -m venv` (that iDDS's own venv, below): Debian's Python has ensurepip only with this.
+"$PY" -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Python packages: the project with its UI runtime, test and dev extras (versions pinned in setup.py).
-"$PY" -m pip install -q --disable-pip-version-check -e '.[ui,test,dev]'
+# Python packages: the project with its UI runtime, Rucio client, test and dev extras (pinned in setup.py).
+"$PY" -m pip install -q --disable-pip-version-check -e '.[ui,rucio,test,dev]'
+# The real iDDS (server + agents) runs from a venv of its own, pinned in tests/idds_server.py:
+# built once here (about a minute) and cached; the test fixture would build it otherwise.
+"$PY" -c 'from tests.idds_server import ensure_venv; ensure_venv()'
+# So does panda-server (pinned in tests/panda_server.py; about 3 minutes the first time).
+"$PY" -c 'from tests.panda_server import ensure_venv; ensure_venv()'
 
 echo "== ruff";        "$PY" -m ruff check idds_vis tests
 echo "== mypy";        "$PY" -m mypy

@@ -39,6 +39,11 @@ class Reconciler:
         running = {ui.name: ui for ui in await self.deployer.running()}
         for name in running:
             if name not in live:
+                # The UIs were listed after the ledger was read: a request claimed and deployed
+                # in between has a UI but was not live then. Only a UI still without one goes.
+                current = await self.ledger.get_by_name(name)
+                if current is not None and current.phase in LIVE:
+                    continue
                 log.warning("removing orphan UI %s: no live ledger record", name)
                 await self.deployer.delete_by_name(name)
                 report.removed_orphans.append(name)

@@ -127,6 +127,13 @@ class Agent:
             return inst
         return await self.teardown(key)
 
+    async def relaunch(self, key: InstanceKey) -> Instance:
+        """Start an expired or failed visualization again (attempt + 1) and wake a worker."""
+        inst = await self.ledger.relaunch(key, self.clock.now())
+        self.events.publish(inst)
+        self._work.set()
+        return inst
+
     async def _get(self, key: InstanceKey) -> Instance:
         inst = await self.ledger.get(key)
         if inst is None:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from idds_vis.deploy.kubernetes.client import KubeClient
-from idds_vis.deploy.kubernetes.deployer import KubernetesDeployer
+from idds_vis.deploy.kubernetes.deployer import KubernetesDeployer, SecretsFor
 from idds_vis.deploy.kubernetes.settings import KubeSettings
 from idds_vis.domain.errors import DeployError
 from idds_vis.domain.models import DEFAULT_TOOL, Instance, InstanceKey
@@ -22,10 +22,12 @@ def _instance(task_id: str, source: str | None, ttl: timedelta) -> Instance:
 
 
 async def deploy(ks: KubeSettings, kubeconfig: str | None, task_id: str, source: str,
-                 ttl: timedelta, wait: bool, timeout: float) -> dict[str, Any]:  # fmt: skip
+                 ttl: timedelta, wait: bool, timeout: float,
+                 secrets_for: SecretsFor | None = None) -> dict[str, Any]:  # fmt: skip
     kube = KubeClient(kubeconfig)
     try:
-        deployer = KubernetesDeployer(ks, kube)
+        # The pod stages its own data: a source that needs credentials gets them in a Secret.
+        deployer = KubernetesDeployer(ks, kube, secrets_for=secrets_for)
         inst = _instance(task_id, source, ttl)
         deployment = await deployer.deploy(inst, None)
         if wait:

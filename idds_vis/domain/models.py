@@ -33,6 +33,8 @@ class VisRequest:
     ttl: timedelta = DEFAULT_TTL
     origin: str = "cli"
     requested_by: str | None = None
+    # The PanDA task name, when known: the permalink is keyed by it (the id comes later).
+    task_name: str | None = None
 
     @property
     def key(self) -> InstanceKey:
@@ -68,6 +70,7 @@ class Instance:
     expires_at: datetime | None = None
     reason: str | None = None
     handle: dict[str, Any] = field(default_factory=dict)
+    task_name: str | None = None
 
     @property
     def key(self) -> InstanceKey:
@@ -80,6 +83,7 @@ class Instance:
     def as_json(self) -> dict[str, Any]:
         return {
             "task_id": self.task_id,
+            "task_name": self.task_name,
             "tool": self.tool,
             "name": self.name,
             "phase": self.phase.value,

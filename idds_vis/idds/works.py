@@ -67,7 +67,8 @@ class _AgentWork(Work):
         self.vis_tool = tool
         # A fixed task id, for a workflow whose training work has no workload id of its own.
         self.vis_task_id = None if task_id is None else str(task_id)
-        self.task_name = work_name or type(self).__name__
+        # Read on every work by iDDS's workflow code; unique within the workflow.
+        self.task_name = work_name or f"{type(self).__name__.lower()}-{self.internal_id}"
 
     # -- what iDDS calls ----------------------------------------------------------------------
     def get_new_input_output_maps(self, mapped_input_output_maps: Any = None) -> dict[str, Any]:
@@ -79,6 +80,16 @@ class _AgentWork(Work):
     @staticmethod
     def _proc(processing: Any) -> Any:
         return processing["processing_metadata"]["processing"]
+
+    @staticmethod
+    def _start(processing: Any) -> tuple[bool, Any, str | None]:
+        """Mark the processing submitted. iDDS wants a workload id (a 32-bit INTEGER column):
+        these works are no workload of any system, so they use their own processing id."""
+        proc = processing["processing_metadata"]["processing"]
+        workload_id = processing.get("processing_id") or getattr(proc, "processing_id", None)
+        proc.workload_id = workload_id
+        proc.submitted_at = datetime.datetime.utcnow()
+        return True, workload_id, None
 
     @staticmethod
     def _waited(processing: Any, proc: Any) -> float:
@@ -171,14 +182,12 @@ class VisualizationWork(_AgentWork):
         return message
 
     def submit_processing(self, processing: Any) -> tuple[bool, Any, str | None]:
-        proc = self._proc(processing)
         try:
             send(self._endpoint(), self.vis_request())
         except ChannelError as exc:
             log.warning("VisualizationWork could not send its request: %s", exc)
             return False, None, str(exc)
-        proc.submitted_at = datetime.datetime.utcnow()
-        return True, None, None
+        return self._start(processing)
 
     def poll_processing_updates(
         self, processing: Any, input_output_maps: Any, log_prefix: str = "", **kwargs: Any
@@ -226,7 +235,6 @@ class TeardownWork(_AgentWork):
         return {"msg_type": "vis_teardown", "task_id": task_id, "tool": self.tool_key()}
 
     def submit_processing(self, processing: Any) -> tuple[bool, Any, str | None]:
-        proc = self._proc(processing)
         task_id = self.task_key()
         if task_id is not None:
             try:
@@ -234,8 +242,7 @@ class TeardownWork(_AgentWork):
             except ChannelError as exc:
                 log.warning("TeardownWork could not send: %s", exc)
                 return False, None, str(exc)
-        proc.submitted_at = datetime.datetime.utcnow()
-        return True, None, None
+        return self._start(processing)
 
     def poll_processing_updates(
         self, processing: Any, input_output_maps: Any, log_prefix: str = "", **kwargs: Any

@@ -6,7 +6,7 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import inspect, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -29,11 +29,23 @@ def where_key(key: InstanceKey) -> Any:
 
 def create_schema(sync_conn: Any) -> None:
     metadata.create_all(sync_conn, checkfirst=True)
+    add_missing_columns(sync_conn)
     # create_all checks tables only: a process that died between a CREATE TABLE and its
     # CREATE INDEX would otherwise leave the index missing for good.
     for table in metadata.sorted_tables:
         for index in table.indexes:
             index.create(sync_conn, checkfirst=True)
+
+
+def add_missing_columns(sync_conn: Any) -> None:
+    """Add the nullable columns a newer version introduced to a ledger an older one created
+    (create_all never alters an existing table); only nullable columns are ever added later."""
+    for table in metadata.sorted_tables:
+        present = {c["name"] for c in inspect(sync_conn).get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present and column.nullable:
+                kind = column.type.compile(dialect=sync_conn.dialect)
+                sync_conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
 
 
 def insert_for(conn: AsyncConnection) -> postgresql.Insert | sqlite.Insert:

@@ -33,6 +33,7 @@ def to_instance(row: RowMapping) -> Instance:
         expires_at=row["expires_at"],
         reason=row["reason"],
         handle=dict(handle) if handle else {},
+        task_name=row["task_name"],
     )
 
 

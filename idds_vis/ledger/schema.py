@@ -37,12 +37,14 @@ instances = Table(
     Column("attempt", Integer, nullable=False, default=1),
     Column("origin", String(32), nullable=False),
     Column("requested_by", String),
+    Column("task_name", String),  # PanDA task name: what the permalink is keyed by
     Column("claimed_by", String),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     UniqueConstraint("task_id", "tool", name="uq_vis_instances_key"),
     Index("ix_vis_instances_phase_expires", "phase", "expires_at"),
     Index("ix_vis_instances_phase", "phase"),
+    Index("ix_vis_instances_task_name", "task_name"),
 )
 
 events = Table(

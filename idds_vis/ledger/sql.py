@@ -82,6 +82,7 @@ class SqlLedger:
             "attempt": 1,
             "origin": request.origin,
             "requested_by": request.requested_by,
+            "task_name": request.task_name,
             "created_at": now,
             "updated_at": now,
         }
@@ -108,6 +109,31 @@ class SqlLedger:
             result = await conn.execute(select(instances).where(instances.c.name == name))
             row = result.mappings().first()
         return to_instance(row) if row is not None else None
+
+    async def find(
+        self, *, task_id: str | None = None, task_name: str | None = None
+    ) -> builtins.list[Instance]:
+        if (task_id is None) == (task_name is None):
+            raise ValueError("find needs exactly one of task_id and task_name")
+        column = instances.c.task_id if task_id is not None else instances.c.task_name
+        query = (
+            select(instances)
+            .where(column == (task_id if task_id is not None else task_name))
+            .order_by(instances.c.created_at.desc(), instances.c.id.desc())
+        )
+        return await self._instances(query)
+
+    async def name_task(self, key: InstanceKey, task_name: str) -> Instance:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(instances)
+                .where(ops.where_key(key), instances.c.task_name.is_(None))
+                .values(task_name=task_name)
+            )
+            row = await ops.fetch(conn, key)
+        if row is None:
+            raise ops.not_found(key)
+        return to_instance(row)
 
     async def list(self, phases: Collection[Phase] | None = None) -> builtins.list[Instance]:
         query = select(instances).order_by(instances.c.created_at, instances.c.id)

@@ -32,6 +32,16 @@ class Ledger(Protocol):
 
     async def get_by_name(self, name: str) -> Instance | None: ...
 
+    async def find(
+        self, *, task_id: str | None = None, task_name: str | None = None
+    ) -> builtins.list[Instance]:
+        """Every record (any tool) of one task, by id or by PanDA task name; newest first."""
+        ...
+
+    async def name_task(self, key: InstanceKey, task_name: str) -> Instance:
+        """Record the task name of a record made without it (kept if it already has one)."""
+        ...
+
     async def list(self, phases: Collection[Phase] | None = None) -> list[Instance]: ...
 
     async def claim(self, now: datetime, claimant: str) -> Instance | None:

@@ -52,9 +52,44 @@ class Settings:
     idds_x509_proxy: str | None = None
     idds_oidc_token_file: str | None = None
     idds_vo: str | None = None
+    # PanDA (task_status messages, the permalink): the server whose task parameters are read.
+    panda_url: str | None = None  # e.g. https://pandaserver.cern.ch:25443
+    panda_auth: str = "oidc"  # or "x509"
+    panda_token_file: str | None = None  # an ID token, read at every call
+    panda_vo: str | None = None  # e.g. atlas
+    panda_proxy_file: str | None = None
+    panda_ca_dir: str | None = None
     # PanDA task_status messages: where a task's artefacts are when its parameters do not say,
     # e.g. "https://bigpanda.cern.ch/idds/downloadhpometrics/?workloadid={task_id}".
     panda_source: str | None = None
+    # Where a task's outputs are, when panda_source is not set: a template over an output
+    # container ({scope}, {container}) or one output file ({lfn}, {dataset}); unset: Rucio.
+    panda_outputs_source: str | None = None
+    # The web app (permalink pages, the monitor's JSON): `idds-vis agent` serves it when
+    # web_port is set; web_url is its public base URL when a proxy is in front.
+    web_host: str = "127.0.0.1"
+    web_port: int | None = None
+    web_url: str | None = None
+    # --- Artefact source credentials (README "Artefact sources and credentials"). Secrets are
+    # read from the FILES named here at each staging (so rotation needs no restart); their
+    # contents never enter settings, logs or failure reasons.
+    http_token_files: dict[str, str] = field(default_factory=dict)  # host -> bearer token file
+    s3_endpoint_url: str | None = None  # an S3-compatible server (MinIO, Ceph RGW); None: AWS
+    s3_region: str | None = None
+    s3_access_key_file: str | None = None  # both key files, or neither (anonymous reads)
+    s3_secret_key_file: str | None = None
+    rucio_host: str | None = None  # e.g. https://rucio-lb-prod.cern.ch
+    rucio_auth_host: str | None = None  # default: rucio_host
+    rucio_account: str | None = None
+    rucio_auth_type: str = "userpass"  # or "oidc" (rucio_token_file), "x509_proxy"
+    rucio_vo: str | None = None
+    rucio_username: str | None = None
+    rucio_password_file: str | None = None
+    rucio_token_file: str | None = None
+    rucio_x509_proxy_file: str | None = None
+    rucio_ca_cert: str | None = None  # a PEM file; default: the client's CA bundle
+    rucio_rse: str | None = None  # an RSE expression to download from
+    # --- end of artefact source credentials
     # Logs of the agent and the web app: "json" (one object per line) or "text".
     log_format: str = "json"
     # Keeps the UIs of several agents on one machine apart; derived from the state dir if unset.

@@ -103,4 +103,9 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # A library's logging.config.fileConfig/dictConfig (alembic's, mlflow's) disables every
+    # logger that exists at that moment, ours included: ours are never to be silenced.
+    for name, logger in logging.root.manager.loggerDict.items():
+        if name.startswith("idds_vis") and isinstance(logger, logging.Logger):
+            logger.disabled = False
     return redact

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from idds_vis.agent.clock import SystemClock
 from idds_vis.agent.intake import Intake
 from idds_vis.agent.metrics import AgentMetrics
+from idds_vis.agent.panda_tasks import PandaArtefacts
+from idds_vis.agent.resolver import TaskResolver
 from idds_vis.agent.service import Agent
 from idds_vis.deploy.kubernetes.client import KubeClient
 from idds_vis.deploy.kubernetes.deployer import KubernetesDeployer
@@ -12,13 +16,36 @@ from idds_vis.deploy.kubernetes.settings import KubeSettings
 from idds_vis.deploy.local import LocalProcessDeployer
 from idds_vis.deploy.probe import HttpReadinessProbe
 from idds_vis.domain.errors import InvalidRequest
-from idds_vis.domain.messages import Trigger, request_from_trigger
-from idds_vis.domain.models import VisRequest
 from idds_vis.ledger import SqlLedger
+from idds_vis.lookup import PandaClientTasks, PandaSettings
+from idds_vis.lookup.idds import IddsClientWorks, IddsSettings
 from idds_vis.ports import Deployer
 from idds_vis.runtime.config import Settings
 from idds_vis.sources.stomp import StompSettings, StompSource
 from idds_vis.staging import ArchiveStager
+from idds_vis.staging.credentials import CredentialFiles
+
+
+def credential_files(settings: Settings) -> CredentialFiles:
+    """Where the artefact sources' credentials are; read afresh at each use."""
+    return CredentialFiles(
+        http_token_files=dict(settings.http_token_files),
+        s3_endpoint_url=settings.s3_endpoint_url,
+        s3_region=settings.s3_region,
+        s3_access_key_file=settings.s3_access_key_file,
+        s3_secret_key_file=settings.s3_secret_key_file,
+        rucio_host=settings.rucio_host,
+        rucio_auth_host=settings.rucio_auth_host,
+        rucio_account=settings.rucio_account,
+        rucio_auth_type=settings.rucio_auth_type,
+        rucio_vo=settings.rucio_vo,
+        rucio_username=settings.rucio_username,
+        rucio_password_file=settings.rucio_password_file,
+        rucio_token_file=settings.rucio_token_file,
+        rucio_x509_proxy_file=settings.rucio_x509_proxy_file,
+        rucio_ca_cert=settings.rucio_ca_cert,
+        rucio_rse=settings.rucio_rse,
+    )
 
 
 def build_ledger(settings: Settings) -> SqlLedger:
@@ -42,8 +69,13 @@ def build_deployer(settings: Settings, metrics: AgentMetrics | None = None) -> D
             max_bytes=settings.max_bytes,
             max_files=settings.max_files,
         )
-        kube = KubeClient(settings.kubeconfig, on_error=metrics.kube_error if metrics else None)
-        return KubernetesDeployer(ks, kube)
+        files = credential_files(settings)
+        return KubernetesDeployer(
+            ks,
+            KubeClient(settings.kubeconfig, on_error=metrics.kube_error if metrics else None),
+            # The UI pod stages the data itself: the Secret carries what its source needs.
+            secrets_for=lambda source: files.load().pod_env(source),
+        )
     if settings.deployer != "local":
         raise InvalidRequest(f"unknown deployer {settings.deployer!r}: use 'local' or 'kubernetes'")
     return LocalProcessDeployer(
@@ -58,8 +90,13 @@ def build_agent(settings: Settings) -> Agent:
     metrics = AgentMetrics()
     return Agent(
         metrics=metrics,
+        source_resolver=build_artefacts(settings),
         ledger=build_ledger(settings),
-        stager=ArchiveStager(max_bytes=settings.max_bytes, max_files=settings.max_files),
+        stager=ArchiveStager(
+            max_bytes=settings.max_bytes,
+            max_files=settings.max_files,
+            credentials=credential_files(settings).load,
+        ),
         deployer=build_deployer(settings, metrics),
         probe=HttpReadinessProbe(),
         clock=SystemClock(),
@@ -94,13 +131,52 @@ def build_intake(settings: Settings, agent: Agent) -> tuple[StompSource, Intake]
     intake = Intake(
         source,
         agent,
-        resolver=only_with_a_source,
+        resolver=build_resolver(settings),
         on_outcome=lambda _delivery, outcome, _detail: agent.metrics.intake_outcome(outcome.value),
     )
     return source, intake
 
 
-async def only_with_a_source(trigger: Trigger) -> VisRequest | None:
-    """Until PanDA task parameters and iDDS transforms are read, a message that does not say where
-    its artefacts are is acknowledged and skipped: it must not become a failed record."""
-    return request_from_trigger(trigger) if trigger.source else None
+def build_resolver(settings: Settings) -> TaskResolver:
+    """What decides whether a PanDA task or an iDDS work wants a visualization."""
+    idds = None
+    if settings.idds_host:
+        idds = IddsClientWorks(
+            IddsSettings(
+                host=settings.idds_host,
+                auth_type=settings.idds_auth_type,
+                x509_proxy=settings.idds_x509_proxy,
+                oidc_token_file=settings.idds_oidc_token_file,
+                vo=settings.idds_vo,
+            )
+        )
+    return TaskResolver(idds=idds, panda=build_panda(settings))
+
+
+def build_artefacts(settings: Settings) -> PandaArtefacts | None:
+    """Finds a PanDA task's artefacts (and checks it is finished), when PanDA is configured."""
+    panda = build_panda(settings)
+    if panda is None:
+        return None
+    return PandaArtefacts(
+        panda, task_source=settings.panda_source, outputs_source=settings.panda_outputs_source
+    )
+
+
+def build_panda(settings: Settings) -> PandaClientTasks | None:
+    if not settings.panda_url:
+        return None
+    try:
+        panda = PandaSettings(
+            url=settings.panda_url,
+            auth="x509" if settings.panda_auth == "x509" else "oidc",
+            token_file=Path(settings.panda_token_file) if settings.panda_token_file else None,
+            vo=settings.panda_vo,
+            proxy_file=Path(settings.panda_proxy_file) if settings.panda_proxy_file else None,
+            ca_dir=Path(settings.panda_ca_dir) if settings.panda_ca_dir else None,
+        )
+    except ValueError as exc:
+        raise InvalidRequest(f"panda settings: {exc}") from None
+    if settings.panda_auth not in ("oidc", "x509"):
+        raise InvalidRequest(f"panda_auth must be 'oidc' or 'x509', not {settings.panda_auth!r}")
+    return PandaClientTasks(panda)

@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import sqlite3
 import tarfile
+import tempfile
 import threading
 import zipfile
 from collections.abc import Callable
@@ -17,6 +19,7 @@ from typing import TypeVar
 from idds_vis.domain.errors import SourceUnreachable, StagingError
 from idds_vis.domain.models import StagedArtefacts
 from idds_vis.staging.caps import GIB, Budget, Caps
+from idds_vis.staging.credentials import Credentials
 from idds_vis.staging.dir_copy import copy_directory
 from idds_vis.staging.download import download
 from idds_vis.staging.errors import NotAnArchive
@@ -24,8 +27,19 @@ from idds_vis.staging.layout import detect_layout
 from idds_vis.staging.manifest import write_manifest
 from idds_vis.staging.paths import clear_directory, verify_links
 from idds_vis.staging.rewrite import rewrite_artifact_locations
-from idds_vis.staging.sources import HttpSource, describe, parse_source
+from idds_vis.staging.rucio import RucioFetcher
+from idds_vis.staging.s3 import S3Fetcher
+from idds_vis.staging.sources import (
+    HttpSource,
+    LocalSource,
+    RucioSource,
+    S3Source,
+    Source,
+    describe,
+    parse_source,
+)
 from idds_vis.staging.tar_extract import extract_tar
+from idds_vis.staging.unpack_tree import unpack_tree
 from idds_vis.staging.zip_extract import extract_zip
 
 log = logging.getLogger(__name__)
@@ -63,6 +77,15 @@ def _prepare(dest: Path) -> bool:
         return False
 
 
+def _remove(path: Path) -> None:
+    """A download's temporary file or directory, whatever state the staging left it in."""
+    if path.is_dir() and not path.is_symlink():
+        clear_directory(path)
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def _discard(dest: Path, created: bool) -> None:
     try:
         clear_directory(dest)
@@ -74,7 +97,9 @@ def _discard(dest: Path, created: bool) -> None:
 
 
 class ArchiveStager:
-    """Stages from a local directory, a local tar/zip archive, or an http(s) archive URL."""
+    """Stages from a local directory or tar/zip archive, an http(s) archive URL, an S3 object
+    or prefix, or a Rucio DID. ``credentials`` is called (in a thread) for every staging from a
+    remote source, so rotated tokens and keys are read afresh."""
 
     def __init__(
         self,
@@ -82,33 +107,64 @@ class ArchiveStager:
         max_files: int = 20000,
         http_timeout: float = 300,
         rewrite_locations: bool = True,
+        credentials: Callable[[], Credentials] | None = None,
     ) -> None:
         self.caps = Caps(max_bytes=max_bytes, max_files=max_files)
         self.http_timeout = http_timeout
         self.rewrite_locations = rewrite_locations
+        self.credentials = credentials
 
     async def stage(self, source: str, dest: Path) -> StagedArtefacts:
         parsed = parse_source(source)
         shown = describe(parsed)
         dest = Path(await asyncio.to_thread(os.path.abspath, dest))
         created = await asyncio.to_thread(_prepare, dest)
-        fetched: Path | None = None
+        leftovers: list[Path] = []
         try:
-            if isinstance(parsed, HttpSource):
-                fetched = await download(
-                    parsed, dest.parent, self.caps.max_bytes, self.http_timeout
-                )
-                local = fetched
-            else:
-                local = parsed.path
-            await _in_thread(lambda stop: self._fill(local, dest, shown, stop))
+            await self._fetch_and_fill(parsed, dest, shown, leftovers)
             return await _in_thread(lambda _stop: self._finish(dest, shown))
         except BaseException:
             await asyncio.to_thread(_discard, dest, created)
             raise
         finally:
-            if fetched is not None:
-                await asyncio.to_thread(fetched.unlink, missing_ok=True)
+            for path in leftovers:
+                await asyncio.to_thread(_remove, path)
+
+    async def _fetch_and_fill(
+        self, parsed: Source, dest: Path, shown: str, leftovers: list[Path]
+    ) -> None:
+        if isinstance(parsed, LocalSource):
+            local = parsed.path
+            await _in_thread(lambda stop: self._fill(local, dest, shown, stop))
+            return
+        credentials = Credentials()
+        if self.credentials is not None:
+            credentials = await asyncio.to_thread(self.credentials)
+        if isinstance(parsed, HttpSource):
+            token = credentials.http_token_for(parsed.url)
+            fetched = await download(
+                parsed, dest.parent, self.caps.max_bytes, self.http_timeout, token=token
+            )
+            leftovers.append(fetched)
+            await _in_thread(lambda stop: self._fill(fetched, dest, shown, stop))
+        elif isinstance(parsed, S3Source):
+            s3 = S3Fetcher(credentials.s3, self.http_timeout)
+            obj = await s3.fetch(parsed, dest.parent, dest, Budget(self.caps, shown))
+            if obj is not None:
+                leftovers.append(obj)
+                await _in_thread(lambda stop: self._fill(obj, dest, shown, stop))
+        elif isinstance(parsed, RucioSource):
+            work = Path(
+                await asyncio.to_thread(
+                    tempfile.mkdtemp, prefix=".idds-vis-rucio-", dir=dest.parent
+                )
+            )
+            leftovers.append(work)
+            fetcher = RucioFetcher(credentials, self.http_timeout)
+            downloaded = await fetcher.fetch(parsed, work, self.caps)
+            await _in_thread(
+                lambda stop: unpack_tree(downloaded, dest, Budget(self.caps, shown, stop))
+            )
 
     def _fill(self, local: Path, dest: Path, shown: str, stop: threading.Event) -> None:
         if not local.exists():

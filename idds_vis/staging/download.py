@@ -11,6 +11,7 @@ from typing import BinaryIO
 import aiohttp
 
 from idds_vis.domain.errors import LimitExceeded, SourceUnreachable, StagingError
+from idds_vis.staging.credentials import Secret
 from idds_vis.staging.sources import HttpSource
 
 _CHUNK = 1 << 20
@@ -37,18 +38,26 @@ def _why(exc: aiohttp.ClientError) -> str:
     return type(exc).__name__
 
 
-async def download(source: HttpSource, directory: Path, max_bytes: int, timeout: float) -> Path:
+async def download(
+    source: HttpSource,
+    directory: Path,
+    max_bytes: int,
+    timeout: float,
+    token: Secret | None = None,
+) -> Path:
     """Stream source.url into a new file in directory and return its path.
 
     ``timeout`` bounds the whole transfer, so a server trickling bytes cannot hold a
-    staging slot forever.
+    staging slot forever. A ``token`` goes as a bearer token to the source's host only:
+    aiohttp drops the header on a redirect to another origin.
     """
     shown = source.shown
+    headers = {"Authorization": f"Bearer {token.reveal()}"} if token is not None else None
     path, out = await asyncio.to_thread(_open_temp, directory)
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
-            session.get(source.url) as response,
+            session.get(source.url, headers=headers) as response,
         ):
             if not 200 <= response.status < 300:
                 raise SourceUnreachable(

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from idds_vis.domain.models import StagedArtefacts
+from idds_vis.staging.credentials import ENV_PREFIXES as CREDENTIAL_ENV_PREFIXES
+from idds_vis.staging.credentials import Credentials
 from idds_vis.staging.info import read_staged_info, write_staged_info
 from idds_vis.ui.store import prepare_store
 
@@ -19,7 +21,11 @@ from idds_vis.ui.store import prepare_store
 def stage_source(source: str, workdir: Path, max_bytes: int, max_files: int) -> StagedArtefacts:
     from idds_vis.staging import ArchiveStager
 
-    stager = ArchiveStager(max_bytes=max_bytes, max_files=max_files)
+    # In a UI pod the credentials come from the Secret the deployer made (IDDS_VIS_* variables).
+    credentials = Credentials.from_env(os.environ)
+    stager = ArchiveStager(
+        max_bytes=max_bytes, max_files=max_files, credentials=lambda: credentials
+    )
     staged = asyncio.run(stager.stage(source, workdir / "staged"))
     write_staged_info(staged)
     return staged
@@ -98,6 +104,9 @@ def serve_ui(
     else:
         raise SystemExit("serve-ui needs --source or --staged")
     db = prepare_store(staged)
+    # Staged: the MLflow server, which inherits this environment, has no use for credentials.
+    for name in [n for n in os.environ if n.startswith(CREDENTIAL_ENV_PREFIXES)]:
+        del os.environ[name]
     # The server keeps scratch files (and a stray 'file:' directory from the sqlite URI form)
     # in its working directory: give it a writable one outside the read-only data.
     run_dir = work / "run"

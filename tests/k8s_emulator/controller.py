@@ -57,6 +57,8 @@ class DeploymentController:
             self._queue.put_nowait(item)
 
     def _on_change(self, change: Change) -> None:
+        if change.seeded:  # loaded with its pods and statuses as this controller leaves them
+            return
         meta = change.obj["metadata"]
         if change.plural == "deployments":
             self._enqueue(("deployments", change.namespace, meta["name"]))
@@ -114,19 +116,26 @@ class DeploymentController:
             if pod is None:
                 return
         pod = copy.deepcopy(pod)
-        sim = podsim.simulate(pod, wanted, str(next(self._ips)))
+        sim = podsim.simulate(pod, wanted, self.next_ip())
         if sim.node:
             pod["spec"]["nodeName"] = sim.node  # the binding subresource's effect
         pod["status"] = sim.status
         # Validated like any write, so a malformed simulated status fails loudly here.
         pod = validation.decode(self.api.version, PODS, pod, "Strict").obj
         stored = self.store.put("pods", pod)
-        self._simulated[pod["metadata"]["uid"]] = wanted
+        self.mark_simulated(pod, wanted)
         for spec in sim.events:
             host = podsim.NODE if spec.component == "kubelet" else ""
             self.emit(
                 stored, spec.type, spec.reason, spec.message, spec.component, host, spec.field_path
             )
+
+    def next_ip(self) -> str:
+        return str(next(self._ips))
+
+    def mark_simulated(self, pod: dict[str, Any], behaviour: Behaviour) -> None:
+        """`pod` already shows `behaviour`: a resync need not simulate it again."""
+        self._simulated[pod["metadata"]["uid"]] = behaviour
 
     def emit(
         self,
@@ -196,6 +205,11 @@ class DeploymentController:
         self._write_status(dep, h, failure)
 
     def _create_pod(self, dep: dict[str, Any], h: str) -> None:
+        self.api.create(PODS, dep["metadata"]["namespace"], self.pod_body(dep, h))
+
+    @staticmethod
+    def pod_body(dep: dict[str, Any], h: str) -> dict[str, Any]:
+        """The Pod this controller creates for `dep` (template hash `h`), as posted."""
         meta, template = dep["metadata"], dep["spec"]["template"]
         tmeta = template.get("metadata") or {}
         pod = {
@@ -220,7 +234,7 @@ class DeploymentController:
         }
         if tmeta.get("annotations"):
             pod["metadata"]["annotations"] = dict(tmeta["annotations"])
-        self.api.create(PODS, meta["namespace"], pod)
+        return pod
 
     def _write_status(self, dep: dict[str, Any], h: str, failure: str | None) -> None:
         previous = {c["type"] for c in (dep.get("status") or {}).get("conditions") or []}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import secrets
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -17,6 +18,7 @@ from .faults import Fault, Faults
 from .podsim import Behaviour
 from .resources import BY_PLURAL, resolve
 from .routes import Routes
+from .seeding import Seeder
 from .store import Store
 from .verbs import Api
 from .watch import Watches
@@ -52,6 +54,7 @@ class KubeEmulator:
         self.watches = Watches(self.store)
         self.faults = Faults()
         self.controller = DeploymentController(self.api)
+        self._seeder = Seeder(self.api, self.controller)
         # Real servers end watches after 30-60 min; None keeps them open until timeoutSeconds.
         self.default_watch_timeout: float | None = None
         self._runner: web.AppRunner | None = None
@@ -117,6 +120,12 @@ class KubeEmulator:
         rt = resolve(obj["kind"])
         ns = (obj.get("metadata") or {}).get("namespace") or namespace
         return self.api.create(rt, ns if rt.namespaced else "", obj).obj
+
+    def seed(self, objects: Iterable[dict[str, Any]], namespace: str = "default") -> Objects:
+        """Load many objects fast, as if created and settled: Deployments come with Ready pods
+        and their status. Each distinct shape of object is validated once, not each object,
+        and the controller does no work for them (see seeding.py). Returns the stored objects."""
+        return [copy.deepcopy(obj) for obj in self._seeder.seed(objects, namespace)]
 
     def get(self, resource: str, name: str, namespace: str = "default") -> dict[str, Any] | None:
         rt = resolve(resource)

@@ -25,6 +25,8 @@ class Change:
     # The object before this change, so filtered watches can turn a change that makes an
     # object (stop) match the selector into ADDED/DELETED, as the watch cache does.
     prev: dict[str, Any] | None
+    # Bulk-loaded in a settled state (see `load`): controllers have nothing to do for it.
+    seeded: bool = False
 
 
 Listener = Callable[[Change], None]
@@ -88,6 +90,21 @@ class Store:
         self._by_uid[meta["uid"]] = (plural, key)
         self._emit(Change(self._rv, "MODIFIED" if prev else "ADDED", plural, key[0], stored, prev))
         return copy.deepcopy(stored)
+
+    def load(self, plural: str, obj: dict[str, Any]) -> None:
+        """Insert a new, already-settled object as is: the store keeps `obj` itself (no copies,
+        which is what makes bulk seeding fast). It gets its own resourceVersion and an ADDED
+        change in history and for watchers, marked `seeded`."""
+        meta = obj["metadata"]
+        key = (meta.get("namespace", ""), meta["name"])
+        bucket = self._objects.setdefault(plural, {})
+        if key in bucket:
+            raise ValueError(f"{plural} {key[0]}/{key[1]} exists already")
+        self._rv += 1
+        meta["resourceVersion"] = str(self._rv)
+        bucket[key] = obj
+        self._by_uid[meta["uid"]] = (plural, key)
+        self._emit(Change(self._rv, "ADDED", plural, key[0], obj, None, seeded=True))
 
     def remove(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
         prev = self._objects[plural].pop((namespace, name))

@@ -259,3 +259,27 @@ async def test_end_keeps_a_live_ttl_and_stops_what_never_became_ready(ledger, de
     finally:
         await agent.stop()
         await ledger.close()
+
+
+async def test_a_ui_deployed_while_reconcile_lists_is_not_an_orphan(ledger, deployer):
+    """Reconcile reads the ledger, then lists the UIs: a request recorded and deployed in
+    between must survive, while a UI with no record at all is still removed."""
+    agent = make_agent(ledger, deployer)
+    await ledger.open()
+    deployer.live["mlflow-stray-00000000"] = {"pid": 0}  # a UI nobody asked for
+    listed = deployer.running
+
+    async def running_while_a_request_lands():  # type: ignore[no-untyped-def]
+        await ledger.submit(VisRequest("4004", source="archive.tgz"), agent.clock.now())
+        inst = await ledger.claim(agent.clock.now(), "a worker")  # what a pipeline does first
+        assert inst is not None
+        await deployer.deploy(inst, None)
+        return await listed()
+
+    deployer.running = running_while_a_request_lands  # type: ignore[method-assign]
+    try:
+        report = await agent.reconciler.reconcile(startup=False)
+        assert report.removed_orphans == ["mlflow-stray-00000000"]
+        assert VisRequest("4004").key.name in deployer.live
+    finally:
+        await ledger.close()

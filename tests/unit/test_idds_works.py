@@ -204,7 +204,11 @@ def processing() -> dict[str, Any]:
     class Proc:
         submitted_at: datetime | None = None
 
-    return {"processing_metadata": {"processing": Proc()}, "submitted_at": None}
+    return {
+        "processing_metadata": {"processing": Proc()},
+        "submitted_at": None,
+        "processing_id": 31,
+    }
 
 
 def received(inbox: tuple[str, Inbox]) -> Any:
@@ -216,8 +220,9 @@ def test_visualization_work_sends_its_request_and_reports_the_agents_phases(agen
     vis = VisualizationWork(ttl="1h")
     vis.parent_workload_id = 555
     proc = processing()
-    ok, _workload, errors = vis.submit_processing(proc)
-    assert ok and errors is None
+    ok, workload, errors = vis.submit_processing(proc)
+    assert (ok, workload, errors) == (True, 31, None)
+    assert proc["processing_metadata"]["processing"].workload_id == 31
     trigger = received(inbox)
     assert (
         isinstance(trigger, Trigger) and trigger.task_id == "555" and trigger.kind == "vis_request"

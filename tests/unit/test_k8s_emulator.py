@@ -12,7 +12,7 @@ import pytest
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from tests.k8s_emulator import Behaviour, KubeEmulator
+from tests.k8s_emulator import Behaviour, KubeEmulator, validation
 from tests.k8s_emulator.errors import ApiError
 from tests.k8s_emulator.selectors import parse_label_selector
 
@@ -793,3 +793,107 @@ def test_label_selector_grammar() -> None:
     for bad in ("a in x", "=b", "a,", "a in ()", "a=b c", "A B", "a>b"):
         with pytest.raises(ApiError):
             parse_label_selector(bad)
+
+
+async def test_seed_loads_settled_objects_that_list_watch_and_collect(
+    emu: KubeEmulator, api: client.ApiClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    decoded: list[str] = []
+    real_decode = validation.decode
+
+    def counting_decode(version: str, rt: Any, body: Any, field_validation: str) -> Any:
+        decoded.append(rt.kind)
+        return real_decode(version, rt, body, field_validation)
+
+    monkeypatch.setattr(validation, "decode", counting_decode)
+    start = emu.resource_version
+    roots = emu.seed([deployment("ui-0")], NS)
+    first_shape = decoded.count("Deployment")
+    roots += emu.seed([deployment(f"ui-{i}") for i in range(1, 4)], NS)
+    assert first_shape > 0
+    assert decoded.count("Deployment") == first_shape  # once per shape, not per object
+
+    def service(owner: dict[str, Any]) -> dict[str, Any]:
+        meta = owner["metadata"]
+        ref = {"apiVersion": "apps/v1", "kind": "Deployment", "name": meta["name"],
+               "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}  # fmt: skip
+        return {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": meta["name"], "ownerReferences": [ref]},
+            "spec": {"selector": {"app": meta["name"]}, "ports": [{"port": 80}]},
+        }
+
+    emu.seed([service(root) for root in roots], NS)
+
+    deps = await apps.list_namespaced_deployment(NS)
+    assert [d.metadata.name for d in deps.items] == ["ui-0", "ui-1", "ui-2", "ui-3"]
+    assert all(d.status.ready_replicas == 1 and d.metadata.generation == 1 for d in deps.items)
+    assert deps.metadata.resource_version == str(emu.resource_version)
+    pods = (await core.list_namespaced_pod(NS)).items
+    owners = {p.metadata.owner_references[0].uid for p in pods}
+    assert owners == {r["metadata"]["uid"] for r in roots} and len(pods) == 4
+    assert all(p.spec.node_name and p.metadata.labels["pod-template-hash"] for p in pods)
+    assert all(is_ready(core.api_client.sanitize_for_serialization(p)) for p in pods)
+    services = (await core.list_namespaced_service(NS)).items
+    assert len({s.spec.cluster_ip for s in services}) == 4
+    rvs = [int(o.metadata.resource_version) for o in [*deps.items, *pods, *services]]
+    assert len(set(rvs)) == len(rvs) and min(rvs) > start
+
+    seen = await watch_until(
+        apps.list_namespaced_deployment,
+        NS,
+        resource_version=str(start),
+        until=lambda e: e["object"]["metadata"]["name"] == "ui-3",
+    )
+    assert [e["type"] for e in seen] == ["ADDED"] * 4
+
+    # The controller had nothing to do for seeded objects: a fresh Deployment queued behind
+    # them gets its pod, and the seeded pods are as loaded, with no Events made for them.
+    await apps.create_namespaced_deployment(NS, deployment("fresh"))
+    await watch_until(
+        core.list_namespaced_pod,
+        NS,
+        label_selector="app=fresh",
+        resource_version="0",
+        until=lambda e: is_ready(e["object"]),
+    )
+    again = [p for p in (await core.list_namespaced_pod(NS)).items if p.metadata.name[:2] == "ui"]
+    assert [p.metadata.resource_version for p in again] == [
+        p.metadata.resource_version for p in pods
+    ]
+    assert emu.events_for("Deployment", "ui-0", NS) == []
+    assert emu.events_for("Deployment", "fresh", NS) != []
+
+    with pytest.raises(ApiError) as bad:  # a new shape is validated in full
+        emu.seed([deployment("bad") | {"spec": {"replicas": "one"}}], NS)
+    assert bad.value.code == 400
+    with pytest.raises(ApiError) as dup:
+        emu.seed([deployment("ui-1")], NS)
+    assert dup.value.code == 409
+
+    # Garbage collection sees seeded owners and dependents like any others.
+    stray = config_map("stray")
+    stray["metadata"]["ownerReferences"] = [
+        dict(service(roots[0])["metadata"]["ownerReferences"][0], uid="gone")
+    ]
+    mark = (await core.list_namespaced_service(NS)).metadata.resource_version
+    emu.seed([stray], NS)
+    await apps.delete_namespaced_deployment("ui-0", NS, propagation_policy="Background")
+    for list_fn in (core.list_namespaced_service, core.list_namespaced_config_map):
+        await watch_until(
+            list_fn, NS, resource_version=mark, until=lambda e: e["type"] == "DELETED"
+        )
+    assert [s.metadata.name for s in (await core.list_namespaced_service(NS)).items] == [
+        "ui-1",
+        "ui-2",
+        "ui-3",
+    ]
+    assert (await core.list_namespaced_config_map(NS)).items == []
+    assert [p.metadata.labels["app"] for p in (await core.list_namespaced_pod(NS)).items] == [
+        "fresh",
+        "ui-1",
+        "ui-2",
+        "ui-3",
+    ]

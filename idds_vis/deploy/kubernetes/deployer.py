@@ -40,10 +40,13 @@ class KubernetesDeployer:
         *,
         watch_silence: float = 30.0,
         secrets_for: SecretsFor | None = None,
+        list_chunk: int = 500,
     ) -> None:
         self.ks = settings
         self.kube = kube
         self.watch_silence = watch_silence
+        # Deployments per list page at reconcile (kubectl's chunk size).
+        self.list_chunk = list_chunk
         self.secrets_for = secrets_for
 
     def staging_dir(self, instance: Instance) -> Path | None:
@@ -55,7 +58,10 @@ class KubernetesDeployer:
     # -- create -----------------------------------------------------------------------------
     async def deploy(self, instance: Instance, staged: StagedArtefacts | None) -> Deployment:
         table = await self._kinds()
-        secret_values = self.secrets_for(instance.source or "") if self.secrets_for else None
+        secret_values = None
+        if self.secrets_for is not None:
+            # In a thread: finding the values may read credential files.
+            secret_values = await asyncio.to_thread(self.secrets_for, instance.source or "")
         body = objects.deployment(
             instance, self.ks, instance.source or "", instance.expires_at, bool(secret_values)
         )
@@ -201,18 +207,50 @@ class KubernetesDeployer:
 
     async def running(self) -> list[RunningUI]:
         apps = client.AppsV1Api(await self.kube.api())
-        # Raw JSON, not models: building 10,000 Deployment models costs seconds of CPU.
-        response: Any = await self.kube.call(
-            apps.list_namespaced_deployment, self.ks.namespace, label_selector=MANAGED,
-            _preload_content=False,
-        )  # fmt: skip
-        found = json.loads(await response.read())
-        out = []
-        for dep in found["items"]:
-            ready = (dep.get("status") or {}).get("readyReplicas") or 0
-            images = [c.get("image") for c in dep["spec"]["template"]["spec"]["containers"]
-                      if c.get("name") == "ui"]  # fmt: skip
-            handle = {"namespace": self.ks.namespace, "uid": dep["metadata"]["uid"],
-                      "image": images[0] if images else None}  # fmt: skip
-            out.append(RunningUI(dep["metadata"]["name"], handle, healthy=ready >= 1))
-        return out
+        out: list[RunningUI] = []
+        token: str | None = None
+        while True:
+            try:
+                page = await self._list_page(apps, token, self.list_chunk)
+            except ApiException as exc:
+                if exc.status != 410 or token is None:
+                    raise
+                # The continue token expired (history compacted meanwhile): one full list,
+                # as client-go's pager falls back to.
+                out, page = [], await self._list_page(apps, None, None)
+            for dep in page["items"]:
+                ready = (dep.get("status") or {}).get("readyReplicas") or 0
+                images = [c.get("image") for c in dep["spec"]["template"]["spec"]["containers"]
+                          if c.get("name") == "ui"]  # fmt: skip
+                handle = {"namespace": self.ks.namespace, "uid": dep["metadata"]["uid"],
+                          "image": images[0] if images else None}  # fmt: skip
+                out.append(RunningUI(dep["metadata"]["name"], handle, healthy=ready >= 1))
+            token = page["metadata"].get("continue") or None
+            if token is None:
+                return out
+
+    async def _list_page(
+        self, apps: client.AppsV1Api, token: str | None, limit: int | None
+    ) -> dict[str, Any]:
+        # Raw JSON, not models: building 10,000 Deployment models costs seconds of CPU. In
+        # pages: 10,000 parsed at once peaked the agent at 368 MB RSS, 163 MB in pages of 500.
+        paging: dict[str, Any] = {"limit": limit} if limit else {}
+        if token:
+            paging["_continue"] = token
+
+        async def fetch(**kwargs: Any) -> bytes:
+            response: Any = await apps.list_namespaced_deployment(
+                self.ks.namespace, label_selector=MANAGED, _preload_content=False,
+                **paging, **kwargs,
+            )  # fmt: skip
+            body: bytes = await response.read()
+            if not 200 <= response.status <= 299:
+                # The client checks the status of loaded responses only: raise (and so retry
+                # transient errors) as it does for those.
+                exc = ApiException(status=response.status, reason=response.reason)
+                exc.body, exc.headers = body, response.headers
+                raise exc
+            return body
+
+        page: dict[str, Any] = json.loads(await self.kube.call(fetch))
+        return page

@@ -1,0 +1,51 @@
+"""The idds-vis web app: permalink pages, the monitor's JSON and snippet, static files.
+
+Routes are grouped by module (``idds_vis.api.routes``); cross-cutting rules are middlewares, so
+login (issue 6) is one more middleware and /metrics, /healthz, /readyz (issue 7) one more module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from idds_vis.agent.service import Agent
+from idds_vis.api.keys import AGENT, POLL_INTERVAL, REFUSALS, SETTINGS, STARTER, STREAMS
+from idds_vis.api.refusals import Refusals
+from idds_vis.api.routes import assets, monitor, permalink
+from idds_vis.api.security import page_headers, same_origin
+from idds_vis.api.starter import Starter
+from idds_vis.runtime.config import Settings
+
+
+def make_app(
+    agent: Agent, settings: Settings, starter: Starter, *, poll_interval: float = 1.0
+) -> web.Application:
+    app = web.Application(middlewares=[page_headers, same_origin])
+    app[AGENT] = agent
+    app[SETTINGS] = settings
+    app[STARTER] = starter
+    app[REFUSALS] = Refusals()
+    app[POLL_INTERVAL] = poll_interval
+    streams: set[asyncio.Task[Any]] = set()
+    app[STREAMS] = streams
+    aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.PackageLoader("idds_vis.api", "templates"),
+        autoescape=jinja2.select_autoescape(default=True),
+        undefined=jinja2.StrictUndefined,
+    )
+    for module in (permalink, monitor, assets):
+        app.add_routes(module.routes)
+    app.on_shutdown.append(_end_streams)
+    return app
+
+
+async def _end_streams(app: web.Application) -> None:
+    streams = app[STREAMS]
+    for task in tuple(streams):
+        task.cancel()

@@ -1,0 +1,81 @@
+"""What the permalink page says in each phase: headline, detail, the progress steps, the action."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from idds_vis.api.views import in_text, steps, when_text
+from idds_vis.domain.expiry import format_duration
+from idds_vis.domain.models import Instance, PhaseEvent
+from idds_vis.domain.phases import IN_FLIGHT, Phase
+
+# How each tool is written for people.
+TOOL_LABELS = {"mlflow": "MLflow"}
+_WORKING = {
+    Phase.RESOLVING: "Finding the task's artefacts.",
+    Phase.STAGING: "Copying the task's MLflow data to a private place.",
+    Phase.DEPLOYING: "Starting a dedicated MLflow UI.",
+    Phase.STARTING: "Waiting for the MLflow UI to answer through its public address.",
+}
+
+
+def page_state(
+    task_name: str,
+    tool: str,
+    inst: Instance | None,
+    history: list[PhaseEvent],
+    now: datetime,
+    *,
+    refusal: str | None = None,
+    ttl: str | None = None,
+) -> dict[str, Any]:
+    """The template context of the page's live part; ``phase`` and ``url`` also drive the JS."""
+    label = TOOL_LABELS.get(tool, tool)
+    state: dict[str, Any] = {
+        "task_name": task_name,
+        "tool": tool,
+        "tool_label": label,
+        "ttl": ttl,
+        "phase": inst.phase.value if inst else ("refused" if refusal else "none"),
+        "attempt": inst.attempt if inst else 0,
+        "url": None,
+        "steps": steps(inst, history),
+        "action": None,
+        "detail": "",
+        "expires": None,
+    }
+    if inst is None:
+        if refusal:
+            state.update(headline="Cannot start a visualization", detail=refusal, action="retry")
+        else:
+            detail = f"Press Start to bring up a read-only {label} UI of this task."
+            state.update(headline="Not started yet", action="start", detail=detail)
+    elif inst.phase is Phase.REQUESTED:
+        state.update(headline="Queued", detail="Waiting for a free worker.")
+    elif inst.phase in IN_FLIGHT:
+        state.update(headline=f"Starting the {label} UI", detail=_WORKING[inst.phase])
+    elif inst.phase is Phase.READY:
+        state.update(headline=f"The {label} UI is live", url=inst.url)
+        if inst.expires_at is not None:
+            left = in_text(inst.expires_at - now)
+            state["expires"] = f"{when_text(inst.expires_at)} (in {left})"
+    elif inst.phase is Phase.EXPIRING:
+        state.update(headline="Shutting down", detail="Its time is up; the UI is being removed.")
+    elif inst.phase is Phase.EXPIRED:
+        state.update(headline="This visualization has expired", action="relaunch",
+                     detail=inst.reason or _expired_detail(inst))  # fmt: skip
+    else:
+        state.update(headline="The visualization failed", action="relaunch",
+                     detail=inst.reason or "The agent gave no reason.")  # fmt: skip
+    return state
+
+
+def _expired_detail(inst: Instance) -> str:
+    ttl = format_duration(inst.ttl)
+    if inst.expires_at is None:
+        return f"It was ended before it became live (its lifetime was {ttl})."
+    return (
+        f"It was live until {when_text(inst.expires_at)}, {ttl} after it became ready, "
+        "and has been removed. Relaunch it to look again."
+    )

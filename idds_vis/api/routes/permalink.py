@@ -1,0 +1,192 @@
+"""The permalink: ``/t/<task name>/<tool>`` redirects to the live UI, or shows its progress
+(live, over Server-Sent Events), its expiry, or why it failed with a relaunch button."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from datetime import datetime
+
+import aiohttp_jinja2
+from aiohttp import web
+from aiohttp_sse import sse_response
+
+from idds_vis.api.keys import AGENT, POLL_INTERVAL, REFUSALS, STARTER, STREAMS
+from idds_vis.api.page_state import page_state
+from idds_vis.api.urls import permalink, root
+from idds_vis.domain.errors import InvalidTransition, NotFound, SourceUnreachable, VisError
+from idds_vis.domain.expiry import parse_duration
+from idds_vis.domain.models import Instance, PhaseEvent
+from idds_vis.domain.permalink import TOOLS
+from idds_vis.domain.phases import Phase
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+
+# Only known tools route here, so ".../<tool>/events" never reads as a task name ending in a tool.
+# The name may hold "/" (quoted as %2F in the permalink; older aiohttp decodes it before routing).
+BASE = "/t/{task_name:.+}/{tool:" + "|".join(sorted(TOOLS)) + "}"
+
+
+def _names(request: web.Request) -> tuple[str, str]:
+    return request.match_info["task_name"], request.match_info["tool"]
+
+
+async def _current(request: web.Request, task_name: str, tool: str) -> Instance | None:
+    """The newest record of that task name and tool (a resubmitted task reuses its name)."""
+    for inst in await request.app[AGENT].ledger.find(task_name=task_name):
+        if inst.tool == tool:
+            return inst
+    return None
+
+
+async def _load(
+    request: web.Request, task_name: str, tool: str
+) -> tuple[Instance | None, list[PhaseEvent]]:
+    inst = await _current(request, task_name, tool)
+    history = await request.app[AGENT].ledger.history(inst.key) if inst else []
+    return inst, history
+
+
+def _context(
+    request: web.Request,
+    task_name: str,
+    tool: str,
+    inst: Instance | None,
+    history: list[PhaseEvent],
+    *,
+    refusal: str | None = None,
+    ttl: str | None = None,
+    owner: str | None = None,
+) -> dict[str, object]:
+    link = permalink(request, task_name, tool)
+    state = page_state(task_name, tool, inst, history, _now(request), refusal=refusal, ttl=ttl)
+    state.update(
+        root=root(request),
+        owner=owner,
+        permalink=permalink(request, task_name, tool, ttl, owner),
+        events_url=f"{link}/events",
+        start_url=f"{link}/start",
+        relaunch_url=f"{link}/relaunch",
+        stay="stay" in request.query,
+    )
+    return state
+
+
+def _now(request: web.Request) -> datetime:
+    return request.app[AGENT].clock.now()
+
+
+@routes.get(BASE)
+async def page(request: web.Request) -> web.StreamResponse:
+    task_name, tool = _names(request)
+    inst, history = await _load(request, task_name, tool)
+    if inst is not None and inst.phase is Phase.READY and inst.url and "stay" not in request.query:
+        raise web.HTTPFound(inst.url)
+    ttl = request.query.get("ttl") or None
+    owner = request.query.get("owner") or None
+    context = _context(request, task_name, tool, inst, history, ttl=ttl, owner=owner)
+    return aiohttp_jinja2.render_template("permalink.html", request, context)
+
+
+def _refusal_status(error: VisError) -> int:
+    if isinstance(error, NotFound):
+        return 404
+    if isinstance(error, SourceUnreachable):
+        return 503
+    return 409
+
+
+@routes.post(BASE + "/start")
+async def start(request: web.Request) -> web.StreamResponse:
+    task_name, tool = _names(request)
+    form = await request.post()
+    ttl_field = form.get("ttl")
+    ttl_text = ttl_field.strip() if isinstance(ttl_field, str) and ttl_field.strip() else None
+    owner_field = form.get("owner")
+    owner = owner_field.strip() if isinstance(owner_field, str) and owner_field.strip() else None
+    try:
+        ttl = parse_duration(ttl_text) if ttl_text else None
+        inst = await request.app[STARTER].start(task_name, tool, ttl, None, owner=owner)
+    except VisError as exc:
+        # No record is made for a refusal: the page and the JSON by name show the reason.
+        log.info("permalink start of %r (%s) refused: %s", task_name, tool, exc.reason)
+        request.app[REFUSALS].remember(task_name, exc.reason, _now(request))
+        context = _context(
+            request, task_name, tool, None, [], refusal=exc.reason, ttl=ttl_text, owner=owner
+        )
+        return aiohttp_jinja2.render_template(
+            "permalink.html", request, context, status=_refusal_status(exc)
+        )
+    request.app[REFUSALS].forget(task_name)
+    if inst.task_name != task_name:
+        # A record made earlier without the name (e.g. from PanDA's message): name it, or the
+        # page could not find it and would start again and again.
+        await request.app[AGENT].ledger.name_task(inst.key, task_name)
+    raise web.HTTPSeeOther(permalink(request, task_name, tool, ttl_text, owner))
+
+
+@routes.post(BASE + "/relaunch")
+async def relaunch(request: web.Request) -> web.StreamResponse:
+    task_name, tool = _names(request)
+    inst = await _current(request, task_name, tool)
+    if inst is not None:
+        # Already relaunched (another tab, another person): the page shows where it is now.
+        with contextlib.suppress(InvalidTransition):
+            await request.app[AGENT].relaunch(inst.key)
+    raise web.HTTPSeeOther(permalink(request, task_name, tool))
+
+
+@routes.get(BASE + "/events")
+async def events(request: web.Request) -> web.StreamResponse:
+    """The page's live part, sent again whenever the record changes."""
+    task_name, tool = _names(request)
+    agent = request.app[AGENT]
+    queue = agent.events.subscribe()
+    streams = request.app[STREAMS]
+    this = asyncio.current_task()
+    assert this is not None
+    streams.add(this)  # cancelled at shutdown: a page may stay open for days
+    try:
+        async with sse_response(request) as stream:
+            with contextlib.suppress(ConnectionResetError, TimeoutError):  # the page went away
+                sent: tuple[object, ...] | None = None
+                while stream.is_connected():
+                    inst, history = await _load(request, task_name, tool)
+                    seen = (inst.task_id, inst.attempt, inst.phase, inst.updated_at) if inst else ()
+                    if seen != sent:
+                        event = _state_event(request, task_name, tool, inst, history)
+                        await stream.send(event, event="state")
+                        sent = seen
+                    await _changed(queue, task_name, tool, request.app[POLL_INTERVAL])
+        return stream
+    finally:
+        agent.events.unsubscribe(queue)
+        streams.discard(this)
+
+
+def _state_event(
+    request: web.Request,
+    task_name: str,
+    tool: str,
+    inst: Instance | None,
+    history: list[PhaseEvent],
+) -> str:
+    context = _context(request, task_name, tool, inst, history)
+    html = aiohttp_jinja2.render_string("progress.html", request, context)
+    body = {"phase": context["phase"], "url": context["url"], "attempt": context["attempt"]}
+    return json.dumps({**body, "html": html})
+
+
+async def _changed(queue: asyncio.Queue[Instance], task_name: str, tool: str,
+                   poll_interval: float) -> None:  # fmt: skip
+    """Return when the agent reports a change of this task's record, or after the poll interval
+    (changes made by another process reach only the ledger)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(poll_interval):
+            while True:
+                inst = await queue.get()
+                if inst.task_name == task_name and inst.tool == tool:
+                    return

@@ -1,0 +1,32 @@
+// The permalink page: start at once when nothing runs yet, then follow the phases the server
+// streams (Server-Sent Events, each carrying the server-rendered progress) and open the UI
+// when it is ready. Without JavaScript the page still works through its buttons and reloads.
+"use strict";
+(() => {
+  const live = document.getElementById("live");
+  if (!live) return;
+  const stay = live.dataset.stay === "true";
+  const permalink = live.dataset.permalink;
+  // A refused start is shown at the address the form posted to: put the permalink back, so a
+  // reload asks again (the task may have finished since).
+  if (permalink && location.pathname + location.search !== permalink) {
+    history.replaceState(null, "", permalink);
+  }
+  // A refusal stays on screen until the person tries again: there is no record to follow.
+  if (live.querySelector('.state[data-phase="refused"]')) return;
+  const autostart = live.querySelector("form[data-autostart]");
+  if (autostart) {
+    // Starting is a POST, never a side effect of GET: link checkers and crawlers start nothing.
+    autostart.requestSubmit();
+    return;
+  }
+  const follow = (state) => {
+    if (state.phase === "ready" && state.url && !stay) location.assign(state.url);
+  };
+  const events = new EventSource(live.dataset.events);
+  events.addEventListener("state", (message) => {
+    const state = JSON.parse(message.data);
+    live.innerHTML = state.html;
+    follow(state);
+  });
+})();
