@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from idds_vis.domain.errors import SourceUnreachable, StagingError
+from idds_vis.domain.errors import NoMlflowData, SourceUnreachable, StagingError
 from idds_vis.domain.models import StagedArtefacts
 from idds_vis.staging.caps import GIB, Budget, Caps
 from idds_vis.staging.credentials import Credentials
@@ -149,10 +149,16 @@ class ArchiveStager:
             await _in_thread(lambda stop: self._fill(fetched, dest, shown, stop))
         elif isinstance(parsed, S3Source):
             s3 = S3Fetcher(credentials.s3, self.http_timeout)
-            obj = await s3.fetch(parsed, dest.parent, dest, Budget(self.caps, shown))
+            work = Path(
+                await asyncio.to_thread(tempfile.mkdtemp, prefix=".idds-vis-s3-", dir=dest.parent)
+            )
+            leftovers.append(work)
+            obj = await s3.fetch(parsed, dest.parent, work, Budget(self.caps, shown))
             if obj is not None:
                 leftovers.append(obj)
                 await _in_thread(lambda stop: self._fill(obj, dest, shown, stop))
+            else:
+                await _in_thread(lambda stop: self._place_tree(work, dest, shown, stop))
         elif isinstance(parsed, RucioSource):
             work = Path(
                 await asyncio.to_thread(
@@ -165,6 +171,16 @@ class ArchiveStager:
             await _in_thread(
                 lambda stop: unpack_tree(downloaded, dest, Budget(self.caps, shown, stop))
             )
+
+    def _place_tree(self, tree: Path, dest: Path, shown: str, stop: threading.Event) -> None:
+        """A downloaded prefix: an MLflow store as it is (its artefacts may be archives that
+        must stay archives); otherwise job outputs, whose tarballs are unpacked."""
+        try:
+            detect_layout(tree, shown)
+        except NoMlflowData:
+            unpack_tree(tree, dest, Budget(self.caps, shown, stop))
+        else:
+            copy_directory(tree, dest, Budget(self.caps, shown, stop))
 
     def _fill(self, local: Path, dest: Path, shown: str, stop: threading.Event) -> None:
         if not local.exists():

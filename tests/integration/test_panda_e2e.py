@@ -148,8 +148,9 @@ async def test_task_status_to_live_ui_from_http_outputs_and_the_permalink(
                          panda_outputs_source=files_url + "/files/{scope}/{lfn}") as (
         topic, web_url, state):  # fmt: skip
         task_id = await submit(panda_server, name, web_url)
-        (out,) = await panda_server.finish_task(task_id, outputs=[name.replace(".mnist", ".out")],
-                                                logs=[name.rstrip("/") + ".log/"])  # fmt: skip
+        written = await panda_server.finish_task(task_id, outputs=[name.replace(".mnist", ".out")],
+                                                 logs=[name.rstrip("/") + ".log/"])  # fmt: skip
+        (out,) = [f for f in written if not f.lfn.endswith(".log.tgz")]
         files[f"{out.scope}/{out.lfn}"] = demo_archive.read_bytes()
         publish(
             activemq_broker,
@@ -164,8 +165,9 @@ async def test_task_status_to_live_ui_from_http_outputs_and_the_permalink(
         async with aiohttp.ClientSession() as session:
             await permalink_lands_on_the_ui(session, link, row["url"])
             async with session.get(f"{web_url}/api/v1/tasks/{task_id}") as answer:
-                (inst,) = (await answer.json())["instances"]
-        assert (inst["phase"], inst["url"], inst["task_name"]) == ("ready", row["url"], name)
+                monitor = await answer.json()
+                (inst,) = monitor["instances"]
+        assert (inst["phase"], inst["url"], monitor["task_name"]) == ("ready", row["url"], name)
         ended = subprocess.run([*CLI, "--state-dir", str(state), "teardown", "--task",
                                 str(task_id), "--json"], capture_output=True, text=True,
                                timeout=180)  # fmt: skip
