@@ -27,15 +27,11 @@ importing their module (``idds_vis.idds``, ``tests.idds_works.standin``).
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -48,6 +44,7 @@ from typing import TYPE_CHECKING
 import pytest
 from sqlalchemy.engine import make_url
 
+from tests import venvs
 from tests.activemq import BrokerAddress
 from tests.redis import RedisAddress
 
@@ -80,52 +77,19 @@ URL_PREFIX = "/idds"
 # The identity the REST server "sees" for every request (what mod_ssl would take from the
 # client certificate); the username iDDS derives from it is the last CN.
 CLIENT_DN = "/DC=ch/DC=cern/OU=Organic Units/OU=Users/CN=iddsvis/CN=000001/CN=idds-vis test"
-VENV_BUILD_TIMEOUT = 900.0
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 20.0
 
 
-def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "idds-vis-tests"
-
-
 def venv_dir() -> Path:
-    key = json.dumps([sys.version_info[:2], VENV_PINS]).encode()
-    return cache_root() / f"idds-venv-{hashlib.sha256(key).hexdigest()[:12]}"
+    return venvs.venv_dir("idds-venv", [VENV_PINS])
 
 
 def ensure_venv() -> Path:
     """The server venv's python, building the venv first if it is not there (once; locked)."""
-    target = venv_dir()
-    python = target / "bin" / "python"
-    ready = target / ".ready"
-    if ready.exists():
-        return python
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f"{target.name}.lock", "w") as lock:
-        # Another test session may be building the same venv: wait for it, then reuse it.
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if ready.exists():
-            return python
-        shutil.rmtree(target, ignore_errors=True)  # a build that was interrupted
-        print(f"\nbuilding the iDDS server venv {target} (once) ...", flush=True)
-        started = time.monotonic()
-        subprocess.run([sys.executable, "-m", "venv", str(target)], check=True)
-        pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-        done = subprocess.run(
-            [*pip, *VENV_PINS],
-            capture_output=True,
-            text=True,
-            timeout=VENV_BUILD_TIMEOUT,
-            check=False,
-        )
-        if done.returncode != 0:
-            # An error, not a skip: the machine has PyPI; a failed install is a real problem.
-            raise RuntimeError(f"pip install into {target} failed:\n{done.stdout}{done.stderr}")
-        ready.write_text("\n".join(VENV_PINS) + "\n")
-        print(f"iDDS server venv ready in {time.monotonic() - started:.0f} s", flush=True)
-    return python
+    return venvs.cached_venv(
+        "iDDS server", venv_dir(), lambda python: venvs.pip_install(python, *VENV_PINS), VENV_PINS
+    )
 
 
 def free_port() -> int:

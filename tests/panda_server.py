@@ -34,9 +34,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import fcntl
 import grp
-import hashlib
 import json
 import os
 import re
@@ -65,6 +63,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy.engine import URL, make_url
 
 from idds_vis.lookup import PandaSettings
+from tests import venvs
 
 TESTS_DIR = Path(__file__).resolve().parent
 DDL = TESTS_DIR / "panda_ddl.sql"
@@ -109,7 +108,6 @@ CLIENT_ID = "idds-vis-test"
 AUTHOR = "jdoe"
 AGENT = "vis-agent"
 USERS = {AUTHOR: "Joe Doe", AGENT: "Vis Agent"}
-VENV_BUILD_TIMEOUT = 1200.0
 START_TIMEOUT = 180.0  # a cold import of panda-server on a loaded 2-core machine
 STOP_TIMEOUT = 20.0
 CALL_TIMEOUT = 60.0
@@ -117,28 +115,8 @@ _START_ATTEMPTS = 3  # a port taken between our probe and waitress's bind: try a
 
 
 # -- the server's virtualenv ------------------------------------------------------------------
-def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "idds-vis-tests"
-
-
 def venv_dir() -> Path:
-    key = json.dumps([sys.version_info[:2], PANDA_SERVER_VERSION, VENV_PINS]).encode()
-    return cache_root() / f"panda-server-venv-{hashlib.sha256(key).hexdigest()[:12]}"
-
-
-def _pip(python: Path, *args: str, **kwargs: Any) -> None:
-    done = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *args],
-        capture_output=True,
-        text=True,
-        timeout=VENV_BUILD_TIMEOUT,
-        check=False,
-        **kwargs,
-    )
-    if done.returncode != 0:
-        # An error, not a skip: the machine has PyPI; a failed install is a real problem.
-        raise RuntimeError(f"pip install {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+    return venvs.venv_dir("panda-server-venv", [PANDA_SERVER_VERSION, VENV_PINS])
 
 
 def _non_root_group() -> int | None:
@@ -155,35 +133,22 @@ def _non_root_group() -> int | None:
 
 def ensure_venv() -> Path:
     """The server venv's python, building the venv first if it is not there (once; locked)."""
-    target = venv_dir()
-    python = target / "bin" / "python"
-    ready = target / ".ready"
-    if ready.exists():
-        return python
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f"{target.name}.lock", "w") as lock:
-        # Another test session may be building the same venv: wait for it, then reuse it.
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if ready.exists():
-            return python
-        shutil.rmtree(target, ignore_errors=True)  # a build that was interrupted
-        print(f"\nbuilding the panda-server venv {target} (once) ...", flush=True)
-        started = time.monotonic()
-        subprocess.run([sys.executable, "-m", "venv", str(target)], check=True)
-        _pip(python, "--no-deps", *VENV_PINS)
+    server = f"panda-server=={PANDA_SERVER_VERSION}"
+
+    def install(python: Path) -> None:
+        venvs.pip_install(python, "--no-deps", *VENV_PINS)
         gid = _non_root_group()
-        _pip(
+        venvs.pip_install(
             python,
             "--no-deps",
-            f"panda-server=={PANDA_SERVER_VERSION}",
+            server,
             # DISABLE_MM: the build hook would otherwise run klist and git and post to a
             # Mattermost webhook named in ~/mm_webhook_url.txt, if there is one.
             env={**os.environ, "DISABLE_MM": "1"},
             **({"group": gid, "extra_groups": []} if gid is not None else {}),
         )
-        ready.write_text("\n".join((f"panda-server=={PANDA_SERVER_VERSION}", *VENV_PINS)) + "\n")
-        print(f"panda-server venv ready in {time.monotonic() - started:.0f} s", flush=True)
-    return python
+
+    return venvs.cached_venv("panda-server", venv_dir(), install, (server, *VENV_PINS))
 
 
 # -- the identity provider --------------------------------------------------------------------

@@ -134,6 +134,9 @@ def build_intake(settings: Settings, agent: Agent) -> tuple[StompSource, Intake]
         resolver=build_resolver(settings),
         on_outcome=lambda _delivery, outcome, _detail: agent.metrics.intake_outcome(outcome.value),
     )
+    # Most of a shared stream is not for us: parsed and acked on the receiver thread.
+    intake.on_fast_ignore = lambda: agent.metrics.intake_outcome("ignored")
+    source.prefilter = intake.fast_ignore
     return source, intake
 
 

@@ -43,7 +43,7 @@ from tenacity import (
 )
 
 from idds_vis.ports.source import Delivery
-from idds_vis.sources.stomp_link import ConnectionLost, StompLink, ThreadListener
+from idds_vis.sources.stomp_link import ConnectionLost, Prefilter, StompLink, ThreadListener
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +107,10 @@ _STOP = _Stop()
 class StompSource:
     """The ``MessageSource`` port over STOMP; see the module docstring for the guarantees."""
 
-    def __init__(self, settings: StompSettings) -> None:
+    def __init__(self, settings: StompSettings, prefilter: Prefilter | None = None) -> None:
         self.settings = settings
+        # Decides on the receiver thread which messages are acked there and never queued.
+        self.prefilter = prefilter
         self._queue: asyncio.Queue[Delivery | _Stop] = asyncio.Queue()
         self._link: StompLink | None = None  # the newest connection, usable or being set up
         self._generation = 0
@@ -330,7 +332,8 @@ class StompSource:
         )
         link = StompLink(conn, self._generation)
         conn.set_listener(
-            "idds-vis", ThreadListener(asyncio.get_running_loop(), link, self._on_message)
+            "idds-vis",
+            ThreadListener(asyncio.get_running_loop(), link, self._on_message, self.prefilter),
         )
         self._link = link
         try:

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import stomp
-import yaml
 
 from tests.activemq import BrokerAddress
+from tests.agent_process import CLI, running_agent
 
 pytestmark = pytest.mark.mlflow
-CLI = [sys.executable, "-m", "idds_vis"]
 
 
 def publish(broker: BrokerAddress, destination: str, body: dict[str, object]) -> None:
@@ -41,23 +38,13 @@ async def test_a_vis_request_message_drives_the_agent_to_a_live_ui(
     tmp_path: Path, activemq_broker: BrokerAddress, demo_archive: Path
 ) -> None:
     topic = "/topic/idds-vis.test.requests"
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "state_dir": str(tmp_path / "state"),
+    # The agent says it runs once the intake has subscribed; a topic keeps nothing before.
+    async with running_agent(tmp_path, {
         "stomp_hosts": [f"{activemq_broker.host}:{activemq_broker.port}"],
         "stomp_subscriptions": [topic],
         "stomp_user": activemq_broker.user,
         "stomp_password": activemq_broker.password,
-    }))  # fmt: skip
-    log = tmp_path / "agent.log"
-    agent = subprocess.Popen([*CLI, "--config", str(config), "agent"], stdout=subprocess.DEVNULL,
-                             stderr=log.open("w"), text=True)  # fmt: skip
-    try:
-        # The agent says it runs once the intake has subscribed; a topic keeps nothing before.
-        async with asyncio.timeout(120):  # a hang guard
-            while "agent running" not in log.read_text():
-                assert agent.poll() is None, log.read_text()
-                await asyncio.sleep(0.2)
+    }) as agent:  # fmt: skip
         # A PanDA "done" first: with no PanDA server configured nothing can tell whether the task
         # wants a UI, so it goes to the dead-letter queue with that reason and makes no record.
         publish(activemq_broker, topic, {"msg_type": "task_status", "taskid": 7, "status": "done",
@@ -65,20 +52,17 @@ async def test_a_vis_request_message_drives_the_agent_to_a_live_ui(
         publish(activemq_broker, topic, {"msg_type": "vis_request", "task_id": "stomp-42",
                                          "tool": "mlflow", "source": str(demo_archive),
                                          "ttl": "1h"})  # fmt: skip
-        state = tmp_path / "state"
+        state = agent.state
         async with asyncio.timeout(120):  # a hang guard, not a timing assertion
             while True:
                 rows = await listed(state)
                 if rows and rows[0]["phase"] in ("ready", "failed"):
                     break
-                assert agent.poll() is None, log.read_text()[-3000:]
+                agent.check_running()
                 await asyncio.sleep(0.5)
         (row,) = rows  # one record: the PanDA message was dead-lettered, not failed
-        assert row["phase"] == "ready", (row["reason"], log.read_text()[-3000:])
+        assert row["phase"] == "ready", (row["reason"], agent.log_tail())
         assert row["task_id"] == "stomp-42" and row["ttl_seconds"] == 3600
         done = subprocess.run([*CLI, "--state-dir", str(state), "teardown", "--task", "stomp-42",
                                "--json"], capture_output=True, text=True, timeout=180)  # fmt: skip
         assert json.loads(done.stdout)["phase"] == "expired"
-    finally:
-        agent.send_signal(signal.SIGTERM)
-        assert agent.wait(timeout=60) == 0

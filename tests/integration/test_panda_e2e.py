@@ -23,11 +23,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-import yaml
 from aiohttp import web
 
 from idds_vis.panda import with_visualization
 from tests.activemq import BrokerAddress
+from tests.agent_process import running_agent
 from tests.integration.test_agent_stomp import listed, publish
 from tests.message_fixtures import fixture_body
 from tests.moto_s3 import BUCKET, S3Server, run_s3_server
@@ -88,9 +88,7 @@ async def vis_agent(
     topic = f"/topic/idds-vis.e2e.{uuid.uuid4().hex[:8]}"
     port = free_port()
     settings = panda.settings(AGENT)
-    config = tmp_path / "agent.yaml"
-    config.write_text(yaml.safe_dump({
-        "state_dir": str(tmp_path / "state"),
+    settings_for_agent = {
         "stomp_hosts": [f"{broker.host}:{broker.port}"],
         "stomp_subscriptions": [topic],
         "stomp_user": broker.user,
@@ -102,19 +100,9 @@ async def vis_agent(
         "panda_vo": settings.vo,
         "web_port": port,
         **extra,
-    }))  # fmt: skip
-    log = tmp_path / "agent.log"
-    agent = subprocess.Popen([*CLI, "--config", str(config), "agent"], stdout=subprocess.DEVNULL,
-                             stderr=log.open("w"), text=True)  # fmt: skip
-    try:
-        async with asyncio.timeout(120):  # a hang guard
-            while "agent running" not in log.read_text():
-                assert agent.poll() is None, log.read_text()[-3000:]
-                await asyncio.sleep(0.2)
-        yield topic, f"http://127.0.0.1:{port}", tmp_path / "state"
-    finally:
-        agent.terminate()
-        assert agent.wait(timeout=60) == 0, log.read_text()[-3000:]
+    }
+    async with running_agent(tmp_path, settings_for_agent) as agent:
+        yield topic, f"http://127.0.0.1:{port}", agent.state
 
 
 async def submit(panda: PandaServer, name: str, web_url: str) -> int:

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from aiohttp import web
 
 from idds_vis.panda import with_visualization
 from tests.activemq import BrokerAddress
+from tests.agent_process import running_agent
 from tests.integration.test_agent_stomp import listed, publish
 from tests.message_fixtures import fixture_body
 from tests.panda_server import AGENT, AUTHOR, PandaServer
@@ -75,10 +75,8 @@ async def test_task_status_launches_only_declared_tasks(
 
     topic = f"/topic/idds-vis.panda.{tmp_path.name}"
     base, asked = bigpanda
-    config = tmp_path / "agent.yaml"
     settings = panda_server.settings(AGENT)
-    config.write_text(yaml.safe_dump({
-        "state_dir": str(tmp_path / "state"),
+    async with running_agent(tmp_path, {
         "stomp_hosts": [f"{activemq_broker.host}:{activemq_broker.port}"],
         "stomp_subscriptions": [topic],
         "stomp_user": activemq_broker.user,
@@ -89,16 +87,8 @@ async def test_task_status_launches_only_declared_tasks(
         "panda_token_file": str(settings.token_file),
         "panda_vo": settings.vo,
         "panda_source": base + "/idds/downloadhpometrics/?workloadid={task_id}",
-    }))  # fmt: skip
-    log = tmp_path / "agent.log"
-    agent = subprocess.Popen([*CLI, "--config", str(config), "agent"], stdout=subprocess.DEVNULL,
-                             stderr=log.open("w"), text=True)  # fmt: skip
-    state = tmp_path / "state"
-    try:
-        async with asyncio.timeout(120):  # a hang guard
-            while "agent running" not in log.read_text():
-                assert agent.poll() is None, log.read_text()[-3000:]
-                await asyncio.sleep(0.2)
+    }) as agent:  # fmt: skip
+        state = agent.state
         # The captured JEDI message, once for each task; the plain one first, so that once the
         # ML task's UI is up the plain one has certainly been handled (one ordered stream).
         for task_id in (plain, ml):
@@ -112,15 +102,12 @@ async def test_task_status_launches_only_declared_tasks(
                 rows = await listed(state)
                 if rows and rows[0]["phase"] in ("ready", "failed"):
                     break
-                assert agent.poll() is None, log.read_text()[-3000:]
+                agent.check_running()
                 await asyncio.sleep(0.5)
         (row,) = rows  # the task without a visualization entry made no record
-        assert row["phase"] == "ready", (row["reason"], log.read_text()[-3000:])
+        assert row["phase"] == "ready", (row["reason"], agent.log_tail())
         assert row["task_id"] == str(ml) and row["ttl_seconds"] == 3600
         assert asked == [str(ml)]  # only the declared task's artefacts were fetched
         done = subprocess.run([*CLI, "--state-dir", str(state), "teardown", "--task", str(ml),
                                "--json"], capture_output=True, text=True, timeout=180)  # fmt: skip
         assert json.loads(done.stdout)["phase"] == "expired"
-    finally:
-        agent.terminate()
-        assert agent.wait(timeout=60) == 0, log.read_text()[-3000:]

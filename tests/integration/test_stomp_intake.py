@@ -224,6 +224,7 @@ async def running_intake(
     dlq: str = "/queue/idds-vis.DLQ",
     wrap: Callable[[StompSource], MessageSource] | None = None,
     dedup_size: int = 4096,
+    fast_ignored: list[str] | None = None,
     **settings: Any,
 ) -> AsyncIterator[tuple[StompSource, Outcomes]]:
     options = {
@@ -251,6 +252,9 @@ async def running_intake(
         dedup_size=dedup_size,
         on_outcome=lambda d, o, detail: outcomes.put_nowait((d, o, detail)),
     )
+    if fast_ignored is not None:  # as the wiring does: ignorable traffic acked off the loop
+        source.prefilter = intake.fast_ignore
+        intake.on_fast_ignore = lambda: fast_ignored.append("ignored")
     await port.start()
     async with asyncio.timeout(HANG_GUARD):
         await source.wait_connected()
@@ -577,3 +581,23 @@ async def test_a_teardown_message_ends_the_instance_and_is_acked():
     assert agent.log == [("submit", "7"), ("end", "7")]
     assert source.settled == [("ack", "m0"), ("ack", "m1"), ("ack", "m2")]
     assert intake.counts[Outcome.ENDED] == 2
+
+
+async def test_traffic_not_for_us_is_acked_on_the_receiver_thread(activemq_broker, bus):
+    """The fast path: ignorable messages never reach the loop, yet all are acked and counted;
+    triggers and malformed messages still go the normal way (commit or dead-letter, then ack)."""
+    queue_name = f"/queue/{unique('fast')}"
+    ignorable = [task_status(i, "running") for i in range(1, 41)]
+    fast: list[str] = []
+    async with running_intake(activemq_broker, queue_name, RecordingAgent(), fast_ignored=fast) as (
+        _source,
+        outcomes,
+    ):
+        await asyncio.to_thread(bus.publish, queue_name, [*ignorable, PANDA_DONE, b"{oops"])
+        handled = await collect(outcomes, 2)  # only the trigger and the malformed one arrive
+        async with asyncio.timeout(HANG_GUARD):
+            while len(fast) < len(ignorable):
+                await asyncio.sleep(0.01)  # counted on another thread; polled, bounded
+    assert sorted(o.value for _, o, _ in handled) == ["rejected", "submitted"]
+    assert len(fast) == len(ignorable)
+    assert await asyncio.to_thread(bus.leftovers, queue_name) == []
