@@ -17,6 +17,7 @@ receiver thread and never reaches the loop (tests/bench/bench_intake.py measures
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections import OrderedDict
@@ -89,12 +90,16 @@ class Intake:
         resolver: Resolver = request_as_sent,
         dedup_size: int = 4096,
         on_outcome: OutcomeHook | None = None,
+        concurrency: int = 1,
     ) -> None:
         self.source = source
         self.agent = agent
         self.parse_options = parse_options or ParseOptions()
         self.resolver = resolver
         self.dedup_size = dedup_size
+        # Deliveries handled at once: a commit (an fsync) or a PanDA lookup for one message
+        # need not hold up the next; each is still settled only after its own commit.
+        self.concurrency = max(1, concurrency)
         self.on_outcome = on_outcome
         self.counts: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
         self._counting = threading.Lock()  # fast_ignore counts from the source's own thread
@@ -103,9 +108,29 @@ class Intake:
         self.on_fast_ignore: Callable[[], None] | None = None
 
     async def run(self) -> None:
-        """Handle deliveries until the source stops."""
-        async for delivery in self.source.messages():
-            await self.handle(delivery)
+        """Handle deliveries until the source stops (the last ones are finished first)."""
+        if self.concurrency == 1:
+            async for delivery in self.source.messages():
+                await self.handle(delivery)
+            return
+        slots = asyncio.Semaphore(self.concurrency)
+        running: set[asyncio.Task[Outcome]] = set()
+
+        async def one(delivery: Delivery) -> Outcome:
+            try:
+                return await self.handle(delivery)
+            finally:
+                slots.release()
+
+        try:
+            async for delivery in self.source.messages():
+                await slots.acquire()
+                task = asyncio.create_task(one(delivery))
+                running.add(task)
+                task.add_done_callback(running.discard)
+        finally:
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
 
     async def handle(self, delivery: Delivery) -> Outcome:
         """Decide and settle one delivery. Never raises (but lets cancellation through)."""

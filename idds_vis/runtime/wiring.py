@@ -133,11 +133,17 @@ def build_intake(settings: Settings, agent: Agent) -> tuple[StompSource, Intake]
         agent,
         resolver=build_resolver(settings),
         on_outcome=lambda _delivery, outcome, _detail: agent.metrics.intake_outcome(outcome.value),
+        concurrency=INTAKE_CONCURRENCY,
     )
     # Most of a shared stream is not for us: parsed and acked on the receiver thread.
     intake.on_fast_ignore = lambda: agent.metrics.intake_outcome("ignored")
     source.prefilter = intake.fast_ignore
     return source, intake
+
+
+# Deliveries the intake handles at once (each still acked only after its own commit): the
+# broker's prefetch (100) bounds them anyway; 8 keep SQLite's single writer busy, not queued.
+INTAKE_CONCURRENCY = 8
 
 
 def build_resolver(settings: Settings) -> TaskResolver:

@@ -601,3 +601,22 @@ async def test_traffic_not_for_us_is_acked_on_the_receiver_thread(activemq_broke
     assert sorted(o.value for _, o, _ in handled) == ["rejected", "submitted"]
     assert len(fast) == len(ignorable)
     assert await asyncio.to_thread(bus.leftovers, queue_name) == []
+
+
+async def test_a_slow_commit_does_not_hold_up_the_messages_behind_it():
+    """With concurrency, a message whose commit is stuck waits alone: the others are committed
+    and acked meanwhile, and it is acked only once its own commit returns."""
+    agent = RecordingAgent()
+    agent.gates["1"] = asyncio.Event()
+    source = MemorySource([task_status(i) for i in (1, 2, 3, 4)])
+    intake = Intake(source, agent, concurrency=4)
+    running = asyncio.create_task(intake.run())
+    async with asyncio.timeout(HANG_GUARD):
+        await agent.wait_for(3)  # 2, 3 and 4 committed while 1 is stuck in its commit
+        while len(source.settled) < 3:
+            await asyncio.sleep(0)  # the acks follow their commits on the same loop
+    assert sorted(source.settled) == [("ack", "m1"), ("ack", "m2"), ("ack", "m3")]
+    agent.gates["1"].set()
+    async with asyncio.timeout(HANG_GUARD):
+        await running
+    assert source.settled[-1] == ("ack", "m0") and len(agent.records) == 4

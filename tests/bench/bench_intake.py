@@ -1,0 +1,409 @@
+"""Intake rate: the agent's STOMP intake side by side with a bare stomp.py consumer.
+
+Run by hand (not by CI):  python tests/bench/bench_intake.py [--messages 20000] [--runs 5]
+
+A private ActiveMQ (tests/activemq.py) is started by the script. Before every drain, --messages
+messages are loaded onto a fresh queue (persistent, each SEND receipted, so they are stored):
+99 % irrelevant-but-valid traffic of the kind the real stream carries (PanDA job_status and
+non-final task_status, iDDS work_processing not Finished, other iDDS message types) and 1 %
+``vis_request`` messages with an artefact source (each becomes a ledger record). The same bodies,
+in the same order, are drained by:
+
+- bare: a stomp.py Connection12 consumer that only acknowledges (client-individual, the
+  agent's prefetch), acking on stomp.py's receiver thread;
+- agent: the production intake and agent (``build_intake`` and ``build_agent``, as
+  ``idds-vis agent`` builds them: StompSource, Intake, its resolver and metrics hook, an Agent on
+  a SQLite ledger), the agent started, so its workers take each committed request through the
+  pipeline. Stager, deployer and probe are the stand-ins of tests/fakes.py, so no UI starts, but
+  every ledger write is real;
+- intake: the same, with the Agent not started: ``submit`` commits to the ledger, no worker runs,
+  so this is the intake's own cost without the pipeline's.
+
+Each drain runs in a child process of its own (so its CPU is its own), timed from before the
+connect to the moment the last message is acked, and is checked afterwards: the queue is empty
+when browsed, the dead-letter queue too, and the ledger holds one record per relevant message.
+Runs are interleaved (bare, agent, intake, bare, ...) after one untimed warm-up round. It prints
+the medians, the ratio against the 80 % target, and CPU seconds per 1,000 messages. It asserts
+nothing; --profile FILE also writes a cProfile of one extra agent drain (the event-loop thread).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import itertools
+import json
+import pstats
+import queue
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import stomp
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from idds_vis.agent.intake import Outcome  # noqa: E402
+from idds_vis.agent.service import Agent  # noqa: E402
+from idds_vis.ports.source import Delivery  # noqa: E402
+from idds_vis.runtime import wiring  # noqa: E402
+from idds_vis.runtime.config import Settings  # noqa: E402
+from tests.activemq import ActiveMQ, BrokerAddress  # noqa: E402
+from tests.fakes import FakeDeployer, FakeProbe, FakeStager  # noqa: E402
+from tests.message_fixtures import fixture_body  # noqa: E402
+
+PREFETCH = "100"  # StompSettings.prefetch's default: the agent's subscription header
+HEARTBEATS = (10_000, 10_000)  # StompSettings.heartbeats' default
+ROLES = ("bare", "agent", "intake")
+HANG_GUARD = 600.0  # seconds; only reached when something is broken
+IDDS_HEADERS = {"vo": "atlas", "from_idds": "true", "msg_type": "messagetype.processingwork",
+                "ttl": "43200000", "priority": "4"}  # fmt: skip
+
+# -- the stream ------------------------------------------------------------------------------
+
+PANDA_RUNNING = ["defined", "assigning", "ready", "pending", "scouting", "running", "prepared",
+                 "throttled", "finishing", "toretry", "exhausted"]  # fmt: skip
+JOB_STATUSES = ["activated", "sent", "starting", "running", "holding", "transferring",
+                "finished", "failed", "closed", "cancelled"]  # fmt: skip
+IDDS_NOT_FINISHED = ["New", "Ready", "Transforming", "Running", "SubFinished", "Failed",
+                     "Cancelled", "Suspended", "Expired"]  # fmt: skip
+IDDS_OTHER = ["file_processing", "collection_processing", "work_stagein", "health_heartbeat",
+              "file_hyperparameteropt", "collection_stagein"]  # fmt: skip
+
+
+def irrelevant(rng: random.Random, i: int) -> tuple[dict[str, str], dict[str, Any]]:
+    """One message of the stream that starts nothing; the mix leans on job_status, as PanDA's."""
+    roll = rng.random()
+    if roll < 0.50:
+        body = fixture_body("panda_job_status_finished.json")
+        body.update(jobid=6_000_000_000 + i, taskid=40_000_000 + i % 5000,
+                    status=rng.choice(JOB_STATUSES), computingsite=f"SITE_{i % 37}")  # fmt: skip
+        return {}, body
+    if roll < 0.75:
+        return {}, {"msg_type": "task_status", "taskid": 40_000_000 + i % 5000,
+                    "status": rng.choice(PANDA_RUNNING), "timestamp": 1795297866 + i}  # fmt: skip
+    if roll < 0.87:
+        body = fixture_body("idds_work_processing_finished.json")
+        body.update(request_id=1000 + i % 700, workload_id=40_000_000 + i % 5000,
+                    transform_id=i % 9000 + 1, status=rng.choice(IDDS_NOT_FINISHED))  # fmt: skip
+        return IDDS_HEADERS, body
+    kind = rng.choice(IDDS_OTHER)
+    body = {"msg_type": kind, "request_id": 1000 + i % 700, "workload_id": 40_000_000 + i % 5000,
+            "relation_type": "output",
+            "files": [{"scope": "user.someone", "name": f"log.{i}.tgz", "status": "Available",
+                       "path": None}]}  # fmt: skip
+    return IDDS_HEADERS, body
+
+
+def relevant(i: int) -> tuple[dict[str, str], dict[str, Any]]:
+    return {}, {"msg_type": "vis_request", "task_id": f"bench-{i}", "tool": "mlflow",
+                "source": f"http://127.0.0.1:9/idds/downloadhpometrics/?workloadid={i}",
+                "ttl": "24h"}  # fmt: skip
+
+
+def make_stream(count: int, every: int, seed: int = 11) -> list[tuple[dict[str, str], bytes]]:
+    """``count`` messages, one in ``every`` relevant, spread through the stream."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(count):
+        headers, body = relevant(i) if i % every == every // 2 else irrelevant(rng, i)
+        out.append((headers, json.dumps(body).encode()))
+    return out
+
+
+# -- the broker side: loading and browsing -----------------------------------------------------
+
+
+class Collector:
+    """A stomp.py listener gathering frames into queues (blocking use only)."""
+
+    def __init__(self) -> None:
+        self.messages: queue.Queue[tuple[dict[str, str], bytes]] = queue.Queue()
+        self.receipts: queue.Queue[str] = queue.Queue()
+
+    def on_message(self, frame: Any) -> None:
+        self.messages.put((dict(frame.headers), frame.body))
+
+    def on_receipt(self, frame: Any) -> None:
+        self.receipts.put(frame.headers["receipt-id"])
+
+
+def connect(address: BrokerAddress) -> tuple[Any, Collector]:
+    conn = stomp.Connection12([(address.host, address.port)], auto_decode=False)
+    collector = Collector()
+    conn.set_listener("bench", collector)
+    conn.connect(address.user, address.password, wait=True)
+    return conn, collector
+
+
+def load(address: BrokerAddress, destination: str,
+         stream: list[tuple[dict[str, str], bytes]]) -> float:  # fmt: skip
+    """Send persistently, pipelined; return once the broker has receipted (stored) every one."""
+    conn, collector = connect(address)
+    start = time.perf_counter()
+    try:
+        for n, (headers, body) in enumerate(stream):
+            extra = {**headers, "persistent": "true", "receipt": f"load-{n}"}
+            conn.send(destination, body, headers=extra)
+        for _ in stream:
+            collector.receipts.get(timeout=HANG_GUARD)
+    finally:
+        conn.disconnect()
+    return time.perf_counter() - start
+
+
+def browse(address: BrokerAddress, destination: str) -> int:
+    """How many messages the queue still holds, delivered-but-unacked ones included."""
+    conn, collector = connect(address)
+    try:
+        conn.subscribe(destination, "browse", ack="auto", headers={"browser": "true"})
+        count = 0
+        while True:
+            headers, _ = collector.messages.get(timeout=HANG_GUARD)
+            if headers.get("browser") == "end":
+                return count
+            count += 1
+    finally:
+        conn.disconnect()
+
+
+# -- the consumers (each in a child process: python bench_intake.py --role ...) ---------------
+
+
+def bare_drain(address: BrokerAddress, destination: str, expect: int) -> dict[str, Any]:
+    done = threading.Event()
+    seen = 0
+
+    class Acker:
+        def on_message(self, frame: Any) -> None:
+            nonlocal seen
+            conn.ack(frame.headers["ack"])
+            seen += 1
+            if seen == expect:
+                done.set()
+
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    conn = stomp.Connection12([(address.host, address.port)], heartbeats=HEARTBEATS,
+                              auto_decode=False)  # fmt: skip
+    conn.set_listener("bare", Acker())
+    conn.connect(address.user, address.password, wait=True)
+    conn.subscribe(destination, "bare-0", ack="client-individual",
+                   headers={"activemq.prefetchSize": PREFETCH})  # fmt: skip
+    if not done.wait(HANG_GUARD):
+        raise SystemExit(f"bare consumer saw {seen} of {expect} messages")
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    conn.disconnect()  # with a receipt: the broker has handled every ack before it returns
+    return {"wall": wall, "cpu": cpu, "messages": seen}
+
+
+def production_agent(settings: Settings) -> Agent:
+    """``build_agent`` as the CLI calls it, with the stager, deployer and probe of tests/fakes.py
+    put in its place (in this child process only): no download, no UI, everything else real."""
+    fakes = {
+        "ArchiveStager": lambda **_: FakeStager(),
+        "build_deployer": lambda *_: FakeDeployer(settings.state_dir / "instances"),
+        "HttpReadinessProbe": FakeProbe,
+    }
+    for name, fake in fakes.items():
+        if not hasattr(wiring, name):
+            raise SystemExit(f"idds_vis.runtime.wiring has no {name} any more: update this bench")
+        setattr(wiring, name, fake)
+    return wiring.build_agent(settings)
+
+
+async def agent_drain(address: BrokerAddress, destination: str, expect: int, state: Path,
+                      dlq: str, started: bool) -> dict[str, Any]:  # fmt: skip
+    settings = Settings(
+        state_dir=state,
+        stomp_hosts=[f"{address.host}:{address.port}"],
+        stomp_subscriptions=[destination],
+        stomp_user=address.user,
+        stomp_password=address.password,
+        stomp_dead_letter=dlq,
+    )
+    agent = production_agent(settings)
+    built = wiring.build_intake(settings, agent)
+    assert built is not None
+    source, intake = built
+    counts: Counter[str] = Counter()
+    done = asyncio.Event()
+
+    production_hook = intake.on_outcome  # the agent's metrics: part of the cost measured
+    production_fast = intake.on_fast_ignore  # the same for what is acked on the receiver thread
+    loop = asyncio.get_running_loop()
+    lock = threading.Lock()  # counted from the loop and from stomp.py's receiver thread
+
+    def count(outcome: str) -> None:
+        with lock:
+            counts[outcome] += 1
+            if counts.total() == expect:
+                loop.call_soon_threadsafe(done.set)
+
+    def hook(delivery: Delivery, outcome: Outcome, detail: str) -> None:
+        if production_hook is not None:
+            production_hook(delivery, outcome, detail)
+        count(outcome.value)
+
+    def fast() -> None:
+        if production_fast is not None:
+            production_fast()
+        count(Outcome.IGNORED.value)
+
+    intake.on_outcome = hook
+    intake.on_fast_ignore = fast
+    if started:
+        await agent.start()
+    else:
+        await agent.ledger.open()
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    await source.start()
+    consumer = asyncio.create_task(intake.run())
+    async with asyncio.timeout(HANG_GUARD):
+        await done.wait()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    await source.stop()  # DISCONNECT with a receipt: every ack before it is handled
+    async with asyncio.timeout(HANG_GUARD):
+        await consumer
+    await agent.stop()
+    records = len(await agent.ledger.list())
+    await agent.ledger.close()
+    return {"wall": wall, "cpu": cpu, "messages": counts.total(), "outcomes": dict(counts),
+            "records": records}  # fmt: skip
+
+
+def child(args: argparse.Namespace) -> None:
+    address = BrokerAddress("127.0.0.1", args.port, args.user, args.password)
+    if args.role == "bare":
+        result = bare_drain(address, args.queue, args.expect)
+    else:
+        import logging
+
+        # As `idds-vis agent` logs (INFO, to stderr; here to a file the parent names).
+        logging.basicConfig(level=logging.INFO, filename=args.log,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+        work = agent_drain(address, args.queue, args.expect, Path(args.state), args.dlq,
+                           started=args.role == "agent")  # fmt: skip
+        if args.profile:
+            profiler = cProfile.Profile()
+            result = profiler.runcall(asyncio.run, work)
+            profiler.dump_stats(args.profile)
+        else:
+            result = asyncio.run(work)
+    print(json.dumps(result), flush=True)
+
+
+def run_child(role: str, address: BrokerAddress, destination: str, expect: int, work: Path,
+              dlq: str, profile: str | None = None) -> dict[str, Any]:  # fmt: skip
+    state = work / f"state-{uuid.uuid4().hex[:8]}"
+    argv = [sys.executable, __file__, "--role", role, "--port", str(address.port),
+            "--user", address.user, "--password", address.password, "--queue", destination,
+            "--expect", str(expect), "--state", str(state), "--dlq", dlq,
+            "--log", str(work / "agent.log")]  # fmt: skip
+    if profile:
+        argv += ["--profile", profile]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=HANG_GUARD + 60)
+    if done.returncode != 0:
+        raise SystemExit(f"{role} consumer failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def one_drain(role: str, address: BrokerAddress, stream: list[tuple[dict[str, str], bytes]],
+              work: Path, dlq: str, relevant_count: int,
+              profile: str | None = None) -> dict[str, Any]:  # fmt: skip
+    destination = f"/queue/bench.intake.{role}.{uuid.uuid4().hex[:8]}"
+    load(address, destination, stream)
+    result = run_child(role, address, destination, len(stream), work, dlq, profile)
+    left = browse(address, destination)
+    if left or result["messages"] != len(stream):
+        raise SystemExit(f"{role}: {result['messages']} handled, {left} left on {destination}")
+    if role != "bare":
+        outcomes = result["outcomes"]
+        wanted = {"submitted": relevant_count, "ignored": len(stream) - relevant_count}
+        if outcomes != wanted or result["records"] != relevant_count:
+            raise SystemExit(f"{role}: outcomes {outcomes}, {result['records']} records; "
+                             f"expected {wanted} and {relevant_count} records")  # fmt: skip
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--relevant-every", type=int, default=100,
+                        help="one message in this many is a vis_request")  # fmt: skip
+    parser.add_argument("--warmup", type=int, default=2_000,
+                        help="messages in the untimed warm-up pair (0: none)")  # fmt: skip
+    parser.add_argument("--profile", metavar="FILE",
+                        help="also profile one agent drain into FILE (cProfile)")  # fmt: skip
+    # The child roles (internal).
+    parser.add_argument("--role", choices=ROLES, help=argparse.SUPPRESS)
+    for name in ("port", "expect"):
+        parser.add_argument(f"--{name}", type=int, help=argparse.SUPPRESS)
+    for name in ("user", "password", "queue", "state", "dlq", "log"):
+        parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role:
+        child(args)
+        return
+
+    work = Path(tempfile.mkdtemp(prefix="bench-intake-"))
+    stream = make_stream(args.messages, args.relevant_every)
+    relevant_count = sum(1 for _, body in stream if b'"vis_request"' in body)
+    dlq = f"/queue/bench.intake.dlq.{uuid.uuid4().hex[:8]}"
+    broker = ActiveMQ(work / "activemq")
+    print(f"ActiveMQ up in {broker.start():.1f} s; {args.messages} messages per drain, "
+          f"{relevant_count} relevant; work dir {work}", flush=True)  # fmt: skip
+    try:
+        address = broker.address
+        if args.warmup:
+            warm = make_stream(args.warmup, args.relevant_every, seed=5)
+            warm_relevant = sum(1 for _, body in warm if b'"vis_request"' in body)
+            for role in ROLES:
+                one_drain(role, address, warm, work, dlq, warm_relevant)
+        results: dict[str, list[dict[str, Any]]] = {role: [] for role in ROLES}
+        for i, role in itertools.product(range(args.runs), ROLES):
+            res = one_drain(role, address, stream, work, dlq, relevant_count)
+            results[role].append(res)
+            print(f"run {i + 1} {role:6}: {args.messages / res['wall']:8.0f} msg/s, "
+                  f"wall {res['wall']:6.2f} s, CPU {res['cpu']:6.2f} s", flush=True)  # fmt: skip
+        if args.profile:
+            one_drain("agent", address, stream, work, dlq, relevant_count, args.profile)
+        dead = browse(address, dlq)
+    finally:
+        broker.stop()
+
+    med = statistics.median
+    n = args.messages
+    rate = {role: med(n / r["wall"] for r in rs) for role, rs in results.items()}
+    cpu_k = {role: med(r["cpu"] for r in rs) / n * 1000 for role, rs in results.items()}
+    print(f"\nmedians of {args.runs} interleaved runs, {n} messages each "
+          f"(1 in {args.relevant_every} relevant)")  # fmt: skip
+    print()
+    print(f"{'consumer':44} {'msg/s':>8} {'wall s':>7} {'CPU s/1000 msg':>15}")
+    labels = {"bare": "bare stomp.py, ack only (client-individual)",
+              "agent": "agent (intake + pipeline workers)",
+              "intake": "intake alone (agent not started)"}  # fmt: skip
+    for role in ROLES:
+        wall = med(r["wall"] for r in results[role])
+        print(f"{labels[role]:44} {rate[role]:8.0f} {wall:7.2f} {cpu_k[role]:15.3f}")
+    for role in ("agent", "intake"):
+        print(f"{role} / bare rate: {rate[role] / rate['bare']:.1%} (target >= 80 %)")
+    print(f"dead-lettered: {dead}; every queue browsed empty after its drain")
+    if args.profile:
+        print(f"\nprofile of one agent drain (event-loop thread), by own time: {args.profile}")
+        pstats.Stats(args.profile).sort_stats("tottime").print_stats(25)
+
+
+if __name__ == "__main__":
+    main()
