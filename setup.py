@@ -32,6 +32,11 @@ install_requires = [
     "idds-client>=2.6.21,<2.7",
     # Reading PanDA tasks (idds_vis.lookup.panda uses its HTTP layer; tested with 2.2.0).
     "panda-client>=2.2,<2.3",
+    # Login (issue 6): OIDC tokens verified against the issuer's JWKS, the browser's encrypted
+    # session cookie, and per-identity rate limits.
+    "PyJWT[crypto]>=2.8,<3",
+    "aiohttp-session[secure]>=2.12,<3",
+    "limits>=5.8,<6",
 ]
 
 extras_require = {
@@ -51,8 +56,6 @@ extras_require = {
         "jsonpatch>=1.33,<2",
         # Browser tests drive Debian's chromium (tests/run.sh installs it); no browser download.
         "playwright>=1.49,<2",
-        # The test panda-server's identity provider signs OIDC tokens (tests/panda_server.py).
-        "PyJWT[crypto]>=2.8,<3",
         # A real S3 protocol server on loopback (it brings boto3, which the tests seed it with).
         "moto[server]>=5.1,<6",
     ],

@@ -10,16 +10,19 @@ import socket
 from collections.abc import Sequence
 from datetime import timedelta
 
+from idds_vis.agent.actor import current_actor
 from idds_vis.agent.events import EventBus
 from idds_vis.agent.metrics import AgentMetrics
 from idds_vis.agent.pipeline import Pipeline, SourceResolver
 from idds_vis.agent.reaper import Reaper
 from idds_vis.agent.reconciler import Reconciler, ReconcileReport
+from idds_vis.agent.replicas import Coordination, Replica, keep_running
 from idds_vis.domain.errors import InvalidRequest, NotFound
-from idds_vis.domain.expiry import check_ttl
+from idds_vis.domain.expiry import check_ttl, format_duration
 from idds_vis.domain.models import Instance, InstanceKey, VisRequest
 from idds_vis.domain.phases import LIVE, TERMINAL
 from idds_vis.ports import Clock, Deployer, Ledger, ReadinessProbe, Recorder, Stager
+from idds_vis.ports.ledger import AccessLedger
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,7 @@ class Agent:
         metrics: AgentMetrics | None = None,
         source_resolver: SourceResolver | None = None,
         metrics_interval: float = 30.0,
+        coordination: Coordination | None = None,
     ) -> None:
         self.ledger = ledger
         self.deployer = deployer
@@ -80,6 +84,12 @@ class Agent:
         )
         self._work = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # Several replicas on one ledger (idds_vis/agent/replicas.py); None: a lone agent.
+        self.replica: Replica | None = None
+        if coordination is not None:
+            self.replica = Replica(coordination, agent_id=self.agent_id, clock=clock,
+                                   deployer=deployer, events=self.events,
+                                   registry=self.metrics.registry)  # fmt: skip
 
     # -- requests ---------------------------------------------------------------------------
     async def submit(self, request: VisRequest) -> tuple[Instance, bool]:
@@ -87,9 +97,16 @@ class Agent:
         check_ttl(request.ttl, self.max_ttl)
         inst, created = await self.ledger.submit(request, self.clock.now())
         if created:
-            self.events.publish(inst)
-            self._work.set()
+            who = f"for {request.requested_by}" if request.requested_by else None
+            await self._record("start", inst, request.origin, detail=who)
+            self.notify(inst)
         return inst, created
+
+    def notify(self, inst: Instance) -> None:
+        """A record was started outside ``submit`` (the quota queue): tell watchers and wake a
+        worker rather than leave it to the next poll."""
+        self.events.publish(inst)
+        self._work.set()
 
     async def extend(self, key: InstanceKey, by: timedelta) -> Instance:
         inst = await self._get(key)
@@ -103,6 +120,7 @@ class Agent:
         inst = await self.ledger.set_expiry(key, new_expiry, self.clock.now())
         await self.deployer.record_expiry(inst)
         self.reaper.wake()
+        await self._record("extend", inst, detail=f"by {format_duration(by)} to {new_expiry}")
         return inst
 
     async def teardown(self, key: InstanceKey) -> Instance:
@@ -112,6 +130,7 @@ class Agent:
             return inst
         inst = await self.ledger.set_expiry(key, self.clock.now(), self.clock.now())
         self.reaper.wake()
+        await self._record("stop", inst)
         return inst
 
     async def end(self, key: InstanceKey) -> Instance:
@@ -130,9 +149,19 @@ class Agent:
     async def relaunch(self, key: InstanceKey) -> Instance:
         """Start an expired or failed visualization again (attempt + 1) and wake a worker."""
         inst = await self.ledger.relaunch(key, self.clock.now())
-        self.events.publish(inst)
-        self._work.set()
+        self.notify(inst)
+        await self._record("relaunch", inst)
         return inst
+
+    async def _record(
+        self, action: str, inst: Instance, fallback: str = "system", detail: str | None = None
+    ) -> None:
+        """The audit trail: who (the signed-in person the web app serves, else the request's
+        origin) did what to which visualization. A ledger without one records nothing."""
+        if isinstance(self.ledger, AccessLedger):
+            actor = current_actor() or fallback
+            await self.ledger.record_action(actor, action, inst.key, self.clock.now(),
+                                            attempt=inst.attempt, detail=detail)  # fmt: skip
 
     async def _get(self, key: InstanceKey) -> Instance:
         inst = await self.ledger.get(key)
@@ -143,6 +172,21 @@ class Agent:
     # -- running ----------------------------------------------------------------------------
     async def start(self) -> ReconcileReport:
         await self.ledger.open()
+        if self.replica is not None:
+            # One of several replicas: the workers run while its membership lease holds; the
+            # reconcile (then periodic), the reaper, and re-driving what a stopped replica
+            # left mid-pipeline run on the leader-lease holder alone.
+            report = ReconcileReport()
+            if await self.replica.leader.try_once():
+                # Leading from the start (a lone agent, or the first replica): reconcile now,
+                # as a lone agent always did, so the caller gets the report. (The lead then
+                # reconciles once more: idempotent.)
+                await self.replica.recover_stopped()
+                report = await self.reconciler.reconcile(startup=False)
+                log.info("start-up reconcile: %s", report)
+            work = asyncio.create_task(self.replica.run(self._run_workers, self._lead))
+            self._tasks = [work, asyncio.create_task(self._metrics_loop())]
+            return report
         report = await self.reconciler.reconcile(startup=True)
         log.info("start-up reconcile: %s", report)
         self._tasks = [asyncio.create_task(self._worker(i)) for i in range(self.workers)]
@@ -165,6 +209,21 @@ class Agent:
             await asyncio.gather(*self._tasks)
         finally:
             await self.stop()
+
+    async def _run_workers(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            for i in range(self.workers):
+                group.create_task(self._worker(i))
+
+    async def _lead(self) -> None:
+        # Not startup=True: requests other replicas have in flight are theirs (a stopped
+        # replica's are re-driven by the Replica's recovery instead).
+        report = await self.reconciler.reconcile(startup=False)
+        counts = {what: len(names) for what, names in vars(report).items()}
+        log.info("reconcile on taking the lead: %s", counts)  # the names run to thousands
+        async with asyncio.TaskGroup() as group:
+            group.create_task(keep_running(self.reaper.run, "the reaper", self.clock))
+            group.create_task(self._reconcile_loop())
 
     async def _worker(self, index: int) -> None:
         claimant = f"{self.agent_id}/{index}"

@@ -14,17 +14,26 @@ import jinja2
 from aiohttp import web
 
 from idds_vis.agent.service import Agent
+from idds_vis.api.catalog import setup as self_service
+from idds_vis.api.catalog.tasks import TaskDirectory
 from idds_vis.api.keys import AGENT, POLL_INTERVAL, REFUSALS, SETTINGS, STARTER, STREAMS
 from idds_vis.api.refusals import Refusals
 from idds_vis.api.routes import assets, monitor, permalink
+from idds_vis.api.routes import health as health_routes
 from idds_vis.api.security import page_headers, same_origin
 from idds_vis.api.starter import Starter
 from idds_vis.runtime.config import Settings
 
 
 def make_app(
-    agent: Agent, settings: Settings, starter: Starter, *, poll_interval: float = 1.0
+    agent: Agent,
+    settings: Settings,
+    starter: Starter,
+    *,
+    poll_interval: float = 1.0,
+    directory: TaskDirectory | None = None,
 ) -> web.Application:
+    """``directory`` finds a task's owner for the catalog (PanDA's, in the wiring)."""
     app = web.Application(middlewares=[page_headers, same_origin])
     app[AGENT] = agent
     app[SETTINGS] = settings
@@ -39,9 +48,14 @@ def make_app(
         autoescape=jinja2.select_autoescape(default=True),
         undefined=jinja2.StrictUndefined,
     )
+    # Login, the catalog and the quotas; their guarded permalink relaunch routes first.
+    self_service.install(app, agent, settings, starter, directory)
     for module in (permalink, monitor, assets):
         app.add_routes(module.routes)
     app.on_shutdown.append(_end_streams)
+    # Probes and metrics for operators (no login: probes and Prometheus carry no identity).
+    app.add_routes(health_routes.routes)
+    app.cleanup_ctx.append(health_routes.heartbeat)
     return app
 
 

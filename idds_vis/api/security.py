@@ -1,6 +1,7 @@
-"""Middlewares every route gets: a same-origin check on state-changing requests (until issue 6
-brings login, a browser on another site must not be able to relaunch UIs for its visitors) and
-the headers that keep the pages out of frames and scripts out of the pages."""
+"""Middlewares every route gets: a same-origin check on state-changing requests (a browser on
+another site must not be able to relaunch UIs for its visitors; with login, the catalog also
+checks a CSRF token: ``idds_vis.api.auth``) and the headers that keep the pages out of frames
+and scripts out of the pages."""
 
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ def _origin(url: str) -> str:
 
 @web.middleware
 async def same_origin(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.method not in SAFE_METHODS:
+    # A request with its own credentials (a bearer token) carries nothing a browser adds by
+    # itself, so another site cannot forge it: API clients send no Origin.
+    if request.method not in SAFE_METHODS and "Authorization" not in request.headers:
         # Browsers send Origin with every POST; Referer is the fallback of older ones.
         sent = request.headers.get("Origin") or request.headers.get("Referer")
         allowed = {_origin(public_base(request)), _origin(str(request.url))}

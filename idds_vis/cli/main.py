@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from idds_vis.agent.health import add_running_checks, health_of
 from idds_vis.agent.service import Agent
 from idds_vis.cli.common import (
     DURATION,
@@ -78,6 +79,7 @@ def agent(ctx: click.Context) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await service.start()
+        add_running_checks(health_of(service), service, intake[0] if intake else None)
         intake_task = None
         if intake is not None:
             source, consumer = intake

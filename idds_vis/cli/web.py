@@ -8,6 +8,7 @@ import signal
 from idds_vis.agent.panda_tasks import PandaStarter
 from idds_vis.agent.service import Agent
 from idds_vis.api import NoTaskLookup, Starter, WebServer, make_app
+from idds_vis.api.catalog.tasks import NoDirectory, PandaDirectory, TaskDirectory
 from idds_vis.cli.common import ledger_session, stderr
 from idds_vis.runtime.config import Settings
 from idds_vis.runtime.wiring import build_artefacts
@@ -22,12 +23,19 @@ def starter_for(settings: Settings, agent: Agent) -> Starter:
     return NoTaskLookup() if artefacts is None else PandaStarter(agent, artefacts)
 
 
+def directory_for(settings: Settings) -> TaskDirectory:
+    """Where the catalog checks a task and finds its owner: PanDA, when configured."""
+    artefacts = build_artefacts(settings)
+    return NoDirectory() if artefacts is None else PandaDirectory(artefacts)
+
+
 async def start_web(settings: Settings, agent: Agent) -> WebServer | None:
     """Serve the web app next to a running agent, when the settings give it a port."""
     if settings.web_port is None:
         return None
-    server = WebServer(make_app(agent, settings, starter_for(settings, agent)),
-                       settings.web_host, settings.web_port)  # fmt: skip
+    app = make_app(agent, settings, starter_for(settings, agent),
+                   directory=directory_for(settings))  # fmt: skip
+    server = WebServer(app, settings.web_host, settings.web_port)
     url = await server.start()
     public = f" (public {settings.web_url})" if settings.web_url else ""
     stderr.print(f"web app on {url}{public}")

@@ -6,24 +6,24 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import aiohttp
 
 from idds_vis.deploy import local_processes as procs
+from idds_vis.deploy.local_ports import pick_port
 from idds_vis.domain.errors import DeployError
 from idds_vis.domain.models import Deployment, Instance, RunningUI, StagedArtefacts
 from idds_vis.domain.naming import url_prefix
 from idds_vis.staging.info import write_staged_info
 from idds_vis.staging.permissions import make_writable
 
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+SERVE_UI = ("-m", "idds_vis", "serve-ui")
+# For tests and benchmarks only (setting ui_stub): a tiny process answering what the readiness
+# probe checks, with the same arguments and environment (idds_vis/ui/stub.py).
+STAND_IN_UI = ("-m", "idds_vis.ui.stub")
 
 
 class LocalProcessDeployer:
@@ -40,6 +40,7 @@ class LocalProcessDeployer:
         public_host: str = "127.0.0.1",
         python: str = sys.executable,
         poll_interval: float = 0.25,
+        ui_argv: Sequence[str] = SERVE_UI,
     ) -> None:
         self.root = state_dir / "instances"
         self.label = label
@@ -47,6 +48,8 @@ class LocalProcessDeployer:
         self.public_host = public_host
         self.python = python
         self.poll_interval = poll_interval
+        # What runs each UI after the interpreter: serve-ui, or the stand-in (STAND_IN_UI).
+        self.ui_argv = tuple(ui_argv)
 
     def instance_dir(self, name: str) -> Path:
         return self.root / name
@@ -65,11 +68,13 @@ class LocalProcessDeployer:
     async def deploy(self, instance: Instance, staged: StagedArtefacts | None) -> Deployment:
         if staged is None:
             raise DeployError("the local deployer needs staged artefacts")
-        for running in await asyncio.to_thread(procs.find_ui_processes, self.label):
+        running_uis = await asyncio.to_thread(procs.find_ui_processes, self.label)
+        for running in running_uis:
             if running.name == instance.name and running.port is not None:
                 return self._deployment(instance.name, running.port, running.pid)
         await asyncio.to_thread(write_staged_info, staged)
-        port = _free_port(self.bind_host)
+        taken = {ui.port for ui in running_uis if ui.port is not None}
+        port = await asyncio.to_thread(pick_port, self.bind_host, taken)
         log = self.instance_dir(instance.name) / "ui.log"
         env = dict(os.environ)
         env.update(
@@ -78,7 +83,7 @@ class LocalProcessDeployer:
             IDDS_VIS_UI_PORT=str(port),
         )
         argv = [
-            self.python, "-m", "idds_vis", "serve-ui",
+            self.python, *self.ui_argv,
             "--staged", staged.root,
             "--prefix", url_prefix(instance.name),
             "--host", self.bind_host,
@@ -143,13 +148,21 @@ class LocalProcessDeployer:
         return False
 
     async def delete(self, instance: Instance) -> None:
-        await self.delete_by_name(instance.name)
+        pid = instance.handle.get("pid")
+        await self.delete_by_name(instance.name, pid=pid if isinstance(pid, int) else None)
 
-    async def delete_by_name(self, name: str) -> None:
+    async def delete_by_name(self, name: str, *, pid: int | None = None) -> None:
         def _remove() -> None:
-            for running in procs.find_ui_processes(self.label):
-                if running.name == name:
-                    procs.stop_process_group(running.pid)
+            # The recorded pid first: reading every process's environment takes ~0.1 s with a
+            # few hundred UIs, and the reaper removes UIs one after another. A UI runs once per
+            # name, so when the recorded one is it, there is no other to look for.
+            known = procs.ui_process(pid, self.label) if pid is not None else None
+            if known is not None and known.name == name:
+                procs.stop_process_group(known.pid)
+            else:
+                for running in procs.find_ui_processes(self.label):
+                    if running.name == name:
+                        procs.stop_process_group(running.pid)
             path = self.instance_dir(name)
             make_writable(path)
             shutil.rmtree(path, ignore_errors=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from dataclasses import dataclass
 
 import psutil
@@ -51,6 +52,19 @@ def find_ui_processes(label: str) -> list[UIProcess]:
     return found
 
 
+def ui_process(pid: int, label: str) -> UIProcess | None:
+    """The UI with this pid, if it still runs and carries this deployer's label."""
+    try:
+        env = psutil.Process(pid).environ()
+    except (psutil.Error, OSError):
+        return None
+    name = env.get("IDDS_VIS_UI_NAME")
+    if env.get("IDDS_VIS_UI_LABEL") != label or not name:
+        return None
+    port = env.get("IDDS_VIS_UI_PORT")
+    return UIProcess(pid, name, int(port) if port else None)
+
+
 def stop_process_group(pid: int, grace: float = 10.0) -> None:
     """SIGTERM the UI's process group, then SIGKILL what is left after the grace period."""
     try:
@@ -63,10 +77,34 @@ def stop_process_group(pid: int, grace: float = 10.0) -> None:
         for member in members:
             with contextlib.suppress(psutil.NoSuchProcess):
                 member.send_signal(sig)
-        _gone, alive = psutil.wait_procs(members, timeout=grace)
+        alive = _still_running(members, grace)
         if not alive:
             return
         members = alive
+
+
+def _still_running(members: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """The members still running after at most ``timeout`` seconds.
+
+    A zombie counts as stopped: it has exited, and its parent reaps it. psutil.wait_procs
+    waits for that reaping too, which for the UIs of an agent that died is init's job: seen
+    taking ~2 s per process in a container, and forever under an init that never reaps.
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.005
+    while True:
+        alive = [m for m in members if _running(m)]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 2, 0.1)
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:  # is_running() is False once the pid belongs to another process
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _group_members(pgid: int, leader: int) -> list[psutil.Process]:

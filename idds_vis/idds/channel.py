@@ -7,7 +7,9 @@ an author's workflow runs against whichever idds-vis the iDDS instance is config
 - ``IDDS_VIS_BROKERS``: ``host:port[,host:port]`` of the STOMP broker the agent consumes;
 - ``IDDS_VIS_DESTINATION``: where to send (default ``/queue/idds-vis.requests``);
 - ``IDDS_VIS_BROKER_USER``, ``IDDS_VIS_BROKER_PASSWORD`` or ``IDDS_VIS_BROKER_PASSWORD_FILE``;
-- ``IDDS_VIS_API``: the agent's web app, e.g. ``https://vis.example.org`` (read-only JSON).
+- ``IDDS_VIS_API``: the agent's web app, e.g. ``https://vis.example.org`` (read-only JSON);
+- ``IDDS_VIS_TOKEN_FILE``: a bearer token for those reads, when the web app requires an
+  identity (login configured); read at every call, so a renewed token needs no restart.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class AgentEndpoint:
     user: str | None = None
     password: str | None = None
     timeout: float = 15.0
+    token_file: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AgentEndpoint:
@@ -66,6 +69,7 @@ class AgentEndpoint:
             api_url=api,
             user=env.get("IDDS_VIS_BROKER_USER") or None,
             password=password,
+            token_file=env.get("IDDS_VIS_TOKEN_FILE") or None,
         )
 
 
@@ -116,7 +120,14 @@ def send(endpoint: AgentEndpoint, message: dict[str, Any]) -> None:
 def task_status(endpoint: AgentEndpoint, task_id: str) -> dict[str, Any] | None:
     """The agent's JSON for a task, or None when it has no record of it."""
     url = f"{endpoint.api_url}/api/v1/tasks/{urllib.parse.quote(task_id, safe='')}"
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    headers = {"Accept": "application/json"}
+    if endpoint.token_file:
+        try:
+            token = Path(endpoint.token_file).expanduser().read_text().strip()
+        except OSError as exc:
+            raise ChannelError(f"cannot read IDDS_VIS_TOKEN_FILE: {exc.strerror}") from None
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=endpoint.timeout) as response:
             answer: dict[str, Any] = json.load(response)
@@ -124,6 +135,10 @@ def task_status(endpoint: AgentEndpoint, task_id: str) -> dict[str, Any] | None:
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             return None
+        if exc.code == 401:
+            why = "no token was sent" if not endpoint.token_file else "it refused the token"
+            raise ChannelError(f"the idds-vis agent at {url} needs an identity: {why} (set "
+                               "IDDS_VIS_TOKEN_FILE on the iDDS server)") from None
         raise ChannelError(f"the idds-vis agent at {url} answered HTTP {exc.code}") from None
     except (OSError, ValueError) as exc:
         raise ChannelError(f"cannot read {url}: {exc}") from None

@@ -12,7 +12,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from idds_vis.domain.errors import InvalidTransition, NotFound
-from idds_vis.domain.models import InstanceKey
+from idds_vis.domain.models import InstanceKey, VisRequest
 from idds_vis.domain.phases import Phase, check_transition
 from idds_vis.ledger.schema import events, instances, metadata
 
@@ -46,6 +46,26 @@ def add_missing_columns(sync_conn: Any) -> None:
             if column.name not in present and column.nullable:
                 kind = column.type.compile(dialect=sync_conn.dialect)
                 sync_conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
+
+
+def new_row(request: VisRequest, now: datetime) -> dict[str, Any]:
+    """The row of a request that has no record yet."""
+    key = request.key
+    return {
+        "task_id": key.task_id,
+        "tool": key.tool,
+        "name": key.name,
+        "phase": Phase.REQUESTED.value,
+        "source": request.source,
+        "ttl_seconds": request.ttl.total_seconds(),
+        "handle": {},
+        "attempt": 1,
+        "origin": request.origin,
+        "requested_by": request.requested_by,
+        "task_name": request.task_name,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def insert_for(conn: AsyncConnection) -> postgresql.Insert | sqlite.Insert:

@@ -1,9 +1,11 @@
-"""The two ledger tables: one row per (task, tool), and the log of every phase it went through."""
+"""The ledger tables: one row per (task, tool), the log of every phase it went through, and the
+self-service tables (queue, ownership, audit, the quota lock)."""
 
 from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     Float,
     Index,
@@ -58,4 +60,71 @@ events = Table(
     Column("at", UtcDateTime, nullable=False),
     Column("reason", Text),
     Index("ix_vis_phase_events_key", "task_id", "tool"),
+)
+
+# Leases of several agent replicas (idds_vis/ledger/leases.py): who runs the reaper and the
+# reconciler, and which replicas are alive. Times are epoch seconds on the DATABASE's clock
+# (floats: the same arithmetic on SQLite and PostgreSQL), so replicas' clocks never meet.
+leases = Table(
+    "vis_leases",
+    metadata,
+    Column("name", String(253), primary_key=True),
+    Column("holder", String),
+    Column("expires_epoch", Float),
+    Column("acquired_epoch", Float),
+)
+
+# --- Self-service (issue 6): the queue of requests over a quota, who owns and is charged for
+# each instance, the audit trail, and the row that serialises quota decisions across agents.
+
+waiting = Table(
+    "vis_waiting",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),  # the queue's order
+    Column("task_id", String, nullable=False),
+    Column("tool", String(16), nullable=False),
+    Column("task_name", String),
+    Column("source", Text),
+    Column("ttl_seconds", Float, nullable=False),
+    Column("origin", String(32), nullable=False),
+    Column("requested_by", String, nullable=False),
+    Column("owner", String),
+    Column("charged_group", String),
+    Column("exempt", Boolean, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("task_id", "tool", name="uq_vis_waiting_key"),
+)
+
+ownership = Table(
+    "vis_ownership",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("task_id", String, nullable=False),
+    Column("tool", String(16), nullable=False),
+    Column("owner", String),  # the PanDA task's userName
+    Column("charged_group", String),  # the group whose quota the instance counts against
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint("task_id", "tool", name="uq_vis_ownership_key"),
+)
+
+audit = Table(
+    "vis_audit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("actor", String, nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("task_id", String, nullable=False),
+    Column("tool", String(16), nullable=False),
+    Column("attempt", Integer),
+    Column("detail", Text),
+    Index("ix_vis_audit_key", "task_id", "tool"),
+    Index("ix_vis_audit_actor", "actor"),
+)
+
+locks = Table(
+    "vis_locks",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("taken_at", UtcDateTime),
 )

@@ -15,18 +15,20 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from idds_vis.domain.errors import InvalidTransition, VisError
 from idds_vis.domain.models import Instance, InstanceKey, PhaseEvent, VisRequest
 from idds_vis.domain.phases import TERMINAL, Phase
 from idds_vis.ledger import ops
+from idds_vis.ledger.access import AccessLedgerMixin
 from idds_vis.ledger.engine import make_engine
 from idds_vis.ledger.rows import EXPIRABLE, to_event, to_instance
 from idds_vis.ledger.schema import events, instances
 from idds_vis.ledger.urls import parse_async_url, sqlite_file
 
 if TYPE_CHECKING:
-    from idds_vis.ports.ledger import Ledger
+    from idds_vis.ports.ledger import AccessLedger, Ledger
 
 # Serialises schema creation between processes on PostgreSQL, where two concurrent
 # CREATE TABLEs of one name fail instead of waiting. Any key no other code in the database uses.
@@ -35,8 +37,9 @@ _SCHEMA_LOCK = 0x1DD5_7150
 _OPEN_ATTEMPTS = 5
 
 
-class SqlLedger:
-    """The durable record of every request; see ``idds_vis.ports.ledger.Ledger``."""
+class SqlLedger(AccessLedgerMixin):
+    """The durable record of every request; see ``idds_vis.ports.ledger.Ledger`` (and
+    ``AccessLedger`` for the self-service queue, ownership and audit)."""
 
     def __init__(self, url: str) -> None:
         self._url = parse_async_url(url)
@@ -46,6 +49,11 @@ class SqlLedger:
     def url(self) -> str:
         """The async URL in use, password hidden (safe to log)."""
         return self._url.render_as_string(hide_password=True)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """Shared with the replicas' lease and claim stores (idds_vis/ledger/leases.py)."""
+        return self._engine
 
     def __repr__(self) -> str:
         return f"SqlLedger({self.url!r})"
@@ -59,6 +67,10 @@ class SqlLedger:
                 async with self._engine.begin() as conn:
                     if conn.dialect.name == "postgresql":
                         await conn.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
+                    else:
+                        # The write lock first: the DDL is then one transaction that other
+                        # openers wait for (busy_timeout), instead of a race they may lose.
+                        await conn.exec_driver_sql("BEGIN IMMEDIATE")
                     await conn.run_sync(ops.create_schema)
                 return
             except DBAPIError:
@@ -71,21 +83,7 @@ class SqlLedger:
     async def submit(self, request: VisRequest, now: datetime) -> tuple[Instance, bool]:
         ops.aware("now", now)
         key = request.key
-        values: dict[str, Any] = {
-            "task_id": key.task_id,
-            "tool": key.tool,
-            "name": key.name,
-            "phase": Phase.REQUESTED.value,
-            "source": request.source,
-            "ttl_seconds": request.ttl.total_seconds(),
-            "handle": {},
-            "attempt": 1,
-            "origin": request.origin,
-            "requested_by": request.requested_by,
-            "task_name": request.task_name,
-            "created_at": now,
-            "updated_at": now,
-        }
+        values = ops.new_row(request, now)
         async with self._engine.begin() as conn:
             # ON CONFLICT DO NOTHING rather than catching IntegrityError: on PostgreSQL a
             # failed statement aborts the transaction, and the racing loser must not error.
@@ -287,4 +285,8 @@ class SqlLedger:
 
 def _implements_the_port(ledger: SqlLedger) -> Ledger:
     # Never called: mypy checks here that SqlLedger satisfies the Ledger protocol.
+    return ledger
+
+
+def _implements_access(ledger: SqlLedger) -> AccessLedger:
     return ledger

@@ -3,10 +3,12 @@ from __future__ import annotations
 import builtins
 from collections.abc import Collection
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
+from idds_vis.domain.audit import Action
 from idds_vis.domain.models import Instance, InstanceKey, PhaseEvent, VisRequest
 from idds_vis.domain.phases import Phase
+from idds_vis.domain.quotas import Admission, Holding, Limits, Waiting
 
 
 class Ledger(Protocol):
@@ -81,4 +83,60 @@ class Ledger(Protocol):
 
     async def relaunch(self, key: InstanceKey, now: datetime) -> Instance:
         """Move a terminal record back to ``requested`` (attempt + 1)."""
+        ...
+
+
+@runtime_checkable
+class AccessLedger(Protocol):
+    """The self-service part of the ledger: the quota queue, task ownership, the audit trail.
+
+    The queue is durable and shared: it survives restarts, and several agents deciding at
+    once (one database) never start more than the limits allow.
+    """
+
+    async def record_action(
+        self,
+        actor: str,
+        action: str,
+        key: InstanceKey,
+        now: datetime,
+        *,
+        attempt: int | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """Append who did what to which visualization, and when."""
+        ...
+
+    async def actions(
+        self, key: InstanceKey | None = None, actor: str | None = None
+    ) -> builtins.list[Action]:
+        """The audit trail, oldest first (of one visualization, or of one actor)."""
+        ...
+
+    async def owner_of(self, key: InstanceKey) -> str | None: ...
+
+    async def set_owner(self, key: InstanceKey, owner: str, now: datetime) -> None: ...
+
+    async def owned_by(self, user: str) -> builtins.list[Instance]:
+        """Records the user started, or of tasks they own; newest change first."""
+        ...
+
+    async def request_start(self, ask: Waiting, limits: Limits, now: datetime) -> Admission:
+        """Start the request if it fits the limits, else queue it (FIFO); idempotent."""
+        ...
+
+    async def admit_waiting(self, limits: Limits, now: datetime) -> builtins.list[Instance]:
+        """Start every waiting request that fits now, oldest first."""
+        ...
+
+    async def queue(
+        self, limits: Limits, now: datetime, requested_by: str | None = None
+    ) -> builtins.list[Waiting]:
+        """The waiting requests in order, each with its position and what it waits for."""
+        ...
+
+    async def cancel_waiting(self, key: InstanceKey) -> Waiting | None: ...
+
+    async def holdings(self, now: datetime) -> builtins.list[Holding]:
+        """Every live record as the quotas count it."""
         ...

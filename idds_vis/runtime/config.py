@@ -92,6 +92,42 @@ class Settings:
     # --- end of artefact source credentials
     # Logs of the agent and the web app: "json" (one object per line) or "text".
     log_format: str = "json"
+    # --- Self-service catalog, login and quotas (README "Self-service catalog, login and
+    # quotas"). Login is off unless oidc_issuer is set; then changes need a signed-in identity
+    # (a bearer token, or the browser's session after the authorization-code flow with PKCE).
+    oidc_issuer: str | None = None  # https (plain http to loopback only)
+    oidc_client_id: str | None = None  # this app's client: browser sign-in, ID tokens' aud
+    oidc_client_secret_file: str | None = None  # a confidential client's secret; none: PKCE only
+    oidc_audience: list[str] = field(default_factory=list)  # more accepted aud of bearer tokens
+    oidc_scopes: list[str] = field(default_factory=lambda: ["openid", "profile", "email"])
+    oidc_jwt_profile: str = "default"  # "wlcg": groups from wlcg.groups instead of groups
+    oidc_robot_clients: list[str] = field(default_factory=list)  # act for the production role
+    production_groups: list[str] = field(default_factory=list)  # e.g. ["atlas/production"]
+    session_key_file: str | None = None  # a Fernet key every replica shares; none: per process
+    session_lifetime: timedelta = timedelta(hours=12)
+    auth_required_for_reads: bool | None = None  # None: on when oidc_issuer is set
+    public_task_json: bool = False  # the monitor's JSON stays anonymous (the BigPanDA snippet)
+    tool_groups: dict[str, list[str]] = field(default_factory=dict)  # may manage any task's UI
+    tool_default_ttl: dict[str, timedelta] = field(default_factory=dict)  # else default_ttl
+    tool_max_ttl: dict[str, timedelta] = field(default_factory=dict)  # else max_ttl
+    quota_per_user: int | None = None  # live instances one user may have started
+    quota_per_group: dict[str, int] = field(default_factory=dict)  # group -> live instances
+    quota_total: int | None = None  # live instances in all
+    quota_user_ttl: timedelta | None = None  # lifetime left that one user may hold at once
+    rate_limit: str = "120/minute"  # requests per identity (per address when anonymous)
+    # --- end of self-service
+    # --- Several agents on one ledger (README "Running several agents"). The reaper and the
+    # reconciler run on the replica holding the leader lease (in the ledger with the local
+    # deployer, a Kubernetes Lease with deployer: kubernetes); each replica holds a membership
+    # lease while its workers run. Leases are renewed every lease_ttl/3; after a holder dies
+    # another replica takes over within lease_ttl + lease_ttl/3.
+    lease_ttl: timedelta = timedelta(seconds=15)
+    # /healthz fails when the event loop's heartbeat (every second) is this late.
+    stall_threshold: timedelta = timedelta(seconds=10)
+    # FOR TESTS AND BENCHMARKS ONLY: the local deployer starts a tiny stand-in that answers the
+    # readiness probe (idds_vis/ui/stub.py) instead of the MLflow UI.
+    ui_stub: bool = False
+    # --- end of several agents
     # Keeps the UIs of several agents on one machine apart; derived from the state dir if unset.
     label: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -130,7 +166,11 @@ class Settings:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
-_DURATIONS = {"default_ttl", "max_ttl", "start_timeout", "reconcile_interval"}
+_DURATIONS = {"default_ttl", "max_ttl", "start_timeout", "reconcile_interval",
+              "session_lifetime", "quota_user_ttl"}  # fmt: skip
+_DURATION_MAPS = {"tool_default_ttl", "tool_max_ttl"}  # tool -> duration
+
+_DURATIONS |= {"lease_ttl", "stall_threshold"}  # several agents
 
 
 def load_settings(path: Path | None) -> Settings:
@@ -151,6 +191,8 @@ def load_settings(path: Path | None) -> Settings:
             extra[key] = value
         elif name in _DURATIONS:
             values[name] = None if value is None else parse_duration(value)
+        elif name in _DURATION_MAPS:
+            values[name] = {k: parse_duration(v) for k, v in (value or {}).items()}
         elif name == "state_dir":
             values[name] = Path(value).expanduser()
         else:

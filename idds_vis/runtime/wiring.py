@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 from pathlib import Path
 
 from idds_vis.agent.clock import SystemClock
+from idds_vis.agent.health import Health, Heartbeat, WatchTracker, add_agent_checks, install
 from idds_vis.agent.intake import Intake
 from idds_vis.agent.metrics import AgentMetrics
 from idds_vis.agent.panda_tasks import PandaArtefacts
+from idds_vis.agent.replicas import Coordination
 from idds_vis.agent.resolver import TaskResolver
 from idds_vis.agent.service import Agent
 from idds_vis.deploy.kubernetes.client import KubeClient
 from idds_vis.deploy.kubernetes.deployer import KubernetesDeployer
+from idds_vis.deploy.kubernetes.lease import KubeLeaseStore
 from idds_vis.deploy.kubernetes.settings import KubeSettings
-from idds_vis.deploy.local import LocalProcessDeployer
+from idds_vis.deploy.local import SERVE_UI, STAND_IN_UI, LocalProcessDeployer
 from idds_vis.deploy.probe import HttpReadinessProbe
 from idds_vis.domain.errors import InvalidRequest
 from idds_vis.ledger import SqlLedger
+from idds_vis.ledger.leases import SqlClaims, SqlLeases
 from idds_vis.lookup import PandaClientTasks, PandaSettings
 from idds_vis.lookup.idds import IddsClientWorks, IddsSettings
-from idds_vis.ports import Deployer
+from idds_vis.ports import Clock, Deployer
+from idds_vis.ports.lease import LeaseStore, WatchObserver
 from idds_vis.runtime.config import Settings
 from idds_vis.sources.stomp import StompSettings, StompSource
 from idds_vis.staging import ArchiveStager
@@ -53,7 +61,11 @@ def build_ledger(settings: Settings) -> SqlLedger:
     return SqlLedger(settings.db_url)
 
 
-def build_deployer(settings: Settings, metrics: AgentMetrics | None = None) -> Deployer:
+def build_deployer(
+    settings: Settings,
+    metrics: AgentMetrics | None = None,
+    watches: WatchObserver | None = None,
+) -> Deployer:
     if settings.deployer == "kubernetes":
         if settings.exposure not in ("ingress", "route"):
             raise InvalidRequest(
@@ -75,6 +87,7 @@ def build_deployer(settings: Settings, metrics: AgentMetrics | None = None) -> D
             KubeClient(settings.kubeconfig, on_error=metrics.kube_error if metrics else None),
             # The UI pod stages the data itself: the Secret carries what its source needs.
             secrets_for=lambda source: files.load().pod_env(source),
+            watches=watches,
         )
     if settings.deployer != "local":
         raise InvalidRequest(f"unknown deployer {settings.deployer!r}: use 'local' or 'kubernetes'")
@@ -83,27 +96,58 @@ def build_deployer(settings: Settings, metrics: AgentMetrics | None = None) -> D
         label=settings.ui_label,
         bind_host=settings.bind_host,
         public_host=settings.public_host,
+        ui_argv=STAND_IN_UI if settings.ui_stub else SERVE_UI,
     )
 
 
 def build_agent(settings: Settings) -> Agent:
     metrics = AgentMetrics()
-    return Agent(
+    watches = WatchTracker()
+    ledger = build_ledger(settings)
+    clock = SystemClock()
+    agent = Agent(
         metrics=metrics,
         source_resolver=build_artefacts(settings),
-        ledger=build_ledger(settings),
+        ledger=ledger,
         stager=ArchiveStager(
             max_bytes=settings.max_bytes,
             max_files=settings.max_files,
             credentials=credential_files(settings).load,
         ),
-        deployer=build_deployer(settings, metrics),
+        deployer=build_deployer(settings, metrics, watches),
         probe=HttpReadinessProbe(),
-        clock=SystemClock(),
+        clock=clock,
         workers=settings.workers,
         reconcile_interval=settings.reconcile_interval.total_seconds(),
         start_timeout=settings.start_timeout.total_seconds(),
         max_ttl=settings.max_ttl,
+        # Unique per process, also when a restarted container gets the same host name and pid:
+        # a replica's claims must never look like those of the one before it.
+        agent_id=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}",
+        coordination=build_coordination(settings, ledger, clock, metrics),
+    )
+    health = install(agent, Health(Heartbeat(threshold=settings.stall_threshold.total_seconds())))
+    add_agent_checks(health, agent)
+    health.add_check("watches", watches.check)
+    return agent
+
+
+def build_coordination(
+    settings: Settings, ledger: SqlLedger, clock: Clock, metrics: AgentMetrics | None = None
+) -> Coordination:
+    """Leases for several replicas: the leader lease is a Kubernetes Lease in cluster mode
+    (in the namespace the UIs go to), else in the ledger; membership and claims are in the
+    ledger, which every replica shares."""
+    members = SqlLeases(ledger.engine)
+    leader: LeaseStore = members
+    if settings.deployer == "kubernetes":
+        kube = KubeClient(settings.kubeconfig, on_error=metrics.kube_error if metrics else None)
+        leader = KubeLeaseStore(kube, settings.namespace, clock)
+    return Coordination(
+        leader=leader,
+        members=members,
+        claims=SqlClaims(ledger.engine),
+        ttl=settings.lease_ttl.total_seconds(),
     )
 
 

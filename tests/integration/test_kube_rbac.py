@@ -1,4 +1,5 @@
-"""conf/role.yaml grants exactly what the deployer really calls (read off the emulator's log)."""
+"""conf/role.yaml grants exactly what the deployer and the leader lease really call (read off
+the emulator's log)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import yaml
 
 from idds_vis.deploy.kubernetes.client import KubeClient
 from idds_vis.deploy.kubernetes.deployer import KubernetesDeployer
+from idds_vis.deploy.kubernetes.lease import KubeLeaseStore
 from idds_vis.deploy.kubernetes.settings import KubeSettings
 from idds_vis.domain.errors import DeployError
 from idds_vis.domain.models import Instance, InstanceKey
 from idds_vis.domain.phases import Phase
+from tests.fakes import ManualClock
 from tests.k8s_emulator import KubeEmulator
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,11 +72,28 @@ async def exercise(emu: KubeEmulator, kubeconfig: str, exposure: str) -> None:
         await kube.close()
 
 
+async def exercise_the_lease(kubeconfig: str) -> None:
+    """Create, renew, take over after the holder lapsed, release."""
+    kube = KubeClient(kubeconfig, call_timeout=5, retry_budget=5)
+    clock = ManualClock()
+    store = KubeLeaseStore(kube, NS, clock)
+    try:
+        assert await store.try_acquire("rbac-leader", "a", 15)
+        assert await store.try_acquire("rbac-leader", "a", 15)
+        assert not await store.try_acquire("rbac-leader", "b", 15)
+        await clock.advance_to(clock.now() + timedelta(seconds=16))
+        assert await store.try_acquire("rbac-leader", "b", 15)
+        await store.release("rbac-leader", "b")
+    finally:
+        await kube.close()
+
+
 async def test_the_role_lists_exactly_the_calls_the_deployer_makes(tmp_path: Path) -> None:
     async with KubeEmulator() as emu:
         kubeconfig = str(emu.write_kubeconfig(tmp_path / "kubeconfig", NS))
         for exposure in ("ingress", "route"):
             await exercise(emu, kubeconfig, exposure)
+        await exercise_the_lease(kubeconfig)
         used = {
             (r.resource, r.verb) for r in emu.faults.log if r.resource and r.verb != "discovery"
         }

@@ -19,6 +19,7 @@ from idds_vis.deploy.kubernetes.kinds import Kind, kinds
 from idds_vis.deploy.kubernetes.settings import KubeSettings
 from idds_vis.domain.errors import DeployError
 from idds_vis.domain.models import Deployment, Instance, RunningUI, StagedArtefacts
+from idds_vis.ports.lease import WatchObserver
 
 SecretsFor = Callable[[str], dict[str, str] | None]
 MANAGED = f"app.kubernetes.io/managed-by={objects.MANAGED_BY}"
@@ -40,6 +41,7 @@ class KubernetesDeployer:
         *,
         watch_silence: float = 30.0,
         secrets_for: SecretsFor | None = None,
+        watches: WatchObserver | None = None,
         list_chunk: int = 500,
     ) -> None:
         self.ks = settings
@@ -48,6 +50,8 @@ class KubernetesDeployer:
         # Deployments per list page at reconcile (kubectl's chunk size).
         self.list_chunk = list_chunk
         self.secrets_for = secrets_for
+        # Told of each pod watch, so the agent's readiness can report one gone silent.
+        self.watches = watches
 
     def staging_dir(self, instance: Instance) -> Path | None:
         return None
@@ -141,6 +145,9 @@ class KubernetesDeployer:
             timeout_seconds=int(self.watch_silence), resource_version=version or None,
         )  # fmt: skip
         events = stream.__aiter__()
+        tracked = None
+        if self.watches is not None:
+            tracked = self.watches.opened(f"the pods of {name}", self.watch_silence)
         try:
             # The server-side timeout ends a healthy watch; this one catches a silent socket.
             async with asyncio.timeout(self.watch_silence + 5):
@@ -151,6 +158,8 @@ class KubernetesDeployer:
             if exc.status != 410:  # 410: our resourceVersion is too old; list again
                 raise
         finally:
+            if tracked is not None:
+                tracked.close()
             with contextlib.suppress(Exception):
                 await watcher.close()
 

@@ -1,0 +1,116 @@
+"""A stand-in for the MLflow UI, FOR TESTS AND BENCHMARKS ONLY (setting ``ui_stub: true``).
+
+The local deployer starts ``python -m idds_vis.ui.stub`` instead of ``idds-vis serve-ui`` with
+the same arguments and environment (so finding, adopting and stopping UIs works unchanged). It
+answers exactly what readiness checks (idds_vis/deploy/probe.py): ``<prefix>/health``, the UI
+page under the prefix naming one script asset, that asset, and the ajax-api experiment search
+listing the staged experiments. It shows no data and serves nobody: it exists so that hundreds
+of UIs fit on a small machine (about 10 MB and 0.1 s each, against MLflow's ~250 MB and ~7 s)
+and figures measure the agents rather than MLflow's start-up. Standard library only.
+
+With ``IDDS_VIS_STUB_JOURNAL`` set, it appends one JSON line per event (``listening``,
+``stopped``) with its instance name, pid and times, for tests to count the UIs ever started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+
+# idds_vis.staging.info.STAGED_INFO (a test checks they agree); not imported, because that
+# package imports aiohttp and more, which would triple this process's memory.
+STAGED_INFO = ".idds-vis/staged.json"
+ASSET = "static-files/stub.js"
+SEARCH = "/ajax-api/2.0/mlflow/experiments/search"
+
+
+def _journal(event: str, **fields: Any) -> None:
+    path = os.environ.get("IDDS_VIS_STUB_JOURNAL")
+    if not path:
+        return
+    line = {"event": event, "name": os.environ.get("IDDS_VIS_UI_NAME"), "pid": os.getpid(),
+            "t": time.time(), **fields}  # fmt: skip
+    # One short O_APPEND write per line: lines from many processes do not interleave.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (json.dumps(line) + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def make_handler(prefix: str, experiments: list[str]) -> type[BaseHTTPRequestHandler]:
+    page = f'<!doctype html><title>stand-in UI</title><script src="{ASSET}"></script>'.encode()
+    found = [
+        {"experiment_id": str(i), "name": name, "lifecycle_stage": "active"}
+        for i, name in enumerate(experiments)
+    ]
+    listing = json.dumps({"experiments": found}).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _send(self, status: int, body: bytes, kind: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == f"{prefix}/health":
+                self._send(200, b"OK", "text/plain")
+            elif path in (prefix, f"{prefix}/"):
+                self._send(200, page, "text/html; charset=utf-8")
+            elif path == f"{prefix}/{ASSET}":
+                self._send(200, b"/* stand-in */\n", "text/javascript")
+            else:
+                self._send(404, b"not found", "text/plain")
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            self.rfile.read(length)
+            if self.path.split("?", 1)[0] == f"{prefix}{SEARCH}":
+                self._send(200, listing, "application/json")
+            else:
+                self._send(404, b"not found", "text/plain")
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Quiet: hundreds of these run at once."""
+
+    return Handler
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m idds_vis.ui.stub", description=__doc__)
+    parser.add_argument("--staged", type=Path, required=True)
+    parser.add_argument("--prefix", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    # Accepted for the same command line as serve-ui; a stand-in checks no Host or Origin.
+    parser.add_argument("--allowed-host", action="append", default=[])
+    parser.add_argument("--cors-origin", action="append", default=[])
+    args = parser.parse_args(argv)
+    info = json.loads((args.staged / STAGED_INFO).read_text())
+    prefix = args.prefix.rstrip("/")
+    server = HTTPServer((args.host, args.port), make_handler(prefix, list(info["experiments"])))
+
+    def stop(_signum: int, _frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        _journal("listening")
+        server.serve_forever()
+    finally:
+        server.server_close()
+        _journal("stopped")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
