@@ -88,9 +88,14 @@ class Reaper:
     async def _finish(self, inst: Instance) -> Instance:
         logctx.update(phase=inst.phase.value)
         await self.deployer.delete(inst)
-        inst = await self.ledger.transition(
-            inst.key, Phase.EXPIRED, self.clock.now(), expect={Phase.EXPIRING}
-        )
+        try:
+            inst = await self.ledger.transition(
+                inst.key, Phase.EXPIRED, self.clock.now(), expect={Phase.EXPIRING}
+            )
+        except InvalidTransition:
+            # A reconcile (or another replica) finished the same expiring instance meanwhile:
+            # what had to run is gone either way.
+            return await self.ledger.get(inst.key) or inst
         self.events.publish(inst)
         for recorder in self.recorders:
             await recorder.record(inst)

@@ -79,10 +79,17 @@ def permalink_query(ttl: str | None, owner: str | None) -> str:
 def parse_permalink(url: str) -> Permalink:
     """Read a permalink back (the PanDA resolver finds it in the task parameters)."""
     parts = urlsplit(url.strip())
-    _, mark, tail = parts.path.rpartition(PATH_MARK)
-    # The tool is the last segment; rpartition also reads a name whose "/" was left unquoted.
-    quoted_name, slash, tool = tail.rpartition("/")
-    if not mark or not slash or not quoted_name or parts.scheme not in ("http", "https", ""):
+    quoted_name = tool = ""
+    # The rightmost "/t/" followed by "<name>/<tool>": a task named "t" makes "/t/t/mlflow", and
+    # the tool is the last segment, so a name whose "/" was left unquoted still reads whole.
+    end = len(parts.path)
+    while (at := parts.path.rfind(PATH_MARK, 0, end)) >= 0:
+        end = at + len(PATH_MARK) - 1  # overlapping marks: "/t/t/" holds two
+        quoted_name, slash, tool = parts.path[at + len(PATH_MARK) :].rpartition("/")
+        if slash and quoted_name:
+            break
+        quoted_name = ""
+    if not quoted_name or parts.scheme not in ("http", "https", ""):
         raise InvalidRequest(f"{url!r} is not an idds-vis permalink (…/t/<task name>/<tool>)")
     query = parse_qs(parts.query)
     ttls = query.get("ttl")

@@ -125,3 +125,9 @@ def test_importing_it_loads_nothing_outside_the_domain_and_the_standard_library(
     ]
     assert "idds_vis.panda.visualization" in loaded
     assert outside == []
+
+
+@pytest.mark.parametrize("name", ["t", "t/", "t/t", "a/t/b"])
+def test_names_that_look_like_the_path_mark_read_back(name: str) -> None:
+    url = permalink_url("https://vis.example/t/base", name, "mlflow", "2h")
+    assert parse_permalink(url).task_name == name
