@@ -7,12 +7,11 @@ the test takes, not a wait; only the race tests use the database's own clock.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from idds_vis.agent.leases import LeaseKeeper
 from idds_vis.agent.replicas import LEADER_LEASE, MEMBER_PREFIX, Coordination
@@ -25,22 +24,6 @@ from idds_vis.ui import stub
 from tests.fakes import FakeDeployer, ManualClock, make_agent
 
 HANG_GUARD = 30.0  # seconds; reached only when something is broken
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
-    url: str = request.getfixturevalue("pg_url")
-    return url
-
-
-@pytest_asyncio.fixture
-async def ledger(ledger_url: str) -> AsyncIterator[SqlLedger]:
-    opened = SqlLedger(ledger_url)
-    await opened.open()
-    yield opened
-    await opened.close()
 
 
 async def until(condition: Callable[[], bool | Awaitable[bool]]) -> None:

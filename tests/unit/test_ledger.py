@@ -29,22 +29,6 @@ def request(task: str, **fields: object) -> VisRequest:
     return VisRequest(task_id=task, **fields)  # type: ignore[arg-type]
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
-    url: str = request.getfixturevalue("pg_url")
-    return url
-
-
-@pytest_asyncio.fixture
-async def ledger(ledger_url: str) -> AsyncIterator[SqlLedger]:
-    opened = SqlLedger(ledger_url)
-    await opened.open()
-    yield opened
-    await opened.close()
-
-
 @pytest_asyncio.fixture
 async def other(ledger: SqlLedger, ledger_url: str) -> AsyncIterator[SqlLedger]:
     """A second ledger on the same database, with its own engine: like another process."""

@@ -4,12 +4,7 @@ shared by several processes), ownership and the audit trail."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-
-import pytest
-import pytest_asyncio
 
 from idds_vis.domain.models import InstanceKey
 from idds_vis.domain.phases import Phase
@@ -28,22 +23,6 @@ def ask(task: str, user: str = "Jane Doe", **fields: object) -> Waiting:
     fields.setdefault("ttl", H)
     fields.setdefault("source", f"file:///data/{task}")
     return Waiting(task_id=task, tool="mlflow", requested_by=user, **fields)  # type: ignore[arg-type]
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
-    url: str = request.getfixturevalue("pg_url")
-    return url
-
-
-@pytest_asyncio.fixture
-async def ledger(ledger_url: str) -> AsyncIterator[SqlLedger]:
-    opened = SqlLedger(ledger_url)
-    await opened.open()
-    yield opened
-    await opened.close()
 
 
 async def end(ledger: SqlLedger, task: str, now: datetime) -> None:

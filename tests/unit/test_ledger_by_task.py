@@ -3,33 +3,15 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from idds_vis.domain.models import VisRequest
 from idds_vis.ledger import SqlLedger
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
-    url: str = request.getfixturevalue("pg_url")
-    return url
-
-
-@pytest_asyncio.fixture
-async def ledger(ledger_url: str) -> AsyncIterator[SqlLedger]:
-    opened = SqlLedger(ledger_url)
-    await opened.open()
-    yield opened
-    await opened.close()
 
 
 async def test_task_name_is_kept_and_records_are_found_by_name_or_id(ledger: SqlLedger) -> None:
