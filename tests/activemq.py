@@ -17,6 +17,7 @@ and the persisted messages). ``activemq_broker`` is the session fixture: a ``Bro
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import signal
 import socket
@@ -24,9 +25,10 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
+import stomp
 
 ACTIVEMQ_HOME = Path("/usr/share/activemq")
 RUN_JAR = ACTIVEMQ_HOME / "bin" / "activemq.jar"
@@ -273,3 +275,26 @@ def activemq_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker
         yield broker.address
     finally:
         broker.stop()
+
+
+class Collector:
+    """A stomp.py listener gathering frames into queues (blocking use only)."""
+
+    def __init__(self) -> None:
+        self.messages: queue.Queue[tuple[dict[str, str], bytes]] = queue.Queue()
+        self.receipts: queue.Queue[str] = queue.Queue()
+
+    def on_message(self, frame: Any) -> None:
+        self.messages.put((dict(frame.headers), frame.body))
+
+    def on_receipt(self, frame: Any) -> None:
+        self.receipts.put(frame.headers["receipt-id"])
+
+
+def connect_collector(address: BrokerAddress) -> tuple[Any, Collector]:
+    """A connection whose frames (bodies as bytes) and receipts land in a Collector."""
+    conn = stomp.Connection12([(address.host, address.port)], auto_decode=False)
+    collector = Collector()
+    conn.set_listener("collector", collector)
+    conn.connect(address.user, address.password, wait=True)
+    return conn, collector

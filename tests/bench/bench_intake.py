@@ -35,7 +35,6 @@ import cProfile
 import itertools
 import json
 import pstats
-import queue
 import random
 import statistics
 import subprocess
@@ -58,7 +57,7 @@ from idds_vis.agent.service import Agent  # noqa: E402
 from idds_vis.ports.source import Delivery  # noqa: E402
 from idds_vis.runtime import wiring  # noqa: E402
 from idds_vis.runtime.config import Settings  # noqa: E402
-from tests.activemq import ActiveMQ, BrokerAddress  # noqa: E402
+from tests.activemq import ActiveMQ, BrokerAddress, connect_collector  # noqa: E402
 from tests.fakes import FakeDeployer, FakeProbe, FakeStager  # noqa: E402
 from tests.message_fixtures import fixture_body  # noqa: E402
 
@@ -124,32 +123,12 @@ def make_stream(count: int, every: int, seed: int = 11) -> list[tuple[dict[str, 
 # -- the broker side: loading and browsing -----------------------------------------------------
 
 
-class Collector:
-    """A stomp.py listener gathering frames into queues (blocking use only)."""
-
-    def __init__(self) -> None:
-        self.messages: queue.Queue[tuple[dict[str, str], bytes]] = queue.Queue()
-        self.receipts: queue.Queue[str] = queue.Queue()
-
-    def on_message(self, frame: Any) -> None:
-        self.messages.put((dict(frame.headers), frame.body))
-
-    def on_receipt(self, frame: Any) -> None:
-        self.receipts.put(frame.headers["receipt-id"])
-
-
-def connect(address: BrokerAddress) -> tuple[Any, Collector]:
-    conn = stomp.Connection12([(address.host, address.port)], auto_decode=False)
-    collector = Collector()
-    conn.set_listener("bench", collector)
-    conn.connect(address.user, address.password, wait=True)
-    return conn, collector
 
 
 def load(address: BrokerAddress, destination: str,
          stream: list[tuple[dict[str, str], bytes]]) -> float:  # fmt: skip
     """Send persistently, pipelined; return once the broker has receipted (stored) every one."""
-    conn, collector = connect(address)
+    conn, collector = connect_collector(address)
     start = time.perf_counter()
     try:
         for n, (headers, body) in enumerate(stream):
@@ -164,7 +143,7 @@ def load(address: BrokerAddress, destination: str,
 
 def browse(address: BrokerAddress, destination: str) -> int:
     """How many messages the queue still holds, delivered-but-unacked ones included."""
-    conn, collector = connect(address)
+    conn, collector = connect_collector(address)
     try:
         conn.subscribe(destination, "browse", ack="auto", headers={"browser": "true"})
         count = 0

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import queue
 import signal
 import subprocess
 import sys
@@ -25,12 +24,10 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 import pytest_asyncio
-import stomp
 import yaml
 from aiohttp import web
 
@@ -39,7 +36,7 @@ from idds_vis.domain.models import Instance, InstanceKey
 from idds_vis.domain.phases import Phase
 from idds_vis.ledger import SqlLedger
 from idds_vis.runtime.config import Settings
-from tests.activemq import BrokerAddress
+from tests.activemq import BrokerAddress, connect_collector
 
 pytestmark = pytest.mark.mlflow
 CLI = [sys.executable, "-m", "idds_vis"]
@@ -92,29 +89,11 @@ async def held_archive(demo_archive: Path) -> AsyncIterator[HeldArchive]:
 # -- the test's own side of the broker (blocking stomp.py; called through to_thread) ---------
 
 
-class _Frames:
-    def __init__(self) -> None:
-        self.messages: queue.Queue[tuple[dict[str, str], bytes]] = queue.Queue()
-        self.receipts: queue.Queue[str] = queue.Queue()
-
-    def on_message(self, frame: Any) -> None:
-        self.messages.put((dict(frame.headers), frame.body))
-
-    def on_receipt(self, frame: Any) -> None:
-        self.receipts.put(frame.headers["receipt-id"])
-
-
-def _connect(broker: BrokerAddress) -> tuple[Any, _Frames]:
-    conn = stomp.Connection12([(broker.host, broker.port)], auto_decode=False)
-    frames = _Frames()
-    conn.set_listener("test", frames)
-    conn.connect(broker.user, broker.password, wait=True)
-    return conn, frames
 
 
 def publish(broker: BrokerAddress, destination: str, bodies: list[bytes]) -> None:
     """Persistent SENDs, each receipted: back only once the broker has stored every one."""
-    conn, frames = _connect(broker)
+    conn, frames = connect_collector(broker)
     try:
         expected = set()
         for body in bodies:
@@ -129,7 +108,7 @@ def publish(broker: BrokerAddress, destination: str, bodies: list[bytes]) -> Non
 
 def browse(broker: BrokerAddress, destination: str) -> list[bytes]:
     """Every message still on the queue, delivered-but-unacked ones included; consumes none."""
-    conn, frames = _connect(broker)
+    conn, frames = connect_collector(broker)
     try:
         conn.subscribe(destination, "browse", ack="auto", headers={"browser": "true"})
         bodies: list[bytes] = []
