@@ -62,6 +62,9 @@ class FakeDeployer:
         self.expiries: dict[str, datetime | None] = {}
         # task id -> event: wait_started blocks until it is set (an instance held in `starting`)
         self.hold: dict[str, asyncio.Event] = {}
+        # The same for delete (an instance held in `expiring`), and deletes that fail.
+        self.hold_delete: dict[str, asyncio.Event] = {}
+        self.fail_delete: set[str] = set()
 
     def staging_dir(self, instance: Instance) -> Path | None:
         return self.root / instance.name
@@ -90,6 +93,10 @@ class FakeDeployer:
         return False
 
     async def delete(self, instance: Instance) -> None:
+        if instance.task_id in self.hold_delete:
+            await self.hold_delete[instance.task_id].wait()
+        if instance.task_id in self.fail_delete:
+            raise DeployError(f"could not delete {instance.name}: boom")
         await self.delete_by_name(instance.name)
 
     async def delete_by_name(self, name: str) -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from idds_vis.domain.errors import NotFound
+from idds_vis.agent.reaper import Reaper
+from idds_vis.domain.errors import DeployError, NotFound
 from idds_vis.domain.models import VisRequest
 from idds_vis.domain.phases import HAPPY_PATH, Phase
 from idds_vis.ledger import SqlLedger
@@ -126,6 +127,44 @@ async def test_reaper_expires_on_time_and_extend_moves_it(ledger, deployer):
         assert ended.name not in deployer.live
     finally:
         await agent.stop()
+        await ledger.close()
+
+
+async def test_reaper_ends_instances_due_together_side_by_side(ledger, deployer):
+    """Three due at once are all marked expiring before any deletion ends (one after the
+    other, each would wait on the deletions before it); a failing one holds up no other."""
+    clock = ManualClock()
+    agent = make_agent(ledger, deployer, clock=clock)
+    events = agent.events.subscribe()
+    await agent.start()
+    tasks = {"4101", "4102", "4103"}
+    try:
+        for task in sorted(tasks):
+            await agent.submit(VisRequest(task, source="archive.tgz", ttl=timedelta(hours=1)))
+        async with asyncio.timeout(30):
+            await wait_for_all(events, tasks, {Phase.READY})
+    finally:
+        await agent.stop()  # the fake UIs stay "running", as real ones would
+    released = asyncio.Event()
+    deployer.hold_delete = dict.fromkeys(tasks, released)
+    deployer.fail_delete = {"4102"}
+    reaper = Reaper(ledger=ledger, deployer=deployer, clock=clock, events=agent.events,
+                    concurrency=3)  # fmt: skip
+    await clock.advance_to(clock.now() + timedelta(hours=2))
+    reaping = asyncio.create_task(reaper.reap_due())
+    try:
+        async with asyncio.timeout(30):
+            await wait_for_all(events, tasks, {Phase.EXPIRING})
+        assert len(deployer.live) == 3  # every deletion still held: they run side by side
+        released.set()
+        with pytest.raises(DeployError, match="could not delete"):
+            await reaping
+        phases = {t: (await ledger.get(VisRequest(t).key)).phase for t in sorted(tasks)}
+        # The failed one stays expiring: the reconciler finishes it (Reaper.finish).
+        assert phases == {"4101": Phase.EXPIRED, "4102": Phase.EXPIRING, "4103": Phase.EXPIRED}
+        assert set(deployer.deletes) == {VisRequest(t).key.name for t in ("4101", "4103")}
+    finally:
+        reaping.cancel()
         await ledger.close()
 
 
