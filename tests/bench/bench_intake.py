@@ -34,6 +34,7 @@ import asyncio
 import cProfile
 import itertools
 import json
+import os
 import pstats
 import random
 import statistics
@@ -158,6 +159,31 @@ def browse(address: BrokerAddress, destination: str) -> int:
 
 # -- the consumers (each in a child process: python bench_intake.py --role ...) ---------------
 
+# Thread groups of a consumer process, by the thread's Python name (first match wins).
+THREAD_GROUPS = (("receiver", "__io_loop"), ("loop", "MainThread"), ("heartbeat", "heartbeat"),
+                 ("sqlite", "_connection_worker"), ("to_thread", "asyncio_"))  # fmt: skip
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds so far of each group of this process's threads (Linux /proc), so a drain
+    shows where its CPU went: stomp.py's receiver thread, the event loop, the rest."""
+    tick = os.sysconf("SC_CLK_TCK")
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        name = names.get(int(task.name), "")
+        group = next((g for g, part in THREAD_GROUPS if part in name), "other")
+        out[group] = out.get(group, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {g: round(after[g] - before.get(g, 0.0), 3) for g in after}
+
 
 def bare_drain(address: BrokerAddress, destination: str, expect: int) -> dict[str, Any]:
     done = threading.Event()
@@ -171,7 +197,7 @@ def bare_drain(address: BrokerAddress, destination: str, expect: int) -> dict[st
             if seen == expect:
                 done.set()
 
-    cpu0, t0 = time.process_time(), time.perf_counter()
+    cpu0, t0, threads0 = time.process_time(), time.perf_counter(), thread_cpu()
     conn = stomp.Connection12([(address.host, address.port)], heartbeats=HEARTBEATS,
                               auto_decode=False)  # fmt: skip
     conn.set_listener("bare", Acker())
@@ -181,8 +207,9 @@ def bare_drain(address: BrokerAddress, destination: str, expect: int) -> dict[st
     if not done.wait(HANG_GUARD):
         raise SystemExit(f"bare consumer saw {seen} of {expect} messages")
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    threads = cpu_delta(threads0, thread_cpu())
     conn.disconnect()  # with a receipt: the broker has handled every ack before it returns
-    return {"wall": wall, "cpu": cpu, "messages": seen}
+    return {"wall": wall, "cpu": cpu, "messages": seen, "threads": threads}
 
 
 def production_agent(settings: Settings) -> Agent:
@@ -244,12 +271,13 @@ async def agent_drain(address: BrokerAddress, destination: str, expect: int, sta
         await agent.start()
     else:
         await agent.ledger.open()
-    cpu0, t0 = time.process_time(), time.perf_counter()
+    cpu0, t0, threads0 = time.process_time(), time.perf_counter(), thread_cpu()
     await source.start()
     consumer = asyncio.create_task(intake.run())
     async with asyncio.timeout(HANG_GUARD):
         await done.wait()
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    threads = cpu_delta(threads0, thread_cpu())
     await source.stop()  # DISCONNECT with a receipt: every ack before it is handled
     async with asyncio.timeout(HANG_GUARD):
         await consumer
@@ -257,7 +285,7 @@ async def agent_drain(address: BrokerAddress, destination: str, expect: int, sta
     records = len(await agent.ledger.list())
     await agent.ledger.close()
     return {"wall": wall, "cpu": cpu, "messages": counts.total(), "outcomes": dict(counts),
-            "records": records}  # fmt: skip
+            "records": records, "threads": threads}  # fmt: skip
 
 
 def child(args: argparse.Namespace) -> None:
@@ -355,7 +383,8 @@ def main() -> None:
             res = one_drain(role, address, stream, work, dlq, relevant_count)
             results[role].append(res)
             print(f"run {i + 1} {role:6}: {args.messages / res['wall']:8.0f} msg/s, "
-                  f"wall {res['wall']:6.2f} s, CPU {res['cpu']:6.2f} s", flush=True)  # fmt: skip
+                  f"wall {res['wall']:6.2f} s, CPU {res['cpu']:6.2f} s {res['threads']}",
+                  flush=True)  # fmt: skip
         if args.profile:
             one_drain("agent", address, stream, work, dlq, relevant_count, args.profile)
         dead = browse(address, dlq)
@@ -376,6 +405,13 @@ def main() -> None:
     for role in ROLES:
         wall = med(r["wall"] for r in results[role])
         print(f"{labels[role]:44} {rate[role]:8.0f} {wall:7.2f} {cpu_k[role]:15.3f}")
+    print(f"\nCPU ms per 1000 messages by thread (medians): "
+          f"{', '.join(g for g, _ in THREAD_GROUPS)}, other")  # fmt: skip
+    for role in ROLES:
+        groups = [g for g, _ in THREAD_GROUPS] + ["other"]
+        per = [med(r["threads"].get(g, 0.0) for r in results[role]) / n * 1e6 for g in groups]
+        print(f"{labels[role]:44} " + " ".join(f"{v:8.0f}" for v in per))
+    print()
     for role in ("agent", "intake"):
         print(f"{role} / bare rate: {rate[role] / rate['bare']:.1%} (target >= 80 %)")
     print(f"dead-lettered: {dead}; every queue browsed empty after its drain")
