@@ -180,7 +180,7 @@ def build_intake(settings: Settings, agent: Agent) -> tuple[StompSource, Intake]
         concurrency=INTAKE_CONCURRENCY,
     )
     # Most of a shared stream is not for us: parsed and acked on the receiver thread.
-    intake.on_fast_ignore = lambda: agent.metrics.intake_outcome("ignored")
+    intake.on_fast_ignore = agent.metrics.intake_ignored
     source.prefilter = intake.fast_ignore
     return source, intake
 

@@ -6,6 +6,7 @@ import asyncio
 from datetime import timedelta
 from pathlib import Path
 
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from idds_vis.agent.metrics import AgentMetrics
@@ -69,3 +70,12 @@ def test_intake_and_kubernetes_counters():
     assert got[("idds_vis_dead_letters_total", ())] == 2
     assert got[("idds_vis_kubernetes_api_errors_total", (("status", "409"),))] == 1
     assert got[("idds_vis_kubernetes_api_errors_total", (("status", "0"),))] == 1
+
+
+def test_the_fast_path_counts_ignored_messages_under_the_same_label() -> None:
+    metrics = AgentMetrics()
+    metrics.intake_ignored()
+    metrics.intake_ignored()
+    metrics.intake_outcome("ignored")
+    text = generate_latest(metrics.registry).decode()
+    assert 'idds_vis_intake_messages_total{outcome="ignored"} 3.0' in text
