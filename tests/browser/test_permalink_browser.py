@@ -78,6 +78,11 @@ async def follow_to_the_ui(page: Page, artifacts: Path, shot: str) -> None:
 
     await page.wait_for_url(UI_URL, timeout=PROGRESS_MS)
     # MLflow's home lists the staged experiment; its "Training runs" list the task's run.
+    # MLflow 3.17 opens an experiment on its GenAI overview, where a "Detect Issues" tip may
+    # pop up, at a moment of its own, and take the clicks (``<html> intercepts pointer
+    # events``): a person closes it, and so does this handler whenever it shows.
+    tip = page.get_by_role("button", name="Got it")
+    await page.add_locator_handler(tip, lambda got_it: got_it.click())
     await page.get_by_role("link", name=EXPERIMENT).click(timeout=PROGRESS_MS)
     await page.get_by_role("link", name="Training runs").click(timeout=PROGRESS_MS)
     await expect(page.get_by_role("link", name="demo-training")).to_be_visible(timeout=PROGRESS_MS)
