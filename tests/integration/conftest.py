@@ -44,4 +44,9 @@ def no_ui_left_behind() -> Iterator[None]:
     leaked = {pid: name for pid, name in ui_processes().items() if pid not in before}
     for pid in leaked:
         psutil.Process(pid).kill()
-    assert leaked == {}, f"UI processes left behind: {leaked}"
+    # A handful of names says enough; hundreds would push the test's own failure out of a
+    # truncated CI log.
+    names = sorted(leaked.values())
+    assert leaked == {}, f"{len(names)} UI processes left behind: {names[:5]}" + (
+        " ..." if len(names) > 5 else ""
+    )

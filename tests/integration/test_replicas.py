@@ -10,6 +10,7 @@ machine, and this test is about the agents. Every wait polls a condition under a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 import pytest
 import stomp
 import yaml
@@ -114,13 +116,18 @@ async def status(http: aiohttp.ClientSession, url: str) -> int:
 
 
 @pytest.fixture
-def replicas() -> Iterator[list[Replica]]:
+def replicas(tmp_path: Path) -> Iterator[list[Replica]]:
     started: list[Replica] = []
     yield started
     for replica in started:  # whatever the test did not stop
         if replica.process.poll() is None:
             os.killpg(replica.process.pid, signal.SIGKILL)
             replica.process.wait(timeout=60)
+    # After a failure, the UIs the SIGKILLed agents had running (each in a session of its
+    # own) are ended here, as a restarted agent would: the failure is the test's, not a leak.
+    for ui in find_ui_processes(Settings(state_dir=tmp_path / "state").ui_label):
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(ui.pid).kill()
 
 
 async def test_three_replicas_share_300_requests_and_survive_a_sigkill(
