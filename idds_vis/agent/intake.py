@@ -10,9 +10,10 @@ the request itself is wrong) dead-letters it. Nothing a message does stops the l
 Replays (iDDS sends each message up to 3 times) are harmless since the ledger is idempotent by
 (task, tool); a small LRU of recent triggers acks them without a database round trip.
 
-On a shared stream nearly every message is someone else's (job statuses, running tasks): with
-``fast_ignore`` as the source's prefilter such a message is parsed and acked on the source's
-receiver thread and never reaches the loop (tests/bench/bench_intake.py measures the gain).
+On a shared stream nearly every message is someone else's (job statuses, running tasks): a
+source that can (``StompSource.fast_ignore``) parses and acks such a message where it arrives,
+with the intake's ``parse_options``, and only reports how many (``fast_ignored``); it never
+reaches the loop (tests/bench/bench_intake.py measures the gain).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import asyncio
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Protocol
 
@@ -102,10 +103,10 @@ class Intake:
         self.concurrency = max(1, concurrency)
         self.on_outcome = on_outcome
         self.counts: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
-        self._counting = threading.Lock()  # fast_ignore counts from the source's own thread
+        self._counting = threading.Lock()  # fast_ignored counts from the source's own thread
         self._recent: OrderedDict[str, None] = OrderedDict()
-        # Thread-safe hook for what fast_ignore acks off the loop (on_outcome may not be).
-        self.on_fast_ignore: Callable[[], None] | None = None
+        # Thread-safe hook for how many the source acked off the loop (on_outcome may not be).
+        self.on_fast_ignore: Callable[[int], None] | None = None
 
     async def run(self) -> None:
         """Handle deliveries until the source stops (the last ones are finished first)."""
@@ -148,22 +149,18 @@ class Intake:
                 log.exception("intake outcome hook failed")
         return outcome
 
-    def fast_ignore(self, headers: Mapping[str, str], body: bytes) -> Callable[[], None] | None:
-        """For the source's receiver thread: a message that is well-formed and not for us needs
-        no commit before its ack, so it is acked there (the callback counts it once acked);
-        anything else (a trigger, a malformed message) goes through ``handle`` on the loop."""
-        if not isinstance(parse_message(headers, body, self.parse_options), Ignore):
-            return None
-        return self._fast_ignored
-
-    def _fast_ignored(self) -> None:
-        self._count(Outcome.IGNORED)
+    def fast_ignored(self, count: int) -> None:
+        """The source acked ``count`` messages that ``parse_message`` with ``parse_options``
+        calls ``Ignore`` (well-formed, not for us: no commit is owed before the ack) without
+        handing them over; a trigger or a malformed message still goes through ``handle``.
+        Called from the source's own thread."""
+        self._count(Outcome.IGNORED, count)
         if self.on_fast_ignore is not None:
-            self.on_fast_ignore()
+            self.on_fast_ignore(count)
 
-    def _count(self, outcome: Outcome) -> None:
+    def _count(self, outcome: Outcome, count: int = 1) -> None:
         with self._counting:
-            self.counts[outcome] += 1
+            self.counts[outcome] += count
 
     async def _handle(self, delivery: Delivery) -> tuple[Outcome, str]:
         parsed = parse_message(delivery.headers, delivery.body, self.parse_options)

@@ -93,10 +93,10 @@ class AgentMetrics:
         if expires_at is not None:
             self.reaper_lateness.observe(max(0.0, (now - expires_at).total_seconds()))
 
-    def intake_ignored(self) -> None:
-        """``intake_outcome("ignored")`` for the receiver thread's fast path, which runs for
-        nearly every message: the labelled child is looked up once, not per message."""
-        self._intake_ignored.inc()
+    def intake_ignored(self, count: int = 1) -> None:
+        """``intake_outcome("ignored")`` for the receiver's fast path, which reports nearly
+        every message: the labelled child is looked up once, not per report."""
+        self._intake_ignored.inc(count)
 
     def intake_outcome(self, outcome: str) -> None:
         self.intake.labels(outcome).inc()

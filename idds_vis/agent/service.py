@@ -95,10 +95,13 @@ class Agent:
     async def submit(self, request: VisRequest) -> tuple[Instance, bool]:
         """Record the request durably (idempotent by task and tool) and wake a worker."""
         check_ttl(request.ttl, self.max_ttl)
-        inst, created = await self.ledger.submit(request, self.clock.now())
+        # The audit row (who started it) goes in with the record, in one commit.
+        audited = isinstance(self.ledger, AccessLedger)
+        actor = (current_actor() or request.origin) if audited else None
+        who = f"for {request.requested_by}" if request.requested_by else None
+        inst, created = await self.ledger.submit(request, self.clock.now(), actor=actor,
+                                                 detail=who)  # fmt: skip
         if created:
-            who = f"for {request.requested_by}" if request.requested_by else None
-            await self._record("start", inst, request.origin, detail=who)
             self.notify(inst)
         return inst, created
 

@@ -245,11 +245,13 @@ def _parse(body: bytes, options: ParseOptions) -> Parsed:
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise _Bad(f"field {_show(key)} appears twice in one JSON object")
-        obj[key] = value
+    obj = dict(pairs)  # in C: nearly every message on a shared stream passes here
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _value in pairs:
+            if key in seen:
+                raise _Bad(f"field {_show(key)} appears twice in one JSON object")
+            seen.add(key)
     return obj
 
 

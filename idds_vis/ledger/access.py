@@ -80,7 +80,7 @@ class AccessLedgerMixin:
         detail: str | None = None,
     ) -> None:
         async with self._engine.begin() as conn:
-            await _audit(conn, actor, action, key, now, attempt, detail)
+            await insert_audit(conn, actor, action, key, now, attempt, detail)
 
     async def actions(
         self, key: InstanceKey | None = None, actor: str | None = None
@@ -162,7 +162,7 @@ class AccessLedgerMixin:
                     return Admission(instance=inst, started=True, also_started=others)
             place = await _position(conn, key, limits, now)
             if queued is None and place is not None:
-                await _audit(conn, ask.requested_by, "queue", key, now, None,
+                await insert_audit(conn, ask.requested_by, "queue", key, now, None,
                              f"position {place.position}: {place.reason}")  # fmt: skip
             return Admission(waiting=place, also_started=others)
 
@@ -196,7 +196,7 @@ class AccessLedgerMixin:
             return await _holdings(conn, now)
 
 
-async def _audit(
+async def insert_audit(
     conn: AsyncConnection,
     actor: str,
     action: str,
@@ -206,11 +206,13 @@ async def _audit(
     detail: str | None,
 ) -> None:
     await conn.execute(
-        audit.insert().values(
-            at=now, actor=actor, action=action, task_id=key.task_id, tool=key.tool,
-            attempt=attempt, detail=detail,
-        )
+        _AUDIT,
+        {"at": now, "actor": actor, "action": action, "task_id": key.task_id, "tool": key.tool,
+         "attempt": attempt, "detail": detail},
     )  # fmt: skip
+
+
+_AUDIT = audit.insert()  # built once, values bound per execution (ops._LOG says why)
 
 
 async def _take_lock(conn: AsyncConnection, now: datetime) -> None:
@@ -297,7 +299,7 @@ async def _admit(conn: AsyncConnection, limits: Limits, now: datetime) -> list[I
         waited = now - ask.created_at
         detail = f"from the queue after {int(waited.total_seconds())} s" if waited else None
         action = "relaunch" if inst.attempt > 1 else "start"
-        await _audit(conn, ask.requested_by, action, inst.key, now, inst.attempt, detail)
+        await insert_audit(conn, ask.requested_by, action, inst.key, now, inst.attempt, detail)
         started.append(inst)
     return started
 

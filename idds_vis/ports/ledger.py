@@ -23,10 +23,14 @@ class Ledger(Protocol):
 
     async def close(self) -> None: ...
 
-    async def submit(self, request: VisRequest, now: datetime) -> tuple[Instance, bool]:
+    async def submit(
+        self, request: VisRequest, now: datetime, *, actor: str | None = None,
+        detail: str | None = None,
+    ) -> tuple[Instance, bool]:  # fmt: skip
         """Insert the request unless (task, tool) has a record; return it and whether it is new.
 
-        Safe under concurrency: two racing submits of one key give one record.
+        Safe under concurrency: two racing submits of one key give one record. With ``actor``,
+        a new record's ``start`` goes into the audit trail in the same transaction.
         """
         ...
 

@@ -30,6 +30,7 @@ from idds_vis.ports import Clock, Deployer
 from idds_vis.ports.lease import LeaseStore, WatchObserver
 from idds_vis.runtime.config import Settings
 from idds_vis.sources.stomp import StompSettings, StompSource
+from idds_vis.sources.stomp_remote import FastIgnore
 from idds_vis.staging import ArchiveStager
 from idds_vis.staging.credentials import CredentialFiles
 
@@ -179,9 +180,9 @@ def build_intake(settings: Settings, agent: Agent) -> tuple[StompSource, Intake]
         on_outcome=lambda _delivery, outcome, _detail: agent.metrics.intake_outcome(outcome.value),
         concurrency=INTAKE_CONCURRENCY,
     )
-    # Most of a shared stream is not for us: parsed and acked on the receiver thread.
+    # Most of a shared stream is not for us: parsed and acked in the receiver process.
     intake.on_fast_ignore = agent.metrics.intake_ignored
-    source.prefilter = intake.fast_ignore
+    source.fast_ignore = FastIgnore(intake.parse_options, intake.fast_ignored)
     return source, intake
 
 

@@ -18,8 +18,10 @@ Delivery guarantees, and why:
   subscribes again; each SUBSCRIBE waits for its receipt so a refused subscription is a failed
   connection attempt, retried, not a silent gap.
 
-Every stomp.py call that can block (connect, send, ack, disconnect) runs in a worker thread;
-frames come back from stomp.py's receiver thread through ``call_soon_threadsafe``.
+Each connection lives in a receiver process of its own (``stomp_remote``, which says why);
+messages the ``fast_ignore`` options call ``Ignore`` are acked there and only counted here.
+Every call that can block (connect, send, ack, disconnect) runs in a worker thread; frames
+come back on the connection's reader thread through ``call_soon_threadsafe``.
 """
 
 from __future__ import annotations
@@ -31,9 +33,7 @@ import random
 import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
-import stomp  # type: ignore[import-untyped]
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -43,7 +43,8 @@ from tenacity import (
 )
 
 from idds_vis.ports.source import Delivery
-from idds_vis.sources.stomp_link import ConnectionLost, Prefilter, StompLink, ThreadListener
+from idds_vis.sources.stomp_link import ConnectionLost, StompLink, ThreadListener
+from idds_vis.sources.stomp_remote import ConnectionSpec, FastIgnore, RemoteConnection
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +108,10 @@ _STOP = _Stop()
 class StompSource:
     """The ``MessageSource`` port over STOMP; see the module docstring for the guarantees."""
 
-    def __init__(self, settings: StompSettings, prefilter: Prefilter | None = None) -> None:
+    def __init__(self, settings: StompSettings, fast_ignore: FastIgnore | None = None) -> None:
         self.settings = settings
-        # Decides on the receiver thread which messages are acked there and never queued.
-        self.prefilter = prefilter
+        # Which messages the receiver process acks by itself, never passing them over.
+        self.fast_ignore = fast_ignore
         self._queue: asyncio.Queue[Delivery | _Stop] = asyncio.Queue()
         self._link: StompLink | None = None  # the newest connection, usable or being set up
         self._generation = 0
@@ -205,7 +206,7 @@ class StompSource:
             return
         try:
             await asyncio.to_thread(token.link.conn.ack, token.ack_id)
-        except (stomp.exception.StompException, OSError) as exc:
+        except OSError as exc:  # the receiver process has ended
             log.info(
                 "could not ack %s (%s); the broker will deliver it again", delivery.message_id, exc
             )
@@ -255,7 +256,7 @@ class StompSource:
             )
             async with asyncio.timeout(self.settings.receipt_timeout):
                 await confirmed
-        except (stomp.exception.StompException, OSError) as exc:
+        except OSError as exc:  # the receiver process has ended
             raise ConnectionLost(f"dead letter not stored: {exc}") from exc
         finally:
             link.forget_receipt(receipt)
@@ -319,22 +320,19 @@ class StompSource:
     async def _connect_once(self) -> StompLink:
         s = self.settings
         self._generation += 1
-        conn = stomp.Connection12(
-            host_and_ports=list(s.hosts),
-            prefer_localhost=False,  # keep the configured order
-            try_loopback_connect=False,
-            reconnect_attempts_max=1,  # backoff is ours, on the loop, not a sleeping thread
-            timeout=s.connect_timeout,
+        fast = self.fast_ignore
+        spec = ConnectionSpec(
+            hosts=list(s.hosts),
             heartbeats=s.heartbeats,
-            heart_beat_receive_scale=2.0,
+            timeout=s.connect_timeout,
             vhost=s.vhost,
-            auto_decode=False,  # raw bytes: stomp.py would replace bad UTF-8 silently
+            ignore=fast.options if fast is not None else None,
         )
+        # A receiver process per connection (stomp_remote: why); its backoff is ours.
+        conn = RemoteConnection(spec, fast.on_ignored if fast is not None else None)
         link = StompLink(conn, self._generation)
-        conn.set_listener(
-            "idds-vis",
-            ThreadListener(asyncio.get_running_loop(), link, self._on_message, self.prefilter),
-        )
+        conn.set_listener("idds-vis", ThreadListener(asyncio.get_running_loop(), link,
+                                                     self._on_message))  # fmt: skip
         self._link = link
         try:
             async with asyncio.timeout(s.connect_timeout):
@@ -374,11 +372,9 @@ class StompSource:
             await asyncio.to_thread(_drop_socket, conn)
 
 
-def _drop_socket(conn: Any) -> None:
-    """Stop stomp.py's io and heartbeat threads whatever state the connection is in."""
-    transport = conn.transport
-    if transport.socket is not None or transport.running:
-        transport.disconnect_socket()
+def _drop_socket(conn: RemoteConnection) -> None:
+    """End the receiver process (and with it the connection) whatever state it is in."""
+    conn.close()
 
 
 def _one_line(text: str) -> str:

@@ -1,9 +1,10 @@
 """One STOMP connection, bridged from stomp.py's threads to the event loop.
 
-stomp.py runs a receiver thread per connection (and a heartbeat thread) and calls listener
-methods on it. ``_ThreadListener`` does nothing on that thread but hand each event to the
-loop with ``call_soon_threadsafe``; every piece of state lives in ``StompLink`` and is touched
-only on the loop, so no locks are needed and a slow intake never delays heartbeats.
+The connection itself runs in a receiver process (``stomp_remote``), whose reader thread calls
+listener methods as stomp.py's receiver thread would. ``ThreadListener`` does nothing on that
+thread but hand each event to the loop with ``call_soon_threadsafe``; every piece of state
+lives in ``StompLink`` and is touched only on the loop, so no locks are needed and a slow
+intake never delays heartbeats.
 """
 
 from __future__ import annotations
@@ -19,9 +20,6 @@ log = logging.getLogger(__name__)
 
 # (link, headers, body) -> None, called on the loop for every MESSAGE frame.
 MessageSink = Callable[["StompLink", dict[str, str], bytes], None]
-# Run on stomp.py's receiver thread: (headers, body) -> None to pass the message on to the loop,
-# or a callback to run once the message has been acked right there (it is not for us).
-Prefilter = Callable[[dict[str, str], bytes], Callable[[], None] | None]
 
 
 class ConnectionLost(ConnectionError):
@@ -94,6 +92,10 @@ class StompLink:
         self.error = self.error or "no heartbeat from the broker"
         self.on_closed()
 
+    def on_connect_failed(self, reason: str) -> None:
+        self.error = self.error or f"connect failed ({reason})"
+        self.on_closed()
+
     def on_closed(self) -> None:
         if self.closed.is_set():
             return
@@ -110,17 +112,10 @@ class ThreadListener:
     Duck-typed (stomp.py looks methods up by name), so it needs no untyped base class.
     """
 
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        link: StompLink,
-        sink: MessageSink,
-        discard: Prefilter | None = None,
-    ) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, link: StompLink, sink: MessageSink) -> None:
         self._loop = loop
         self._link = link
         self._sink = sink
-        self._discard = discard
 
     def _call(self, callback: Callable[..., None], *args: Any) -> None:
         # RuntimeError: the loop is closed, the process is shutting down, nobody listens.
@@ -132,25 +127,14 @@ class ThreadListener:
 
     def on_message(self, frame: Any) -> None:
         body = frame.body if isinstance(frame.body, bytes) else bytes(frame.body or b"")
-        headers = dict(frame.headers)
-        if self._discard is not None and self._acked_here(headers, body):
-            return
-        self._call(self._sink, self._link, headers, body)
+        self._call(self._sink, self._link, dict(frame.headers), body)
 
-    def _acked_here(self, headers: dict[str, str], body: bytes) -> bool:
-        """Most of a shared stream is not for us: such a message is acked on this thread and
-        never reaches the loop (one thread hop and one event-loop turn saved per message).
-        Anything unexpected sends it the normal way instead."""
-        try:
-            acked = self._discard(headers, body) if self._discard else None
-            if acked is None:
-                return False
-            self._link.conn.ack(headers.get("ack") or headers.get("message-id", ""))
-        except Exception:
-            return False
-        with contextlib.suppress(Exception):
-            acked()
-        return True
+    def on_failure(self, reason: str) -> None:
+        """A command failed in the receiver process; a failed connect ends the connection."""
+        if reason.startswith("connect:"):
+            self._call(self._link.on_connect_failed, reason.removeprefix("connect:").strip())
+        else:
+            log.info("STOMP connection #%d: %s", self._link.generation, reason)
 
     def on_receipt(self, frame: Any) -> None:
         self._call(self._link.on_receipt, str(frame.headers.get("receipt-id", "")))

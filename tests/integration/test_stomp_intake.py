@@ -33,6 +33,7 @@ from idds_vis.ledger import SqlLedger
 from idds_vis.ports.source import Delivery, MessageSource
 from idds_vis.sources import StompSettings, StompSource
 from idds_vis.sources.stomp import ORIGINAL_DESTINATION_HEADER, REASON_HEADER
+from idds_vis.sources.stomp_remote import FastIgnore
 from tests.activemq import ActiveMQ, BrokerAddress
 from tests.fakes import FakeDeployer, make_agent
 from tests.message_fixtures import fixture_body, fixture_message
@@ -253,8 +254,8 @@ async def running_intake(
         on_outcome=lambda d, o, detail: outcomes.put_nowait((d, o, detail)),
     )
     if fast_ignored is not None:  # as the wiring does: ignorable traffic acked off the loop
-        source.prefilter = intake.fast_ignore
-        intake.on_fast_ignore = lambda: fast_ignored.append("ignored")
+        source.fast_ignore = FastIgnore(intake.parse_options, intake.fast_ignored)
+        intake.on_fast_ignore = lambda n: fast_ignored.extend(["ignored"] * n)
     await port.start()
     async with asyncio.timeout(HANG_GUARD):
         await source.wait_connected()
@@ -583,7 +584,7 @@ async def test_a_teardown_message_ends_the_instance_and_is_acked():
     assert intake.counts[Outcome.ENDED] == 2
 
 
-async def test_traffic_not_for_us_is_acked_on_the_receiver_thread(activemq_broker, bus):
+async def test_traffic_not_for_us_is_acked_in_the_receiver_process(activemq_broker, bus):
     """The fast path: ignorable messages never reach the loop, yet all are acked and counted;
     triggers and malformed messages still go the normal way (commit or dead-letter, then ack)."""
     queue_name = f"/queue/{unique('fast')}"

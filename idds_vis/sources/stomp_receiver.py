@@ -1,0 +1,181 @@
+"""The STOMP receiver process: one stomp.py connection, driven by ``RemoteConnection``.
+
+``python -m idds_vis.sources.stomp_receiver FD``: FD is this end of the socket pair. The first
+item read is the ``ConnectionSpec``; then commands (``connect``, ``subscribe``, ``ack``,
+``send``, ``disconnect``, ``close``) are run in order, and stomp.py's events go back. A message
+the spec's parse options call ``Ignore`` is acked right here, on stomp.py's receiver thread,
+and only counted back (every ``REPORT_EVERY`` seconds); every other message crosses over.
+
+Ends when told to close, when a connect fails, or when the other side goes away (end of
+file): the agent was stopped or killed, and the broker takes the unacked messages back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import threading
+from multiprocessing.connection import Connection
+from typing import Any
+
+import stomp  # type: ignore[import-untyped]
+
+from idds_vis.domain.messages import Ignore, ParseOptions, parse_message
+from idds_vis.sources.stomp_remote import CLOSE_TIMEOUT, ConnectionSpec
+
+log = logging.getLogger("idds_vis.sources.stomp_receiver")
+
+REPORT_EVERY = 0.05  # seconds between counts of what was acked here
+
+
+class _Channel:
+    """The socket pair, written from several threads."""
+
+    def __init__(self, chan: Connection) -> None:
+        self.chan = chan
+        self._lock = threading.Lock()
+
+    def send(self, *event: object) -> None:
+        with self._lock, contextlib.suppress(OSError, ValueError):  # the agent is gone
+            self.chan.send(event)
+
+
+class _Listener:
+    """stomp.py's listener: ignorable messages acked here, everything else passed over."""
+
+    def __init__(self, conn: Any, out: _Channel, options: ParseOptions | None) -> None:
+        self.conn = conn
+        self.out = out
+        self.options = options
+        self.ignored = 0
+        self._counting = threading.Lock()
+        self.disconnected = threading.Event()
+
+    def on_connected(self, frame: Any) -> None:
+        self.out.send("connected", dict(frame.headers))
+
+    def on_message(self, frame: Any) -> None:
+        body = frame.body if isinstance(frame.body, bytes) else bytes(frame.body or b"")
+        headers = dict(frame.headers)
+        if self.options is not None and self._acked_here(headers, body, self.options):
+            return
+        self.out.send("message", headers, body)
+
+    def _acked_here(self, headers: dict[str, str], body: bytes, options: ParseOptions) -> bool:
+        # Anything unexpected (an ack that fails) sends the message over the normal way.
+        try:
+            if not isinstance(parse_message(headers, body, options), Ignore):
+                return False
+            self.conn.ack(headers.get("ack") or headers.get("message-id", ""))
+        except Exception:
+            return False
+        with self._counting:
+            self.ignored += 1
+        return True
+
+    def take_ignored(self) -> int:
+        with self._counting:
+            count, self.ignored = self.ignored, 0
+        return count
+
+    def on_receipt(self, frame: Any) -> None:
+        self.out.send("receipt", str(frame.headers.get("receipt-id", "")))
+
+    def on_error(self, frame: Any) -> None:
+        body = frame.body if isinstance(frame.body, bytes) else bytes(frame.body or b"")
+        self.out.send("error", dict(frame.headers), body)
+
+    def on_disconnected(self) -> None:
+        self.report()
+        self.disconnected.set()
+        self.out.send("disconnected")
+
+    def on_heartbeat_timeout(self) -> None:
+        self.out.send("heartbeat_timeout")
+
+    def report(self) -> None:
+        count = self.take_ignored()
+        if count:
+            self.out.send("ignored", count)
+
+
+def _reporter(listener: _Listener, stop: threading.Event) -> None:
+    while not stop.wait(REPORT_EVERY):
+        listener.report()
+
+
+def run(chan: Connection) -> None:
+    spec = chan.recv()
+    if not isinstance(spec, ConnectionSpec):
+        raise SystemExit(f"stomp_receiver: expected a ConnectionSpec, got {type(spec).__name__}")
+    conn = stomp.Connection12(
+        host_and_ports=spec.hosts,
+        prefer_localhost=False,  # keep the configured order
+        try_loopback_connect=False,
+        reconnect_attempts_max=1,  # the agent's backoff decides when to try again
+        timeout=spec.timeout,
+        heartbeats=spec.heartbeats,
+        heart_beat_receive_scale=2.0,
+        vhost=spec.vhost,
+        auto_decode=False,  # raw bytes: stomp.py would replace bad UTF-8 silently
+    )
+    out = _Channel(chan)
+    listener = _Listener(conn, out, spec.ignore)
+    conn.set_listener("idds-vis", listener)
+    stop = threading.Event()
+    threading.Thread(target=_reporter, args=(listener, stop), daemon=True).start()
+    disconnecting = False
+    try:
+        while True:
+            try:
+                command = chan.recv()
+            except (EOFError, OSError):
+                return  # the agent is gone
+            op, args = command[0], command[1:]
+            if op == "close":
+                if disconnecting:  # let DISCONNECT's receipt arrive (it confirms every ack)
+                    listener.disconnected.wait(CLOSE_TIMEOUT)
+                return
+            try:
+                if op == "connect":
+                    conn.connect(args[0], args[1], wait=False)
+                elif op == "subscribe":
+                    destination, sub_id, ack, headers = args
+                    conn.subscribe(destination, sub_id, ack=ack, headers=headers)
+                elif op == "ack":
+                    conn.ack(args[0])
+                elif op == "send":
+                    destination, body, headers = args
+                    conn.send(destination, body, headers=headers)
+                elif op == "disconnect":
+                    disconnecting = True
+                    conn.disconnect(receipt=args[0])
+                else:
+                    log.error("unknown command %r", op)
+            except Exception as exc:
+                # stomp.py's ConnectFailedException has no message: name the type too.
+                what = f"{type(exc).__name__}: {exc}".rstrip(": ")
+                log.info("%s failed: %s", op, what)
+                out.send("failed", f"{op}: {what}")
+                if op == "connect":
+                    return
+    finally:
+        stop.set()
+        listener.report()
+        with contextlib.suppress(Exception):
+            transport = conn.transport
+            if transport.socket is not None or transport.running:
+                transport.disconnect_socket()
+
+
+def main(argv: list[str]) -> None:
+    logging.basicConfig(
+        level=logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    run(Connection(int(argv[1])))
+
+
+if __name__ == "__main__":
+    main(sys.argv)
