@@ -142,6 +142,10 @@ class ActiveMQ:
         (self.conf / "log4j.properties").write_text(_LOG4J.format(**values))
 
     @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

@@ -57,10 +57,10 @@ class _Listener:
 
     def on_message(self, frame: Any) -> None:
         body = frame.body if isinstance(frame.body, bytes) else bytes(frame.body or b"")
-        headers = dict(frame.headers)
+        headers = frame.headers  # stomp.py's own dict, made for this frame
         if self.options is not None and self._acked_here(headers, body, self.options):
             return
-        self.out.send("message", headers, body)
+        self.out.send("message", dict(headers), body)
 
     def _acked_here(self, headers: dict[str, str], body: bytes, options: ParseOptions) -> bool:
         # Anything unexpected (an ack that fails) sends the message over the normal way.

@@ -332,7 +332,7 @@ def child(args: argparse.Namespace) -> None:
 
 def run_child(role: str, address: BrokerAddress, destination: str, expect: int, work: Path,
               dlq: str, profile: str | None = None) -> dict[str, Any]:  # fmt: skip
-    state = work / f"state-{uuid.uuid4().hex[:8]}"
+    state = (LEDGER_DIR or work) / f"state-{uuid.uuid4().hex[:8]}"
     argv = [sys.executable, __file__, "--role", role, "--port", str(address.port),
             "--user", address.user, "--password", address.password, "--queue", destination,
             "--expect", str(expect), "--state", str(state), "--dlq", dlq,
@@ -346,12 +346,26 @@ def run_child(role: str, address: BrokerAddress, destination: str, expect: int, 
     return result
 
 
+BROKER_PID: int | None = None  # the ActiveMQ JVM, once started
+LEDGER_DIR: Path | None = None  # --ledger-dir
+
+
+def broker_cpu() -> float:
+    """CPU seconds so far of the broker: on one machine it takes its share of the cores."""
+    if BROKER_PID is None:
+        return 0.0
+    times = psutil.Process(BROKER_PID).cpu_times()
+    return float(times.user + times.system)
+
+
 def one_drain(role: str, address: BrokerAddress, stream: list[tuple[dict[str, str], bytes]],
               work: Path, dlq: str, relevant_count: int,
               profile: str | None = None) -> dict[str, Any]:  # fmt: skip
     destination = f"/queue/bench.intake.{role}.{uuid.uuid4().hex[:8]}"
     load(address, destination, stream)
+    before = broker_cpu()
     result = run_child(role, address, destination, len(stream), work, dlq, profile)
+    result["broker"] = broker_cpu() - before  # the broker serves this drain alone
     left = browse(address, destination)
     if left or result["messages"] != len(stream):
         raise SystemExit(f"{role}: {result['messages']} handled, {left} left on {destination}")
@@ -373,6 +387,9 @@ def main() -> None:
                         help="one message in this many is a vis_request")  # fmt: skip
     parser.add_argument("--warmup", type=int, default=2_000,
                         help="messages in the untimed warm-up pair (0: none)")  # fmt: skip
+    parser.add_argument("--ledger-dir", type=Path,
+                        help="where the agents' SQLite ledgers go (default: the work dir); "
+                             "/dev/shm shows what the commits' fsyncs cost")  # fmt: skip
     parser.add_argument("--profile", metavar="FILE",
                         help="also profile one agent drain into FILE (cProfile)")  # fmt: skip
     # The child roles (internal).
@@ -393,6 +410,8 @@ def main() -> None:
     broker = ActiveMQ(work / "activemq")
     print(f"ActiveMQ up in {broker.start():.1f} s; {args.messages} messages per drain, "
           f"{relevant_count} relevant; work dir {work}", flush=True)  # fmt: skip
+    global BROKER_PID, LEDGER_DIR
+    BROKER_PID, LEDGER_DIR = broker.pid, args.ledger_dir
     try:
         address = broker.address
         if args.warmup:
@@ -417,16 +436,18 @@ def main() -> None:
     n = args.messages
     rate = {role: med(n / r["wall"] for r in rs) for role, rs in results.items()}
     cpu_k = {role: med(r["cpu"] for r in rs) / n * 1000 for role, rs in results.items()}
+    broker_k = {role: med(r["broker"] for r in rs) / n * 1000 for role, rs in results.items()}
     print(f"\nmedians of {args.runs} interleaved runs, {n} messages each "
           f"(1 in {args.relevant_every} relevant)")  # fmt: skip
     print()
-    print(f"{'consumer':44} {'msg/s':>8} {'wall s':>7} {'CPU s/1000 msg':>15}")
+    print(f"{'consumer':44} {'msg/s':>8} {'wall s':>7} {'CPU s/1000 msg':>15} {'broker':>7}")
     labels = {"bare": "bare stomp.py, ack only (client-individual)",
               "agent": "agent (intake + pipeline workers)",
               "intake": "intake alone (agent not started)"}  # fmt: skip
     for role in ROLES:
         wall = med(r["wall"] for r in results[role])
-        print(f"{labels[role]:44} {rate[role]:8.0f} {wall:7.2f} {cpu_k[role]:15.3f}")
+        print(f"{labels[role]:44} {rate[role]:8.0f} {wall:7.2f} {cpu_k[role]:15.3f} "
+              f"{broker_k[role]:7.3f}")  # fmt: skip
     print(f"\nCPU ms per 1000 messages by thread (medians): "
           f"{', '.join(g for g, _ in THREAD_GROUPS)}, other")  # fmt: skip
     for role in ROLES:
