@@ -9,6 +9,7 @@ sentinel was left behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import queue
 import random
@@ -19,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import pytest_asyncio
 import stomp
@@ -33,7 +35,7 @@ from idds_vis.ledger import SqlLedger
 from idds_vis.ports.source import Delivery, MessageSource
 from idds_vis.sources import StompSettings, StompSource
 from idds_vis.sources.stomp import ORIGINAL_DESTINATION_HEADER, REASON_HEADER
-from idds_vis.sources.stomp_remote import FastIgnore
+from idds_vis.sources.stomp_remote import RECEIVER_MODULE, FastIgnore
 from tests.activemq import ActiveMQ, BrokerAddress
 from tests.fakes import FakeDeployer, make_agent
 from tests.message_fixtures import fixture_body, fixture_message
@@ -465,6 +467,43 @@ async def test_a_silent_broker_is_noticed_by_heartbeats(private_broker):
             await agent.wait_for(1)
         await asyncio.to_thread(bus.close)
         assert source.connections >= 2
+
+
+def receiver_processes() -> list[psutil.Process]:
+    """This process's STOMP receiver processes (idds_vis.sources.stomp_receiver)."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if RECEIVER_MODULE in " ".join(child.cmdline()):
+                found.append(child)
+    return found
+
+
+async def test_a_killed_receiver_process_is_replaced_and_nothing_is_lost(activemq_broker, bus):
+    """The connection lives in a receiver process: when it dies, the source connects again
+    with a new one, the broker hands back what was unacked, and every message is committed;
+    once the source stops, no receiver process is left."""
+    dest = f"/queue/{unique('receiver')}"
+    agent = RecordingAgent()
+    agent.gates["5"] = asyncio.Event()  # hold the 5th in submit while its receiver dies
+    async with running_intake(activemq_broker, dest, agent) as (source, _):
+        await asyncio.to_thread(bus.publish, dest, [task_status(i) for i in range(1, 21)])
+        async with asyncio.timeout(HANG_GUARD):
+            await agent.entered.setdefault("5", asyncio.Event()).wait()
+        (receiver,) = receiver_processes()
+        receiver.kill()
+        async with asyncio.timeout(HANG_GUARD):
+            while source.connections < 2:
+                await asyncio.sleep(0.01)  # the next connection's count; polled, bounded
+        agent.gates["5"].set()
+        await asyncio.to_thread(bus.publish, dest, [task_status(999)])  # a sentinel, after
+        async with asyncio.timeout(HANG_GUARD):
+            await agent.wait_for(21)
+        assert source.connections == 2
+        assert [p.pid for p in receiver_processes()] != [receiver.pid]
+    assert sorted(int(k.task_id) for k in agent.records) == [*range(1, 21), 999]
+    assert await asyncio.to_thread(bus.leftovers, dest) == []
+    assert receiver_processes() == []
 
 
 # -- the intake's own decisions, on an in-memory source (no broker) -----------------------
