@@ -78,16 +78,14 @@ def insert_for(conn: AsyncConnection) -> postgresql.Insert | sqlite.Insert:
 def submit_for(conn: AsyncConnection) -> ReturningInsert[Any]:
     """INSERT a new record unless its key (or name) has one, returning the row; the values
     are bound per execution (see ``_LOG``)."""
-    return _SUBMIT[conn.dialect.name == "postgresql"]
+    return _SUBMIT[conn.dialect.name]
 
 
 # ON CONFLICT DO NOTHING rather than catching IntegrityError: on PostgreSQL a failed statement
 # aborts the transaction, and the racing loser must not error.
 _SUBMIT = {
-    pg: (postgresql.insert(instances) if pg else sqlite.insert(instances))
-    .on_conflict_do_nothing()
-    .returning(*instances.c)
-    for pg in (False, True)
+    "postgresql": postgresql.insert(instances).on_conflict_do_nothing().returning(*instances.c),
+    "sqlite": sqlite.insert(instances).on_conflict_do_nothing().returning(*instances.c),
 }
 
 

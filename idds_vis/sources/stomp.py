@@ -336,7 +336,7 @@ class StompSource:
         self._link = link
         try:
             async with asyncio.timeout(s.connect_timeout):
-                await asyncio.to_thread(conn.connect, s.user, s.password, wait=False)
+                await asyncio.to_thread(conn.connect, s.user, s.password)
                 await link.wait_connected()
             for index, destination in enumerate(s.subscriptions):
                 await self._subscribe(link, f"{s.subscription_id_prefix}-{index}", destination)

@@ -109,7 +109,7 @@ class StompLink:
 class ThreadListener:
     """The listener stomp.py calls on its own threads; it only forwards to the loop.
 
-    Duck-typed (stomp.py looks methods up by name), so it needs no untyped base class.
+    Its methods are those of a stomp.py listener, called by name by ``RemoteConnection``.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, link: StompLink, sink: MessageSink) -> None:
@@ -126,22 +126,22 @@ class ThreadListener:
         self._call(self._link.on_connected)
 
     def on_message(self, frame: Any) -> None:
-        body = frame.body if isinstance(frame.body, bytes) else bytes(frame.body or b"")
-        self._call(self._sink, self._link, dict(frame.headers), body)
+        # The receiver process sent this frame's own headers dict and bytes body.
+        self._call(self._sink, self._link, frame.headers, frame.body)
 
-    def on_failure(self, reason: str) -> None:
+    def on_failure(self, command: str, reason: str) -> None:
         """A command failed in the receiver process; a failed connect ends the connection."""
-        if reason.startswith("connect:"):
-            self._call(self._link.on_connect_failed, reason.removeprefix("connect:").strip())
+        if command == "connect":
+            self._call(self._link.on_connect_failed, reason)
         else:
-            log.info("STOMP connection #%d: %s", self._link.generation, reason)
+            log.info("STOMP connection #%d: %s failed: %s", self._link.generation, command,
+                     reason)  # fmt: skip
 
     def on_receipt(self, frame: Any) -> None:
         self._call(self._link.on_receipt, str(frame.headers.get("receipt-id", "")))
 
     def on_error(self, frame: Any) -> None:
-        body = frame.body if isinstance(frame.body, bytes) else bytes(frame.body or b"")
-        self._call(self._link.on_error, dict(frame.headers), body)
+        self._call(self._link.on_error, frame.headers, frame.body)
 
     def on_disconnected(self) -> None:
         self._call(self._link.on_closed)

@@ -139,7 +139,7 @@ def run(chan: Connection) -> None:
                 return
             try:
                 if op == "connect":
-                    conn.connect(args[0], args[1], wait=False)
+                    conn.connect(args[0], args[1], wait=False)  # CONNECTED comes as an event
                 elif op == "subscribe":
                     destination, sub_id, ack, headers = args
                     conn.subscribe(destination, sub_id, ack=ack, headers=headers)
@@ -157,7 +157,7 @@ def run(chan: Connection) -> None:
                 # stomp.py's ConnectFailedException has no message: name the type too.
                 what = f"{type(exc).__name__}: {exc}".rstrip(": ")
                 log.info("%s failed: %s", op, what)
-                out.send("failed", f"{op}: {what}")
+                out.send("failed", op, what)
                 if op == "connect":
                     return
     finally:

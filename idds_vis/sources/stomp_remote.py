@@ -80,9 +80,8 @@ class RemoteConnection:
         self._listener = listener
 
     # -- stomp.Connection12's calls (blocking: StompSource runs them in worker threads) -----
-    def connect(self, username: str | None, passcode: str | None, wait: bool = False) -> None:
-        if wait:
-            raise ValueError("RemoteConnection.connect reports CONNECTED to the listener")
+    def connect(self, username: str | None, passcode: str | None) -> None:
+        """Start the receiver and connect; CONNECTED (or the failure) comes to the listener."""
         self._start()
         self._send(("connect", username, passcode))
 
@@ -153,7 +152,7 @@ class RemoteConnection:
                 elif kind == "error":
                     listener.on_error(Frame(event[1], event[2]))
                 elif kind == "failed":
-                    listener.on_failure(event[1])
+                    listener.on_failure(event[1], event[2])
                 elif kind == "heartbeat_timeout":
                     listener.on_heartbeat_timeout()
                 elif kind == "disconnected":
