@@ -16,13 +16,13 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 def make_engine(url: URL) -> AsyncEngine:
     if url.get_backend_name() == "sqlite":
         engine = create_async_engine(url)
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", sqlite_pragmas)
         return engine
     # The agent runs for days; a PostgreSQL restart must not leave it with dead connections.
     return create_async_engine(url, pool_pre_ping=True)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
         # busy_timeout first: switching to WAL itself needs a lock another process may hold.

@@ -160,7 +160,7 @@ class SqlClaims:
             if row is None:
                 return None
             inst = to_instance(row)
-            await ops.log(conn, key, Phase.REQUESTED, now, inst.attempt, reason)
+            await conn.run_sync(ops.log, key, Phase.REQUESTED, now, inst.attempt, reason)
         return inst
 
 

@@ -1,4 +1,5 @@
-"""Statements shared by the ledger's methods; each runs inside the caller's transaction."""
+"""Statements shared by the ledger's methods; each runs inside the caller's transaction, on the
+sync Connection ``idds_vis.ledger.runner`` hands the method."""
 
 from __future__ import annotations
 
@@ -6,15 +7,14 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import inspect, select, text, update
+from sqlalchemy import Connection, bindparam, inspect, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
-from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.dml import ReturningInsert
+from sqlalchemy.sql.dml import ReturningInsert, ReturningUpdate
 
 from idds_vis.domain.errors import InvalidTransition, NotFound
 from idds_vis.domain.models import InstanceKey, VisRequest
-from idds_vis.domain.phases import Phase, check_transition
+from idds_vis.domain.phases import Phase, can_transition, check_transition
 from idds_vis.ledger.schema import events, instances, metadata
 
 
@@ -69,13 +69,13 @@ def new_row(request: VisRequest, now: datetime) -> dict[str, Any]:
     }
 
 
-def insert_for(conn: AsyncConnection) -> postgresql.Insert | sqlite.Insert:
+def insert_for(conn: Connection) -> postgresql.Insert | sqlite.Insert:
     if conn.dialect.name == "postgresql":
         return postgresql.insert(instances)
     return sqlite.insert(instances)
 
 
-def submit_for(conn: AsyncConnection) -> ReturningInsert[Any]:
+def submit_for(conn: Connection) -> ReturningInsert[Any]:
     """INSERT a new record unless its key (or name) has one, returning the row; the values
     are bound per execution (see ``_LOG``)."""
     return _SUBMIT[conn.dialect.name]
@@ -89,17 +89,17 @@ _SUBMIT = {
 }
 
 
-async def fetch(
-    conn: AsyncConnection, key: InstanceKey, *, lock: bool = False
+def fetch(
+    conn: Connection, key: InstanceKey, *, lock: bool = False
 ) -> RowMapping | None:
     query = select(instances).where(where_key(key))
     if lock:
         query = query.with_for_update()  # rendered on PostgreSQL only; SQLite relies on move()
-    return (await conn.execute(query)).mappings().first()
+    return conn.execute(query).mappings().first()
 
 
-async def move(
-    conn: AsyncConnection, row_id: int, was: Phase, change: dict[str, Any]
+def move(
+    conn: Connection, row_id: int, was: Phase, change: dict[str, Any]
 ) -> RowMapping | None:
     """Apply ``change`` only if the row is still in phase ``was``; the new row, or None."""
     stmt = (
@@ -108,11 +108,67 @@ async def move(
         .values(change)
         .returning(*instances.c)
     )
-    return (await conn.execute(stmt)).mappings().first()
+    return conn.execute(stmt).mappings().first()
 
 
-async def log(
-    conn: AsyncConnection,
+def move_from(
+    conn: Connection, key: InstanceKey, sources: frozenset[Phase], change: dict[str, Any]
+) -> RowMapping | None:
+    """Apply ``change`` (plain values only) to the record of ``key`` if its phase is one of
+    ``sources``, in one statement; the new row, or None (no record, or another phase)."""
+    stmt = _MOVES.get(sources)
+    if stmt is None:
+        # No .values(): the SET clause comes from the keys bound at execution, so one
+        # statement serves every change; its compiled form is cached per key set.
+        stmt = _MOVES[sources] = (
+            update(instances)
+            .where(
+                instances.c.task_id == bindparam("key_task_id"),
+                instances.c.tool == bindparam("key_tool"),
+                instances.c.phase.in_(sorted(p.value for p in sources)),
+            )
+            .returning(*instances.c)
+        )
+    params = {**change, "key_task_id": key.task_id, "key_tool": key.tool}
+    return conn.execute(stmt, params).mappings().first()
+
+
+_MOVES: dict[frozenset[Phase], ReturningUpdate[Any]] = {}
+
+
+def sources_of(target: Phase, expect: Collection[Phase] | None) -> frozenset[Phase]:
+    """The phases a record may leave for ``target`` (narrowed to ``expect`` if given)."""
+    allowed = frozenset(p for p in Phase if can_transition(p, target))
+    return allowed if expect is None else allowed & frozenset(expect)
+
+
+def claim_oldest() -> ReturningUpdate[Any]:
+    """Move the oldest requested record to resolving in one statement; see ``_CLAIM``."""
+    return _CLAIM
+
+
+# PostgreSQL: the subquery locks the row it picks (SKIP LOCKED passes over rows other
+# claimants hold), so the outer UPDATE never loses it. SQLite: the UPDATE holds the write lock
+# from before the subquery reads. The alias keeps the subquery from correlating to the UPDATE.
+_OLDEST = instances.alias("oldest")
+_CLAIM = (
+    update(instances)
+    .where(
+        instances.c.id
+        == select(_OLDEST.c.id)
+        .where(_OLDEST.c.phase == Phase.REQUESTED.value)
+        .order_by(_OLDEST.c.created_at, _OLDEST.c.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery(),
+        instances.c.phase == Phase.REQUESTED.value,
+    )
+    .returning(*instances.c)
+)
+
+
+def log(
+    conn: Connection,
     key: InstanceKey,
     phase: Phase,
     at: datetime,
@@ -127,7 +183,7 @@ async def log(
         "at": at,
         "reason": reason,
     }
-    await conn.execute(_LOG, row)
+    conn.execute(_LOG, row)
 
 
 # Built once, values bound per execution: building ``.values(row)`` each time cost more than

@@ -1,8 +1,10 @@
-"""``SqlLedger``: the Ledger port on SQLAlchemy async: SQLite (aiosqlite), PostgreSQL (asyncpg).
+"""``SqlLedger``: the Ledger port on SQLAlchemy: SQLite (pysqlite in threads of our own),
+PostgreSQL (asyncpg). Each method's SQL is a sync function; ``idds_vis.ledger.runner`` says
+where it runs and why.
 
 Concurrency: every write is guarded twice. PostgreSQL locks the row it reads (FOR UPDATE, and
 SKIP LOCKED when claiming). SQLite has no row locks, so each UPDATE also names the phase it
-read (``WHERE id = ? AND phase = ?``); zero rows back means another writer moved the record
+read (``WHERE ... AND phase IN (...)``); zero rows back means another writer moved the record
 first, and the method reads again and re-checks instead of overwriting that move.
 """
 
@@ -13,7 +15,8 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Connection, func, select, update
+from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -24,6 +27,7 @@ from idds_vis.ledger import ops
 from idds_vis.ledger.access import AccessLedgerMixin, insert_audit
 from idds_vis.ledger.engine import make_engine
 from idds_vis.ledger.rows import EXPIRABLE, to_event, to_instance
+from idds_vis.ledger.runner import Runner
 from idds_vis.ledger.schema import events, instances
 from idds_vis.ledger.urls import parse_async_url, sqlite_file
 
@@ -44,6 +48,7 @@ class SqlLedger(AccessLedgerMixin):
     def __init__(self, url: str) -> None:
         self._url = parse_async_url(url)
         self._engine = make_engine(self._url)
+        self._db = Runner(self._url, self._engine, sqlite_file(self._url) is not None)
 
     @property
     def url(self) -> str:
@@ -64,21 +69,14 @@ class SqlLedger(AccessLedgerMixin):
             path.parent.mkdir(parents=True, exist_ok=True)
         for attempt in range(1, _OPEN_ATTEMPTS + 1):
             try:
-                async with self._engine.begin() as conn:
-                    if conn.dialect.name == "postgresql":
-                        await conn.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
-                    else:
-                        # The write lock first: the DDL is then one transaction that other
-                        # openers wait for (busy_timeout), instead of a race they may lose.
-                        await conn.exec_driver_sql("BEGIN IMMEDIATE")
-                    await conn.run_sync(ops.create_schema)
+                await self._db.write(_create_schema)
                 return
             except DBAPIError:
                 if attempt == _OPEN_ATTEMPTS:
                     raise
 
     async def close(self) -> None:
-        await self._engine.dispose()
+        await self._db.close()
 
     async def submit(
         self, request: VisRequest, now: datetime, *, actor: str | None = None,
@@ -87,32 +85,31 @@ class SqlLedger(AccessLedgerMixin):
         ops.aware("now", now)
         key = request.key
         values = ops.new_row(request, now)
+
         # One transaction and, for a new record, no read-back: a triggering message waits
         # for this commit before its ack (tests/bench/bench_intake.py).
-        async with self._engine.begin() as conn:
-            row = (await conn.execute(ops.submit_for(conn), values)).mappings().first()
-            created = row is not None
-            if created:
-                await ops.log(conn, key, Phase.REQUESTED, now, attempt=1)
-                if actor is not None:
-                    await insert_audit(conn, actor, "start", key, now, 1, detail)
-            else:
-                row = await ops.fetch(conn, key)
+        def run(conn: Connection) -> tuple[RowMapping | None, bool]:
+            row = conn.execute(ops.submit_for(conn), values).mappings().first()
+            if row is None:
+                return ops.fetch(conn, key), False
+            ops.log(conn, key, Phase.REQUESTED, now, attempt=1)
+            if actor is not None:
+                insert_audit(conn, actor, "start", key, now, 1, detail)
+            return row, True
+
+        row, created = await self._db.write(run)
         if row is None:
             # The insert was skipped for the unique name, not the key: a hash collision.
             raise VisError(f"instance name {key.name} is already used by another task")
         return to_instance(row), created
 
     async def get(self, key: InstanceKey) -> Instance | None:
-        async with self._engine.connect() as conn:
-            row = await ops.fetch(conn, key)
+        row = await self._db.read(ops.fetch, key)
         return to_instance(row) if row is not None else None
 
     async def get_by_name(self, name: str) -> Instance | None:
-        async with self._engine.connect() as conn:
-            result = await conn.execute(select(instances).where(instances.c.name == name))
-            row = result.mappings().first()
-        return to_instance(row) if row is not None else None
+        found = await self._instances(select(instances).where(instances.c.name == name))
+        return found[0] if found else None
 
     async def find(
         self, *, task_id: str | None = None, task_name: str | None = None
@@ -128,13 +125,15 @@ class SqlLedger(AccessLedgerMixin):
         return await self._instances(query)
 
     async def name_task(self, key: InstanceKey, task_name: str) -> Instance:
-        async with self._engine.begin() as conn:
-            await conn.execute(
+        def run(conn: Connection) -> RowMapping | None:
+            conn.execute(
                 update(instances)
                 .where(ops.where_key(key), instances.c.task_name.is_(None))
                 .values(task_name=task_name)
             )
-            row = await ops.fetch(conn, key)
+            return ops.fetch(conn, key)
+
+        row = await self._db.write(run)
         if row is None:
             raise ops.not_found(key)
         return to_instance(row)
@@ -147,25 +146,17 @@ class SqlLedger(AccessLedgerMixin):
 
     async def claim(self, now: datetime, claimant: str) -> Instance | None:
         ops.aware("now", now)
-        while True:
-            async with self._engine.begin() as conn:
-                oldest = (
-                    select(instances.c.id)
-                    .where(instances.c.phase == Phase.REQUESTED.value)
-                    .order_by(instances.c.created_at, instances.c.id)
-                    .limit(1)
-                    .with_for_update(skip_locked=True)
-                )
-                candidate = (await conn.execute(oldest)).scalar()
-                if candidate is None:
-                    return None
-                change = {"phase": Phase.RESOLVING.value, "claimed_by": claimant, "updated_at": now}
-                row = await ops.move(conn, candidate, Phase.REQUESTED, change)
-                if row is None:
-                    continue  # another claimant took it: try the next oldest
-                inst = to_instance(row)
-                await ops.log(conn, inst.key, Phase.RESOLVING, now, inst.attempt)
-                return inst
+        change = {"phase": Phase.RESOLVING.value, "claimed_by": claimant, "updated_at": now}
+
+        def run(conn: Connection) -> Instance | None:
+            row = conn.execute(ops.claim_oldest(), change).mappings().first()
+            if row is None:
+                return None
+            inst = to_instance(row)
+            ops.log(conn, inst.key, Phase.RESOLVING, now, inst.attempt)
+            return inst
+
+        return await self._db.write(run)
 
     async def transition(
         self,
@@ -192,31 +183,38 @@ class SqlLedger(AccessLedgerMixin):
             change["expires_at"] = ops.aware("expires_at", expires_at)
         optional = {"url": url, "handle": handle, "source": source}
         change.update({name: value for name, value in optional.items() if value is not None})
-        while True:
-            async with self._engine.begin() as conn:
-                current = await ops.fetch(conn, key, lock=True)
+        sources = ops.sources_of(phase, expect)
+
+        def run(conn: Connection) -> Instance:
+            # One conditional UPDATE names the phases the record may leave; only when it
+            # matches nothing is the record read, to say why (or, if it has meanwhile moved
+            # into a phase it may leave, to try again).
+            while True:
+                row = ops.move_from(conn, key, sources, change)
+                if row is not None:
+                    inst = to_instance(row)
+                    ops.log(conn, key, phase, now, inst.attempt, reason)
+                    return inst
+                current = ops.fetch(conn, key)
                 if current is None:
                     raise ops.not_found(key)
                 was = Phase(current["phase"])
-                ops.check(key, was, phase, expect)
-                row = await ops.move(conn, current["id"], was, change)
-                if row is None:
-                    continue  # moved under us: check again against its new phase
-                inst = to_instance(row)
-                await ops.log(conn, key, phase, now, inst.attempt, reason)
-                return inst
+                if was not in sources:
+                    ops.check(key, was, phase, expect)  # raises: it may not leave ``was``
+                    raise AssertionError(f"{was.value} -> {phase.value} passed check")
+
+        return await self._db.write(run)
 
     async def set_expiry(self, key: InstanceKey, expires_at: datetime, now: datetime) -> Instance:
         ops.aware("expires_at", expires_at)
         ops.aware("now", now)
-        async with self._engine.begin() as conn:
-            stmt = (
-                update(instances)
-                .where(ops.where_key(key))
-                .values(expires_at=expires_at, updated_at=now)
-                .returning(*instances.c)
-            )
-            row = (await conn.execute(stmt)).mappings().first()
+        stmt = (
+            update(instances)
+            .where(ops.where_key(key))
+            .values(expires_at=expires_at, updated_at=now)
+            .returning(*instances.c)
+        )
+        row = await self._db.write(lambda conn: conn.execute(stmt).mappings().first())
         if row is None:
             raise ops.not_found(key)
         return to_instance(row)
@@ -238,8 +236,7 @@ class SqlLedger(AccessLedgerMixin):
         query = select(func.min(instances.c.expires_at)).where(
             instances.c.phase.in_([p.value for p in EXPIRABLE])
         )
-        async with self._engine.connect() as conn:
-            value: datetime | None = (await conn.execute(query)).scalar()
+        value: datetime | None = await self._db.read(lambda conn: conn.execute(query).scalar())
         return value
 
     async def history(self, key: InstanceKey) -> builtins.list[PhaseEvent]:
@@ -248,8 +245,7 @@ class SqlLedger(AccessLedgerMixin):
             .where(events.c.task_id == key.task_id, events.c.tool == key.tool)
             .order_by(events.c.id)
         )
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(query)).mappings().all()
+        rows = await self._db.read(lambda conn: conn.execute(query).mappings().all())
         return [to_event(row) for row in rows]
 
     async def relaunch(self, key: InstanceKey, now: datetime) -> Instance:
@@ -264,9 +260,10 @@ class SqlLedger(AccessLedgerMixin):
             "claimed_by": None,
             "updated_at": now,
         }
-        while True:
-            async with self._engine.begin() as conn:
-                current = await ops.fetch(conn, key, lock=True)
+
+        def run(conn: Connection) -> Instance:
+            while True:
+                current = ops.fetch(conn, key, lock=True)
                 if current is None:
                     raise ops.not_found(key)
                 was = Phase(current["phase"])
@@ -276,17 +273,28 @@ class SqlLedger(AccessLedgerMixin):
                         "can be relaunched"
                     )
                 ops.check(key, was, Phase.REQUESTED, None)
-                row = await ops.move(conn, current["id"], was, change)
+                row = ops.move(conn, current["id"], was, change)
                 if row is None:
                     continue
                 inst = to_instance(row)
-                await ops.log(conn, key, Phase.REQUESTED, now, inst.attempt)
+                ops.log(conn, key, Phase.REQUESTED, now, inst.attempt)
                 return inst
 
+        return await self._db.write(run)
+
     async def _instances(self, query: Any) -> builtins.list[Instance]:
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(query)).mappings().all()
+        rows = await self._db.read(lambda conn: conn.execute(query).mappings().all())
         return [to_instance(row) for row in rows]
+
+
+def _create_schema(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
+    else:
+        # The write lock first: the DDL is then one transaction that other openers wait
+        # for (busy_timeout), instead of a race they may lose.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    ops.create_schema(conn)
 
 
 def _implements_the_port(ledger: SqlLedger) -> Ledger:
