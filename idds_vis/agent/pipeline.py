@@ -17,6 +17,7 @@ from idds_vis.domain.phases import Phase
 from idds_vis.ports import Clock, Deployer, Ledger, ReadinessProbe, Recorder, Stager
 
 log = logging.getLogger(__name__)
+_TOLD = frozenset({Phase.READY, Phase.FAILED})
 
 # An instance naming no artefact source -> where its artefacts are; raises VisError with the
 # reason when there are none (the task does not exist, is not finished, has no outputs...).
@@ -55,9 +56,11 @@ class Pipeline:
         if phase is not Phase.FAILED:  # a failure's caller no longer knows the phase it left
             self.metrics.phase_done(inst.phase, inst.updated_at, updated.updated_at)
         logctx.update(phase=phase.value)
-        log.info(
-            "%s is %s%s", inst.name, phase.value, f": {updated.reason}" if updated.reason else ""
-        )
+        # Every phase is in the ledger's history; the log says at INFO what a person acts on.
+        log.log(
+            logging.INFO if phase in _TOLD else logging.DEBUG,
+            "%s is %s%s", inst.name, phase.value, f": {updated.reason}" if updated.reason else "",
+        )  # fmt: skip
         self.events.publish(updated)
         return updated
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 
 from idds_vis.agent import logctx
 from idds_vis.agent.events import EventBus
@@ -45,19 +46,28 @@ class Reaper:
         # backlog after a leader takeover) started late by the sum of their deletion times.
         self.concurrency = max(1, concurrency)
         self._wake = asyncio.Event()
+        self._next_look: datetime | None = None  # None while looking
 
-    def wake(self) -> None:
+    def wake(self, expires_at: datetime | None = None) -> None:
+        """Look at the ledger again now; given the expiry that changed, only if that is
+        before the next look anyway (a launch sets an expiry a day away: nothing to do)."""
+        later = self._next_look
+        if expires_at is not None and later is not None and expires_at >= later:
+            return
         self._wake.set()
 
     async def run(self) -> None:
         while True:
+            # Cleared before the ledger is read, so a wake during the reads is kept.
+            self._next_look = None
+            self._wake.clear()
             await self.reap_due()
             delay = self.max_wait
             nxt = await self.ledger.next_expiry()
             if nxt is not None:
                 delay = min(delay, (nxt - self.clock.now()).total_seconds())
-            self._wake.clear()
             if delay > 0:
+                self._next_look = self.clock.now() + timedelta(seconds=delay)
                 # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
                 # that races its timeout, and then the agent never stops.
                 with contextlib.suppress(TimeoutError):

@@ -20,7 +20,7 @@ from idds_vis.agent.replicas import Coordination, Replica, keep_running
 from idds_vis.domain.errors import InvalidRequest, NotFound
 from idds_vis.domain.expiry import check_ttl, format_duration
 from idds_vis.domain.models import Instance, InstanceKey, VisRequest
-from idds_vis.domain.phases import LIVE, TERMINAL
+from idds_vis.domain.phases import LIVE, TERMINAL, Phase
 from idds_vis.ports import Clock, Deployer, Ledger, ReadinessProbe, Recorder, Stager
 from idds_vis.ports.ledger import AccessLedger
 
@@ -122,7 +122,7 @@ class Agent:
             raise InvalidRequest("extending that far goes over the maximum TTL")
         inst = await self.ledger.set_expiry(key, new_expiry, self.clock.now())
         await self.deployer.record_expiry(inst)
-        self.reaper.wake()
+        self.reaper.wake(inst.expires_at)
         await self._record("extend", inst, detail=f"by {format_duration(by)} to {new_expiry}")
         return inst
 
@@ -240,8 +240,8 @@ class Agent:
                 continue
             self.events.publish(inst)
             self._work.set()  # there may be more: let another worker look
-            await self.pipeline.run(inst)
-            self.reaper.wake()
+            done = await self.pipeline.run(inst)
+            self.reaper.wake(done.expires_at if done.phase is Phase.READY else None)
 
     async def _reconcile_loop(self) -> None:
         while True:

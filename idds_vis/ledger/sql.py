@@ -15,7 +15,7 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -221,22 +221,11 @@ class SqlLedger(AccessLedgerMixin):
 
     async def due(self, now: datetime) -> builtins.list[Instance]:
         ops.aware("now", now)
-        query = (
-            select(instances)
-            .where(
-                instances.c.phase.in_([p.value for p in EXPIRABLE]),
-                instances.c.expires_at.is_not(None),
-                instances.c.expires_at <= now,
-            )
-            .order_by(instances.c.expires_at, instances.c.id)
-        )
-        return await self._instances(query)
+        rows = await self._db.read(lambda conn: conn.execute(_DUE, {"now": now}).mappings().all())
+        return [to_instance(row) for row in rows]
 
     async def next_expiry(self) -> datetime | None:
-        query = select(func.min(instances.c.expires_at)).where(
-            instances.c.phase.in_([p.value for p in EXPIRABLE])
-        )
-        value: datetime | None = await self._db.read(lambda conn: conn.execute(query).scalar())
+        value: datetime | None = await self._db.read(lambda conn: conn.execute(_NEXT).scalar())
         return value
 
     async def history(self, key: InstanceKey) -> builtins.list[PhaseEvent]:
@@ -285,6 +274,21 @@ class SqlLedger(AccessLedgerMixin):
     async def _instances(self, query: Any) -> builtins.list[Instance]:
         rows = await self._db.read(lambda conn: conn.execute(query).mappings().all())
         return [to_instance(row) for row in rows]
+
+
+# The reaper asks both every time it looks (at least once a second): built once.
+_DUE = (
+    select(instances)
+    .where(
+        instances.c.phase.in_([p.value for p in EXPIRABLE]),
+        instances.c.expires_at.is_not(None),
+        instances.c.expires_at <= bindparam("now", type_=instances.c.expires_at.type),
+    )
+    .order_by(instances.c.expires_at, instances.c.id)
+)
+_NEXT = select(func.min(instances.c.expires_at)).where(
+    instances.c.phase.in_([p.value for p in EXPIRABLE])
+)
 
 
 def _create_schema(conn: Connection) -> None:

@@ -322,7 +322,7 @@ def child(args: argparse.Namespace) -> None:
         work = agent_drain(address, args.queue, args.expect, Path(args.state), args.dlq,
                            started=args.role == "agent")  # fmt: skip
         if args.profile:
-            profiler = cProfile.Profile()
+            profiler = cProfile.Profile(time.thread_time)
             result = profiler.runcall(asyncio.run, work)
             profiler.dump_stats(args.profile)
         else:

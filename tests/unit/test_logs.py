@@ -45,7 +45,8 @@ def captured(tmp_path: Path) -> Iterator[io.StringIO]:
     stream = io.StringIO()
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)
-    configure_logging(json_lines=True, secrets=secrets, stream=stream)
+    # DEBUG: the pipeline says its intermediate phases (staging, ...) at DEBUG only.
+    configure_logging(level=logging.DEBUG, json_lines=True, secrets=secrets, stream=stream)
     yield stream
     root.handlers[:] = saved[0]
     root.setLevel(saved[1])
