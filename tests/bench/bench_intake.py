@@ -24,13 +24,19 @@ connect to the moment the last message is acked, and is checked afterwards: the 
 when browsed, the dead-letter queue too, and the ledger holds one record per relevant message.
 Runs are interleaved (bare, agent, intake, bare, ...) after one untimed warm-up round. It prints
 the medians, the ratio against the 80 % target, and CPU seconds per 1,000 messages. It asserts
-nothing; --profile FILE also writes a cProfile of one extra agent drain (the event-loop thread).
+nothing; --profile FILE also writes a cProfile of one extra agent drain (the event-loop thread,
+by thread CPU time). --postgres puts the ledger on a throwaway PostgreSQL (tests/pg.py), a fresh
+database per drain, and prints the server's CPU per message beside the broker's (it includes
+each database's CREATE TABLEs and backend start-up). Threads by group: stomp.py's receiver
+(here, or the agent's receiver process), the event loop, the ledger's own threads (SQLite),
+aiosqlite's (the lease store), ``to_thread`` workers, the receiver-process reader.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import itertools
 import json
@@ -164,7 +170,8 @@ def browse(address: BrokerAddress, destination: str) -> int:
 # The agent's stomp.py threads run in its receiver process (idds_vis/sources/stomp_remote.py):
 # that process's CPU is counted as "receiver", its event reader here as "reader".
 THREAD_GROUPS = (("receiver", "__io_loop"), ("loop", "MainThread"), ("heartbeat", "heartbeat"),
-                 ("sqlite", "_connection_worker"), ("to_thread", "asyncio_"),
+                 ("ledger", "idds-vis-ledger"), ("aiosqlite", "_connection_worker"),
+                 ("to_thread", "asyncio_"),
                  ("reader", "stomp-remote-reader"))  # fmt: skip
 
 
@@ -244,9 +251,11 @@ def production_agent(settings: Settings) -> Agent:
 
 
 async def agent_drain(address: BrokerAddress, destination: str, expect: int, state: Path,
-                      dlq: str, started: bool) -> dict[str, Any]:  # fmt: skip
+                      dlq: str, started: bool,
+                      database_url: str | None = None) -> dict[str, Any]:  # fmt: skip
     settings = Settings(
         state_dir=state,
+        database_url=database_url,
         stomp_hosts=[f"{address.host}:{address.port}"],
         stomp_subscriptions=[destination],
         stomp_user=address.user,
@@ -320,7 +329,8 @@ def child(args: argparse.Namespace) -> None:
         logging.basicConfig(level=logging.INFO, filename=args.log,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
         work = agent_drain(address, args.queue, args.expect, Path(args.state), args.dlq,
-                           started=args.role == "agent")  # fmt: skip
+                           started=args.role == "agent",
+                           database_url=args.database_url)  # fmt: skip
         if args.profile:
             profiler = cProfile.Profile(time.thread_time)
             result = profiler.runcall(asyncio.run, work)
@@ -339,6 +349,10 @@ def run_child(role: str, address: BrokerAddress, destination: str, expect: int, 
             "--log", str(work / "agent.log")]  # fmt: skip
     if profile:
         argv += ["--profile", profile]
+    if PG_BASE is not None and role != "bare":
+        name = f"bench_{uuid.uuid4().hex[:12]}"
+        subprocess.run(["psql", PG_BASE, "-qc", f"CREATE DATABASE {name}"], check=True)
+        argv += ["--database-url", PG_BASE.rsplit("/", 1)[0] + f"/{name}"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=HANG_GUARD + 60)
     if done.returncode != 0:
         raise SystemExit(f"{role} consumer failed:\n{done.stderr[-3000:]}")
@@ -348,6 +362,22 @@ def run_child(role: str, address: BrokerAddress, destination: str, expect: int, 
 
 BROKER_PID: int | None = None  # the ActiveMQ JVM, once started
 LEDGER_DIR: Path | None = None  # --ledger-dir
+PG_BASE: str | None = None  # --postgres: the throwaway server's URL (libpq form)
+
+
+def postgres_cpu() -> float:
+    """CPU seconds so far of the PostgreSQL server's processes (0 without --postgres)."""
+    if PG_BASE is None:
+        return 0.0
+    total = 0.0
+    for proc in psutil.process_iter(["name"]):
+        if (proc.info["name"] or "").startswith("postgres"):
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+    return total
 
 
 def broker_cpu() -> float:
@@ -363,9 +393,11 @@ def one_drain(role: str, address: BrokerAddress, stream: list[tuple[dict[str, st
               profile: str | None = None) -> dict[str, Any]:  # fmt: skip
     destination = f"/queue/bench.intake.{role}.{uuid.uuid4().hex[:8]}"
     load(address, destination, stream)
-    before = broker_cpu()
+    before, pg_before = broker_cpu(), postgres_cpu()
     result = run_child(role, address, destination, len(stream), work, dlq, profile)
     result["broker"] = broker_cpu() - before  # the broker serves this drain alone
+    # Includes the backends' start-up and the CREATE TABLEs of the fresh database.
+    result["postgres"] = postgres_cpu() - pg_before
     left = browse(address, destination)
     if left or result["messages"] != len(stream):
         raise SystemExit(f"{role}: {result['messages']} handled, {left} left on {destination}")
@@ -390,6 +422,10 @@ def main() -> None:
     parser.add_argument("--ledger-dir", type=Path,
                         help="where the agents' SQLite ledgers go (default: the work dir); "
                              "/dev/shm shows what the commits' fsyncs cost")  # fmt: skip
+    parser.add_argument("--postgres", action="store_true",
+                        help="ledger on a throwaway PostgreSQL (tests/pg.py), one database per "
+                             "drain, instead of SQLite")  # fmt: skip
+    parser.add_argument("--database-url", help=argparse.SUPPRESS)
     parser.add_argument("--profile", metavar="FILE",
                         help="also profile one agent drain into FILE (cProfile)")  # fmt: skip
     # The child roles (internal).
@@ -410,9 +446,16 @@ def main() -> None:
     broker = ActiveMQ(work / "activemq")
     print(f"ActiveMQ up in {broker.start():.1f} s; {args.messages} messages per drain, "
           f"{relevant_count} relevant; work dir {work}", flush=True)  # fmt: skip
-    global BROKER_PID, LEDGER_DIR
+    global BROKER_PID, LEDGER_DIR, PG_BASE
     BROKER_PID, LEDGER_DIR = broker.pid, args.ledger_dir
+    postgres = contextlib.ExitStack()
     try:
+        if args.postgres:
+            from tests.pg import throwaway_postgres
+
+            url = postgres.enter_context(throwaway_postgres())
+            PG_BASE = url.replace("postgresql+asyncpg://", "postgresql://")
+            print(f"PostgreSQL up at {PG_BASE}", flush=True)
         address = broker.address
         if args.warmup:
             warm = make_stream(args.warmup, args.relevant_every, seed=5)
@@ -431,6 +474,7 @@ def main() -> None:
         dead = browse(address, dlq)
     finally:
         broker.stop()
+        postgres.close()
 
     med = statistics.median
     n = args.messages
@@ -440,14 +484,18 @@ def main() -> None:
     print(f"\nmedians of {args.runs} interleaved runs, {n} messages each "
           f"(1 in {args.relevant_every} relevant)")  # fmt: skip
     print()
-    print(f"{'consumer':44} {'msg/s':>8} {'wall s':>7} {'CPU s/1000 msg':>15} {'broker':>7}")
+    pg_k = {role: med(r["postgres"] for r in rs) / n * 1000 for role, rs in results.items()}
+    server = f" {'postgres':>8}" if args.postgres else ""
+    print(f"{'consumer':44} {'msg/s':>8} {'wall s':>7} {'CPU s/1000 msg':>15} {'broker':>7}"
+          + server)
     labels = {"bare": "bare stomp.py, ack only (client-individual)",
               "agent": "agent (intake + pipeline workers)",
               "intake": "intake alone (agent not started)"}  # fmt: skip
     for role in ROLES:
         wall = med(r["wall"] for r in results[role])
+        on_pg = f" {pg_k[role]:8.3f}" if args.postgres else ""
         print(f"{labels[role]:44} {rate[role]:8.0f} {wall:7.2f} {cpu_k[role]:15.3f} "
-              f"{broker_k[role]:7.3f}")  # fmt: skip
+              f"{broker_k[role]:7.3f}{on_pg}")  # fmt: skip
     print(f"\nCPU ms per 1000 messages by thread (medians): "
           f"{', '.join(g for g, _ in THREAD_GROUPS)}, other")  # fmt: skip
     for role in ROLES:
