@@ -84,7 +84,7 @@ async def drive(url: str, requests: int, aiosqlite: bool) -> dict[str, float]:
 
 
 def child(args: argparse.Namespace) -> None:
-    figures = asyncio.run(drive(args.url, args.requests, args.variant == "aiosqlite"))
+    figures = asyncio.run(drive(args.url, args.requests, args.child == "aiosqlite"))
     print(json.dumps(figures))
 
 
