@@ -367,17 +367,9 @@ PG_BASE: str | None = None  # --postgres: the throwaway server's URL (libpq form
 
 def postgres_cpu() -> float:
     """CPU seconds so far of the PostgreSQL server's processes (0 without --postgres)."""
-    if PG_BASE is None:
-        return 0.0
-    total = 0.0
-    for proc in psutil.process_iter(["name"]):
-        if (proc.info["name"] or "").startswith("postgres"):
-            try:
-                times = proc.cpu_times()
-            except psutil.Error:
-                continue
-            total += times.user + times.system
-    return total
+    from tests.pg import server_cpu
+
+    return server_cpu() if PG_BASE is not None else 0.0
 
 
 def broker_cpu() -> float:

@@ -32,8 +32,6 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import psutil
-
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
@@ -98,15 +96,9 @@ def run_child(variant: str, url: str, requests: int) -> dict[str, float]:
 
 
 def postgres_cpu() -> float:
-    total = 0.0
-    for proc in psutil.process_iter(["name"]):
-        if (proc.info["name"] or "").startswith("postgres"):
-            try:
-                times = proc.cpu_times()
-            except psutil.Error:
-                continue
-            total += times.user + times.system
-    return total
+    from tests.pg import server_cpu
+
+    return server_cpu()
 
 
 def main() -> None:
