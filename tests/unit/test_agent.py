@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from idds_vis.agent.events import EventBus
 from idds_vis.agent.reaper import Reaper
 from idds_vis.domain.errors import DeployError, NotFound
 from idds_vis.domain.models import VisRequest
@@ -322,3 +323,35 @@ async def test_a_ui_deployed_while_reconcile_lists_is_not_an_orphan(ledger, depl
         assert VisRequest("4004").key.name in deployer.live
     finally:
         await ledger.close()
+
+
+async def test_a_launch_wakes_the_reaper_only_if_its_expiry_comes_before_the_next_look(deployer):
+    clock = ManualClock()
+    looked = asyncio.Event()
+
+    class NothingDue:
+        async def due(self, now):
+            return []
+
+        async def next_expiry(self):
+            looked.set()
+            return None
+
+    reaper = Reaper(ledger=NothingDue(), deployer=deployer, clock=clock, events=EventBus(),
+                    max_wait=3600)  # fmt: skip
+    running = asyncio.create_task(reaper.run())
+    try:
+        async with asyncio.timeout(30):
+            await looked.wait()  # run() sets its next look before it yields again
+        reaper.wake(clock.now() + timedelta(days=1))  # a launch: expires long after the look
+        assert not reaper._wake.is_set()
+        reaper.wake(clock.now() + timedelta(seconds=1))  # due before the look in an hour
+        assert reaper._wake.is_set()
+        looked.clear()
+        async with asyncio.timeout(30):
+            await looked.wait()  # it looked again at once
+        assert not reaper._wake.is_set()
+        reaper.wake()  # no expiry given (a teardown, a failure): always looks
+        assert reaper._wake.is_set()
+    finally:
+        running.cancel()
