@@ -46,25 +46,21 @@ class Runner:
     async def write(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        def call(conn: Connection) -> T:
-            return fn(conn, *args, **kwargs)
-
-        if self._sync is None:
-            async with self._async.begin() as conn:
-                return await conn.run_sync(call)
-        if self._writer is None:
-            self._writer = ThreadPoolExecutor(1, thread_name_prefix="idds-vis-ledger-write")
-        return await self._in(self._writer, _in_transaction, self._sync, call)
+        return await self._run(lambda conn: fn(conn, *args, **kwargs), write=True)
 
     async def read(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        def call(conn: Connection) -> T:
-            return fn(conn, *args, **kwargs)
+        return await self._run(lambda conn: fn(conn, *args, **kwargs), write=False)
 
+    async def _run(self, call: Callable[[Connection], T], *, write: bool) -> T:
         if self._sync is None:
-            async with self._async.connect() as conn:
+            async with self._async.begin() if write else self._async.connect() as conn:
                 return await conn.run_sync(call)
+        if write:
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="idds-vis-ledger-write")
+            return await self._in(self._writer, _in_transaction, self._sync, call)
         if self._reader is None:
             self._reader = ThreadPoolExecutor(1, thread_name_prefix="idds-vis-ledger-read")
         return await self._in(self._reader, _on_connection, self._sync, call)
