@@ -17,6 +17,7 @@ from idds_vis.agent.pipeline import Pipeline, SourceResolver
 from idds_vis.agent.reaper import Reaper
 from idds_vis.agent.reconciler import Reconciler, ReconcileReport
 from idds_vis.agent.replicas import Coordination, Replica, keep_running
+from idds_vis.agent.wakeup import Wake, WorkSignal
 from idds_vis.domain.errors import InvalidRequest, NotFound
 from idds_vis.domain.expiry import check_ttl, format_duration
 from idds_vis.domain.models import Instance, InstanceKey, VisRequest
@@ -82,7 +83,7 @@ class Agent:
         self.reconciler = Reconciler(
             ledger=ledger, deployer=deployer, reaper=self.reaper, clock=clock, events=self.events
         )
-        self._work = asyncio.Event()
+        self._work = WorkSignal()
         self._tasks: list[asyncio.Task[None]] = []
         # Several replicas on one ledger (idds_vis/agent/replicas.py); None: a lone agent.
         self.replica: Replica | None = None
@@ -109,7 +110,7 @@ class Agent:
         """A record was started outside ``submit`` (the quota queue): tell watchers and wake a
         worker rather than leave it to the next poll."""
         self.events.publish(inst)
-        self._work.set()
+        self._work.notify(inst.key)
 
     async def extend(self, key: InstanceKey, by: timedelta) -> Instance:
         inst = await self._get(key)
@@ -230,18 +231,16 @@ class Agent:
 
     async def _worker(self, index: int) -> None:
         claimant = f"{self.agent_id}/{index}"
+        wake: Wake | None = None  # the first look is unprompted: there may be requests from before
         while True:
             inst = await self.ledger.claim(self.clock.now(), claimant)
-            if inst is None:
-                self._work.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.poll_interval):
-                        await self._work.wait()
-                continue
-            self.events.publish(inst)
-            self._work.set()  # there may be more: let another worker look
-            done = await self.pipeline.run(inst)
-            self.reaper.wake(done.expires_at if done.phase is Phase.READY else None)
+            if inst is not None:
+                self.events.publish(inst)
+                if wake is None or wake.key != inst.key:
+                    self._work.notify()  # not what this worker was woken for: more may wait
+                done = await self.pipeline.run(inst)
+                self.reaper.wake(done.expires_at if done.phase is Phase.READY else None)
+            wake = await self._work.wait(self.poll_interval)
 
     async def _reconcile_loop(self) -> None:
         while True:

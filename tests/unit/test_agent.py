@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from idds_vis.agent.clock import SystemClock
 from idds_vis.agent.events import EventBus
 from idds_vis.agent.reaper import Reaper
 from idds_vis.domain.errors import DeployError, NotFound
@@ -355,3 +356,64 @@ async def test_a_launch_wakes_the_reaper_only_if_its_expiry_comes_before_the_nex
         assert reaper._wake.is_set()
     finally:
         running.cancel()
+
+
+def count_claims(ledger: SqlLedger, first: int) -> tuple[list[str | None], asyncio.Event]:
+    """Every claim the workers make, as the task it took (None: it found nothing), and an
+    event set once ``first`` claims were made."""
+    claims: list[str | None] = []
+    made = asyncio.Event()
+    real = ledger.claim
+
+    async def claim(now, claimant):
+        inst = await real(now, claimant)
+        claims.append(inst.task_id if inst else None)
+        if len(claims) >= first:
+            made.set()
+        return inst
+
+    ledger.claim = claim  # type: ignore[method-assign]
+    return claims, made
+
+
+async def test_each_request_wakes_one_idle_worker_and_costs_one_claim(ledger, deployer):
+    agent = make_agent(ledger, deployer, workers=3)
+    agent.poll_interval = 3600  # no poll in this test: every claim after the first is woken
+    claims, looked = count_claims(ledger, first=3)
+    events = agent.events.subscribe()
+    await agent.start()
+    try:
+        async with asyncio.timeout(30):
+            await looked.wait()  # each worker's first look, at start, found nothing
+        for n in range(4):
+            await agent.submit(VisRequest(f"20{n}", source="archive.tgz"))
+            async with asyncio.timeout(30):
+                ready = await wait_for_phase(agent, events, f"20{n}", READY_OR_FAILED)
+            assert ready.phase is Phase.READY, ready.reason
+        # Three empty first looks at start, then one claim per request: no worker woke for
+        # nothing (with an Event, all three did for each request).
+        assert claims == [None] * 3 + ["200", "201", "202", "203"]
+    finally:
+        await agent.stop()
+        await ledger.close()
+
+
+async def test_a_backlog_from_before_the_start_is_drained_without_waiting_for_a_poll(
+    ledger, deployer
+):
+    await ledger.open()
+    now = SystemClock().now()
+    backlog = {f"30{n}" for n in range(5)}
+    for task in sorted(backlog):
+        await ledger.submit(VisRequest(task, source="archive.tgz"), now)
+    agent = make_agent(ledger, deployer, workers=2)
+    agent.poll_interval = 3600  # a poll would come only after the test's timeout
+    events = agent.events.subscribe()
+    await agent.start()
+    try:
+        async with asyncio.timeout(30):
+            done = await wait_for_all(events, backlog, READY_OR_FAILED)
+        assert {i.phase for i in done.values()} == {Phase.READY}
+    finally:
+        await agent.stop()
+        await ledger.close()
