@@ -514,7 +514,12 @@ def main() -> None:
         print(f"{labels[role]:44} " + " ".join(f"{v:8.0f}" for v in per))
     print()
     for role in ("agent", "intake"):
-        print(f"{role} / bare rate: {rate[role] / rate['bare']:.1%} (target >= 80 %)")
+        # Each round's own ratio too: the rounds run one after another, so a ratio within a
+        # round has the machine's load of that moment on both sides.
+        pairs = zip(results["bare"], results[role], strict=True)
+        rounds = [bare["wall"] / other["wall"] for bare, other in pairs]
+        print(f"{role} / bare rate: {rate[role] / rate['bare']:.1%} (target >= 80 %); "
+              f"by round: {', '.join(f'{x:.0%}' for x in rounds)}")  # fmt: skip
     print(f"dead-lettered: {dead}; every queue browsed empty after its drain")
     if args.profile:
         print(f"\nprofile of one agent drain (event-loop thread), by own time: {args.profile}")
