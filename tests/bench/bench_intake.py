@@ -226,7 +226,10 @@ def bare_drain(address: BrokerAddress, destination: str, expect: int) -> dict[st
         def on_receipt(self, frame: Any) -> None:
             subscribed.set()
 
-    subscribed = threading.Event()
+        def on_disconnected(self) -> None:
+            disconnected.set()
+
+    subscribed, disconnected = threading.Event(), threading.Event()
     begun = time.perf_counter()
     conn = stomp.Connection12([(address.host, address.port)], heartbeats=HEARTBEATS,
                               auto_decode=False)  # fmt: skip
@@ -242,7 +245,9 @@ def bare_drain(address: BrokerAddress, destination: str, expect: int) -> dict[st
         raise SystemExit(f"bare consumer saw {seen} of {expect} messages")
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     threads = cpu_delta(threads0, thread_cpu())
-    conn.disconnect()  # with a receipt: the broker has handled every ack before it returns
+    conn.disconnect()  # with a receipt, which comes once the broker has handled every ack
+    if not disconnected.wait(HANG_GUARD):
+        raise SystemExit("bare consumer: no receipt for its DISCONNECT")
     return {"wall": wall, "cpu": cpu, "messages": seen, "threads": threads,
             "startup": t0 - begun, "startup_cpu": 0.0}  # fmt: skip
 
