@@ -50,14 +50,13 @@ HANG_GUARD = 600.0
 def drain(address: BrokerAddress, destination: str, expect: int, mode: str,
           prefetch: int) -> tuple[float, float]:  # fmt: skip
     """Wall seconds from the SUBSCRIBE's receipt to the last ack, and this process's CPU."""
-    done, subscribed, stop = threading.Event(), threading.Event(), threading.Event()
-    disconnected = threading.Event()
+    done, stop = threading.Event(), threading.Event()
     seen = 0
     conn = stomp.Connection12([(address.host, address.port)],
                               heartbeats=bench_intake.HEARTBEATS, auto_decode=False)  # fmt: skip
     acks = _AckBatch(conn)
 
-    class Acker:
+    class Acker(bench_intake.Receipts):
         def on_message(self, frame: Any) -> None:
             nonlocal seen
             seen += 1
@@ -73,11 +72,8 @@ def drain(address: BrokerAddress, destination: str, expect: int, mode: str,
             if seen == expect:
                 done.set()
 
-        def on_receipt(self, frame: Any) -> None:
-            subscribed.set()
-
-        def on_disconnected(self) -> None:
-            disconnected.set()
+    acker = Acker()
+    subscribed, disconnected = acker.subscribed, acker.disconnected
 
     def flusher() -> None:  # the receiver process's reporter thread, for "batched"
         while not stop.is_set():
@@ -85,7 +81,7 @@ def drain(address: BrokerAddress, destination: str, expect: int, mode: str,
                 acks.flush()
 
     threading.Thread(target=flusher, daemon=True).start()
-    conn.set_listener("acker", Acker())
+    conn.set_listener("acker", acker)
     conn.connect(address.user, address.password, wait=True)
     ack = "client" if mode == "cumulative" else "client-individual"
     headers = {"activemq.prefetchSize": str(prefetch), "receipt": "acker-0"}

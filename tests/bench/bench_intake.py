@@ -211,11 +211,25 @@ def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
     return {g: round(after[g] - before.get(g, 0.0), 3) for g in after}
 
 
+class Receipts:
+    """A stomp.py listener's receipts: its SUBSCRIBE's (the clock starts) and its DISCONNECT's
+    (the broker has handled every ack; stomp.py's ``disconnect`` does not wait for it)."""
+
+    def __init__(self) -> None:
+        self.subscribed, self.disconnected = threading.Event(), threading.Event()
+
+    def on_receipt(self, frame: Any) -> None:
+        self.subscribed.set()
+
+    def on_disconnected(self) -> None:
+        self.disconnected.set()
+
+
 def bare_drain(address: BrokerAddress, destination: str, expect: int) -> dict[str, Any]:
     done = threading.Event()
     seen = 0
 
-    class Acker:
+    class Acker(Receipts):
         def on_message(self, frame: Any) -> None:
             nonlocal seen
             conn.ack(frame.headers["ack"])
@@ -223,17 +237,12 @@ def bare_drain(address: BrokerAddress, destination: str, expect: int) -> dict[st
             if seen == expect:
                 done.set()
 
-        def on_receipt(self, frame: Any) -> None:
-            subscribed.set()
-
-        def on_disconnected(self) -> None:
-            disconnected.set()
-
-    subscribed, disconnected = threading.Event(), threading.Event()
+    acker = Acker()
+    subscribed, disconnected = acker.subscribed, acker.disconnected
     begun = time.perf_counter()
     conn = stomp.Connection12([(address.host, address.port)], heartbeats=HEARTBEATS,
                               auto_decode=False)  # fmt: skip
-    conn.set_listener("bare", Acker())
+    conn.set_listener("bare", acker)
     conn.connect(address.user, address.password, wait=True)
     # As the agent subscribes: with a receipt, and the clock starts once it is in.
     conn.subscribe(destination, "bare-0", ack="client-individual",
