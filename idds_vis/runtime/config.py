@@ -46,6 +46,11 @@ class Settings:
     stomp_user: str | None = None
     stomp_password: str | None = None
     stomp_dead_letter: str = "/queue/idds-vis.DLQ"
+    # What the subscriptions do not ignore is copied here and read back, so the stream itself
+    # is acked cumulatively (README "STOMP intake"); one queue per deployment. None: read the
+    # subscriptions directly, one ack per message.
+    stomp_relay_queue: str | None = "/queue/idds-vis.intake"
+    stomp_prefetch: int = 200  # unacked messages the broker hands over per subscription
     # iDDS (work_processing messages): the REST server whose transforms and workflows are read.
     idds_host: str | None = None  # e.g. https://idds.example.org:443/idds
     idds_auth_type: str = "x509_proxy"  # or "oidc"

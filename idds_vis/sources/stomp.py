@@ -6,6 +6,10 @@ Delivery guarantees, and why:
   acks it, after its request is committed. Unacked messages return to the broker when the
   connection ends, so a crash loses nothing (queues; a plain topic keeps nothing for an absent
   subscriber, hence ActiveMQ virtual-topic queues ``/queue/Consumer.<name>.VirtualTopic.<X>``).
+- With ``relay_queue`` set, the configured subscriptions are relayed instead (``stomp_relay``:
+  ``ack: client``, acked cumulatively by the receiver process once each message is ignored or
+  its copy is stored on the relay queue), and the relay queue is consumed as above, with every
+  guarantee below.
 - ``nack`` never sends a STOMP NACK: ActiveMQ 5 takes NACK as a poison ack and moves the message
   to ``ActiveMQ.DLQ`` at once, with no redelivery (seen with 5.17). Instead the message stays
   unacked and is handed to the intake again after a growing, jittered delay.
@@ -44,14 +48,21 @@ from tenacity import (
 
 from idds_vis.ports.source import Delivery
 from idds_vis.sources.stomp_link import ConnectionLost, StompLink, ThreadListener
+from idds_vis.sources.stomp_relay import ORIGINAL_DESTINATION_HEADER, ORIGINAL_MESSAGE_ID_HEADER
 from idds_vis.sources.stomp_remote import ConnectionSpec, FastIgnore, RemoteConnection
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DLQ = "/queue/idds-vis.DLQ"
 REASON_HEADER = "idds-vis-reason"
-ORIGINAL_DESTINATION_HEADER = "idds-vis-original-destination"
-ORIGINAL_MESSAGE_ID_HEADER = "idds-vis-original-message-id"
+__all__ = [
+    "DEFAULT_DLQ",
+    "ORIGINAL_DESTINATION_HEADER",
+    "ORIGINAL_MESSAGE_ID_HEADER",
+    "REASON_HEADER",
+    "StompSettings",
+    "StompSource",
+]
 _MAX_REASON_CHARS = 1000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
@@ -68,8 +79,12 @@ class StompSettings:
     vhost: str | None = None
     # (we send every, we want to hear at least every); stomp.py allows 2x slack on receive.
     heartbeats: tuple[int, int] = (10_000, 10_000)
-    # How many unacked messages the broker hands us at once (ActiveMQ's own header).
-    prefetch: int = 100
+    # Where relayed subscriptions copy what is not ignored (None: no relay; stomp_relay).
+    relay_queue: str | None = None
+    # How many unacked messages the broker hands us at once (ActiveMQ's own header). 200, not
+    # 100: with cumulative acks every 32, a window of 100 ran at under half the rate of 200
+    # (tests/bench/bench_ack_modes.py); individual acks are the same at both.
+    prefetch: int = 200
     connect_timeout: float = 10.0
     receipt_timeout: float = 30.0
     reconnect_initial: float = 0.5
@@ -86,6 +101,14 @@ class StompSettings:
         for destination in [*self.subscriptions, self.dead_letter_destination]:
             if not destination.startswith(("/queue/", "/topic/")):
                 raise ValueError(f"destination {destination!r} must start with /queue/ or /topic/")
+        if self.relay_queue is not None:
+            if not self.relay_queue.startswith("/queue/"):
+                raise ValueError(f"relay queue {self.relay_queue!r} must start with /queue/")
+            if self.relay_queue in (*self.subscriptions, self.dead_letter_destination):
+                raise ValueError(
+                    f"relay queue {self.relay_queue!r} must not be a subscription or the "
+                    "dead-letter destination"
+                )
         if self.prefetch < 1:
             raise ValueError("prefetch must be at least 1")
 
@@ -122,6 +145,10 @@ class StompSource:
         self._task: asyncio.Task[None] | None = None
         self._timers: set[asyncio.TimerHandle] = set()
         self._stopping = False
+        # The relay queue's subscription id: its deliveries are copies (see _on_message).
+        self._relay_id = (
+            f"{settings.subscription_id_prefix}-relay" if settings.relay_queue else None
+        )
 
     # -- life cycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -187,13 +214,19 @@ class StompSource:
 
     def _on_message(self, link: StompLink, headers: dict[str, str], body: bytes) -> None:
         message_id = headers.get("message-id", "")
+        destination = headers.get("destination", "")
+        subscription = headers.get("subscription", "")
+        ack_id = headers.get("ack") or message_id
+        if subscription == self._relay_id:  # a relayed copy: name the message it copies
+            message_id = headers.get(ORIGINAL_MESSAGE_ID_HEADER) or message_id
+            destination = headers.get(ORIGINAL_DESTINATION_HEADER) or destination
         delivery = Delivery(
             headers=headers,
             body=body,
             message_id=message_id,
-            subscription=headers.get("subscription", ""),
-            destination=headers.get("destination", ""),
-            token=_Token(link, headers.get("ack") or message_id),
+            subscription=subscription,
+            destination=destination,
+            token=_Token(link, ack_id),
         )
         # Kept even if the link has closed meanwhile: processing is idempotent, and on a plain
         # topic this copy is the only one left.
@@ -338,19 +371,27 @@ class StompSource:
             async with asyncio.timeout(s.connect_timeout):
                 await asyncio.to_thread(conn.connect, s.user, s.password)
                 await link.wait_connected()
+            relay_to = s.relay_queue
+            if relay_to is not None and self._relay_id is not None:
+                # First, so that the copies made once the stream flows have a reader.
+                await self._subscribe(link, self._relay_id, relay_to)
             for index, destination in enumerate(s.subscriptions):
-                await self._subscribe(link, f"{s.subscription_id_prefix}-{index}", destination)
+                sub_id = f"{s.subscription_id_prefix}-{index}"
+                await self._subscribe(link, sub_id, destination, relay_to=relay_to)
         except BaseException:
             await self._close(link, graceful=False)
             raise
         return link
 
-    async def _subscribe(self, link: StompLink, sub_id: str, destination: str) -> None:
+    async def _subscribe(
+        self, link: StompLink, sub_id: str, destination: str, relay_to: str | None = None
+    ) -> None:
         receipt, confirmed = link.expect_receipt()
         headers = {"receipt": receipt, "activemq.prefetchSize": str(self.settings.prefetch)}
+        ack = "client" if relay_to is not None else "client-individual"
         try:
             await asyncio.to_thread(
-                link.conn.subscribe, destination, sub_id, ack="client-individual", headers=headers
+                link.conn.subscribe, destination, sub_id, ack, headers, relay_to
             )
             async with asyncio.timeout(self.settings.receipt_timeout):
                 await confirmed

@@ -4,7 +4,9 @@
 item read is the ``ConnectionSpec``; then commands (``connect``, ``subscribe``, ``ack``,
 ``send``, ``disconnect``, ``close``) are run in order, and stomp.py's events go back. A message
 the spec's parse options call ``Ignore`` is acked right here, on stomp.py's receiver thread,
-and only counted back (every ``REPORT_EVERY`` seconds); every other message crosses over.
+and only counted back (every ``REPORT_EVERY`` seconds); every other message crosses over, or,
+on a relayed subscription (``stomp_relay``), is copied to the relay queue and acked
+cumulatively once the broker has stored the copy.
 
 Ends when told to close, when a connect fails, or when the other side goes away (end of
 file): the agent was stopped or killed, and the broker takes the unacked messages back.
@@ -24,6 +26,7 @@ import stomp  # type: ignore[import-untyped]
 from stomp.utils import Frame, convert_frame, pack  # type: ignore[import-untyped]
 
 from idds_vis.domain.messages import Ignore, ParseOptions, parse_message
+from idds_vis.sources.stomp_relay import Watermark, relay_headers
 from idds_vis.sources.stomp_remote import CLOSE_TIMEOUT, ConnectionSpec
 
 log = logging.getLogger("idds_vis.sources.stomp_receiver")
@@ -32,7 +35,8 @@ REPORT_EVERY = 0.05  # seconds between counts of what was acked here
 # Acks of ignored messages are written together: one socket write for up to ACK_BATCH of them,
 # and at least every ACK_EVERY seconds. A write per ack (what stomp.py's ``ack`` does) was 40 %
 # of this process's samples, and every write wakes the broker once more. ACK_BATCH stays well
-# under the subscription's prefetch (100), so the broker never waits for a held ack.
+# under the subscription's prefetch (200), so the broker never waits for a held ack. A relayed
+# subscription sends one cumulative ACK per ACK_BATCH settled messages, or after ACK_EVERY.
 ACK_BATCH = 32
 ACK_EVERY = 0.005
 
@@ -92,6 +96,12 @@ class _Listener:
         self.ignored = 0
         self._counting = threading.Lock()
         self.disconnected = threading.Event()
+        # Relayed subscriptions: subscription id -> (relay queue, its watermark); and the
+        # copies on their way, by receipt id -> (watermark, message number).
+        self.relays: dict[str, tuple[str, Watermark]] = {}
+        self._copies: dict[str, tuple[Watermark, int]] = {}
+        self._copy_count = 0
+        self._acking = threading.Lock()
 
     def on_connected(self, frame: Any) -> None:
         self.out.send("connected", dict(frame.headers))
@@ -99,15 +109,26 @@ class _Listener:
     def on_message(self, frame: Any) -> None:
         body = frame.body if isinstance(frame.body, bytes) else bytes(frame.body or b"")
         headers = frame.headers  # stomp.py's own dict, made for this frame
-        if self.options is not None and self._acked_here(headers, body, self.options):
+        relay = self.relays.get(headers.get("subscription", "")) if self.relays else None
+        if relay is not None:
+            self._relay(relay, headers, body)
+        elif self._acked_here(headers, body):
             return
-        self.out.send("message", dict(headers), body)
+        else:
+            self.out.send("message", dict(headers), body)
 
-    def _acked_here(self, headers: dict[str, str], body: bytes, options: ParseOptions) -> bool:
-        # Anything unexpected (an ack that fails) sends the message over the normal way.
+    def _ignorable(self, headers: dict[str, str], body: bytes) -> bool:
         try:
-            if not isinstance(parse_message(headers, body, options), Ignore):
-                return False
+            options = self.options
+            return options is not None and isinstance(parse_message(headers, body, options), Ignore)
+        except Exception:  # parse_message does not raise; if it did, the intake decides
+            return False
+
+    def _acked_here(self, headers: dict[str, str], body: bytes) -> bool:
+        # Anything unexpected (an ack that fails) sends the message over the normal way.
+        if not self._ignorable(headers, body):
+            return False
+        try:
             self.acks.add(headers.get("ack") or headers.get("message-id", ""))
         except Exception:
             return False
@@ -115,17 +136,71 @@ class _Listener:
             self.ignored += 1
         return True
 
+    def _relay(self, relay: tuple[str, Watermark], headers: dict[str, str], body: bytes) -> None:
+        queue, mark = relay
+        ack_id = headers.get("ack") or headers.get("message-id", "")
+        if self._ignorable(headers, body):
+            mark.arrive(ack_id, settled=True, ignored=True)
+            self._ack_due(mark, ACK_BATCH)
+            return
+        number = mark.arrive(ack_id, settled=False)
+        self._copy_count += 1
+        receipt = f"relay-{self._copy_count}"
+        self._copies[receipt] = (mark, number)  # before the SEND: its RECEIPT may come at once
+        try:
+            self.conn.send(queue, body, headers=relay_headers(headers, receipt))
+        except Exception as exc:  # the socket is gone: the broker delivers it again
+            self._copies.pop(receipt, None)
+            log.info("could not copy a message to %s: %s", queue, exc)
+
+    def _ack_due(self, mark: Watermark, at_least: int) -> None:
+        """Write the cumulative ACK once ``at_least`` messages are settled; fewer wait for the
+        reporter (``flush``)."""
+        # Taken and written under one lock: a cumulative ACK older than one already written
+        # names a message the broker no longer holds, and ActiveMQ answers that with ERROR.
+        with self._acking:
+            taken = mark.take(at_least)
+            if taken is None:
+                if mark.due:
+                    self.acks.pending.set()
+                return
+            ack_id, ignored = taken
+            self.acks.add(ack_id)
+            self.acks.flush()
+        if ignored:
+            with self._counting:
+                self.ignored += ignored
+
+    def flush(self) -> None:
+        """Every ack that is due, written now."""
+        for _queue, mark in list(self.relays.values()):
+            self._ack_due(mark, 1)
+        self.acks.flush()
+
     def take_ignored(self) -> int:
         with self._counting:
             count, self.ignored = self.ignored, 0
         return count
 
     def on_receipt(self, frame: Any) -> None:
-        self.out.send("receipt", str(frame.headers.get("receipt-id", "")))
+        receipt = str(frame.headers.get("receipt-id", ""))
+        copy = self._copies.pop(receipt, None)
+        if copy is None:
+            self.out.send("receipt", receipt)
+            return
+        mark, number = copy  # the copy is stored: the original may be acked
+        mark.settle(number)
+        self._ack_due(mark, ACK_BATCH)
 
     def on_error(self, frame: Any) -> None:
         body = frame.body if isinstance(frame.body, bytes) else bytes(frame.body or b"")
         self.out.send("error", dict(frame.headers), body)
+        if str(frame.headers.get("receipt-id", "")) in self._copies:
+            # A copy the broker refused (no right to write the relay queue, say) would hold
+            # every later ack: drop the connection, so that it shows and the messages return.
+            log.error("relay queue refused a copy: %s", frame.headers.get("message", body))
+            with contextlib.suppress(Exception):
+                self.conn.transport.disconnect_socket()
 
     def on_disconnected(self) -> None:
         self.report()
@@ -139,7 +214,7 @@ class _Listener:
         """Count back what was acked here; the acks are written first, so a message counted
         as ignored has had its ack sent."""
         with contextlib.suppress(Exception):  # not connected (any more): nothing to ack on
-            self.acks.flush()
+            self.flush()
         count = self.take_ignored()
         if count:
             self.out.send("ignored", count)
@@ -151,7 +226,7 @@ def _reporter(listener: _Listener, stop: threading.Event) -> None:
         # Idle, this wakes every REPORT_EVERY; with acks waiting, ACK_EVERY after the first.
         if listener.acks.pending.wait(REPORT_EVERY) and not stop.wait(ACK_EVERY):
             with contextlib.suppress(Exception):  # not connected (any more)
-                listener.acks.flush()
+                listener.flush()
         now = time.monotonic()
         if now - last_report >= REPORT_EVERY:
             last_report = now
@@ -194,7 +269,9 @@ def run(chan: Connection) -> None:
                 if op == "connect":
                     conn.connect(args[0], args[1], wait=False)  # CONNECTED comes as an event
                 elif op == "subscribe":
-                    destination, sub_id, ack, headers = args
+                    destination, sub_id, ack, headers, relay_to = args
+                    if relay_to is not None:  # registered first: messages follow the SUBSCRIBE
+                        listener.relays[sub_id] = (relay_to, Watermark())
                     conn.subscribe(destination, sub_id, ack=ack, headers=headers)
                 elif op == "ack":
                     conn.ack(args[0])
@@ -203,7 +280,7 @@ def run(chan: Connection) -> None:
                     conn.send(destination, body, headers=headers)
                 elif op == "disconnect":
                     disconnecting = True
-                    listener.acks.flush()  # DISCONNECT's receipt then confirms them too
+                    listener.flush()  # DISCONNECT's receipt then confirms them too
                     conn.disconnect(receipt=args[0])
                 else:
                     log.error("unknown command %r", op)

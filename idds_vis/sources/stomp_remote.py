@@ -85,8 +85,16 @@ class RemoteConnection:
         self._start()
         self._send(("connect", username, passcode))
 
-    def subscribe(self, destination: str, id: str, ack: str, headers: dict[str, str]) -> None:
-        self._send(("subscribe", destination, id, ack, dict(headers)))
+    def subscribe(
+        self,
+        destination: str,
+        id: str,
+        ack: str,
+        headers: dict[str, str],
+        relay_to: str | None = None,
+    ) -> None:
+        """``relay_to``: a relayed subscription (``stomp_relay``), copying to that queue."""
+        self._send(("subscribe", destination, id, ack, dict(headers), relay_to))
 
     def ack(self, id: str) -> None:
         self._send(("ack", id))

@@ -14,17 +14,22 @@ in the same order, are drained by:
 - agent: the production intake and agent (``build_intake`` and ``build_agent``, as
   ``idds-vis agent`` builds them: StompSource, Intake, its resolver and metrics hook, an Agent on
   a SQLite ledger), the agent started, so its workers take each committed request through the
-  pipeline. Stager, deployer and probe are the stand-ins of tests/fakes.py, so no UI starts, but
+  pipeline. As by default, the stream is relayed (``stomp_relay_queue``, a queue of the drain's
+  own): the receiver process acks it cumulatively and copies the relevant messages to the relay
+  queue, which the intake reads; with --direct the agent reads the stream itself, one ack per
+  message. Stager, deployer and probe are the stand-ins of tests/fakes.py, so no UI starts, but
   every ledger write is real;
 - intake: the same, with the Agent not started: ``submit`` commits to the ledger, no worker runs,
   so this is the intake's own cost without the pipeline's.
 
 Each drain runs in a child process of its own (so its CPU is its own). The rate is timed, for
-both consumers alike, from the receipt of the SUBSCRIBE to the moment the last message is acked:
+both consumers alike, from the receipt of the SUBSCRIBE to the moment the last message is acked
+(for the agent: every ignored one acked, and every relevant one committed and its message acked):
 the intake's rate, not its start-up. The start-up before it (connect and subscribe; for the agent
 also spawning its receiver process, whose interpreter and imports take about 0.25 s of CPU) is
-printed in a column of its own. Every drain is checked afterwards: the queue is empty when
-browsed, the dead-letter queue too, and the ledger holds one record per relevant message.
+printed in a column of its own. Every drain is checked afterwards: the queue and the relay
+queue are empty when browsed, the dead-letter queue too, and the ledger holds one record per
+relevant message.
 Runs are interleaved, the order turning each round (bare, agent, intake; agent, intake, bare;
 ...), after one untimed warm-up round. It prints the medians, the ratio against the 80 % target,
 each round's ratio, and CPU seconds per 1,000 messages. It asserts
@@ -72,7 +77,7 @@ from tests.activemq import ActiveMQ, BrokerAddress, connect_collector  # noqa: E
 from tests.fakes import FakeDeployer, FakeProbe, FakeStager  # noqa: E402
 from tests.message_fixtures import fixture_body  # noqa: E402
 
-PREFETCH = "100"  # StompSettings.prefetch's default: the agent's subscription header
+PREFETCH = "200"  # StompSettings.prefetch's default: the agent's subscription header
 HEARTBEATS = (10_000, 10_000)  # StompSettings.heartbeats' default
 ROLES = ("bare", "agent", "intake")
 HANG_GUARD = 600.0  # seconds; only reached when something is broken
@@ -276,6 +281,11 @@ def production_agent(settings: Settings) -> Agent:
     return wiring.build_agent(settings)
 
 
+def relay_of(destination: str) -> str | None:
+    """The drain's own relay queue (None with --direct)."""
+    return None if DIRECT else f"{destination}.relay"
+
+
 async def agent_drain(address: BrokerAddress, destination: str, expect: int, state: Path,
                       dlq: str, started: bool,
                       database_url: str | None = None) -> dict[str, Any]:  # fmt: skip
@@ -287,6 +297,7 @@ async def agent_drain(address: BrokerAddress, destination: str, expect: int, sta
         stomp_user=address.user,
         stomp_password=address.password,
         stomp_dead_letter=dlq,
+        stomp_relay_queue=relay_of(destination),
     )
     agent = production_agent(settings)
     built = wiring.build_intake(settings, agent)
@@ -348,6 +359,8 @@ async def agent_drain(address: BrokerAddress, destination: str, expect: int, sta
 
 
 def child(args: argparse.Namespace) -> None:
+    global DIRECT
+    DIRECT = args.direct
     if os.environ.get("BENCH_SWITCH"):
         sys.setswitchinterval(float(os.environ["BENCH_SWITCH"]))
     address = BrokerAddress("127.0.0.1", args.port, args.user, args.password)
@@ -378,6 +391,8 @@ def run_child(role: str, address: BrokerAddress, destination: str, expect: int, 
             "--user", address.user, "--password", address.password, "--queue", destination,
             "--expect", str(expect), "--state", str(state), "--dlq", dlq,
             "--log", str(work / "agent.log")]  # fmt: skip
+    if DIRECT:
+        argv.append("--direct")
     if profile:
         argv += ["--profile", profile]
     if PG_BASE is not None and role != "bare":
@@ -394,6 +409,7 @@ def run_child(role: str, address: BrokerAddress, destination: str, expect: int, 
 BROKER_PID: int | None = None  # the ActiveMQ JVM, once started
 LEDGER_DIR: Path | None = None  # --ledger-dir
 PG_BASE: str | None = None  # --postgres: the throwaway server's URL (libpq form)
+DIRECT = False  # --direct: the agent reads the stream itself, no relay queue
 
 
 def postgres_cpu() -> float:
@@ -422,6 +438,9 @@ def one_drain(role: str, address: BrokerAddress, stream: list[tuple[dict[str, st
     # Includes the backends' start-up and the CREATE TABLEs of the fresh database.
     result["postgres"] = postgres_cpu() - pg_before
     left = browse(address, destination)
+    relay = relay_of(destination)
+    if role != "bare" and relay is not None:
+        left += browse(address, relay)
     if left or result["messages"] != len(stream):
         raise SystemExit(f"{role}: {result['messages']} handled, {left} left on {destination}")
     if role != "bare":
@@ -448,6 +467,9 @@ def main() -> None:
     parser.add_argument("--postgres", action="store_true",
                         help="ledger on a throwaway PostgreSQL (tests/pg.py), one database per "
                              "drain, instead of SQLite")  # fmt: skip
+    parser.add_argument("--direct", action="store_true",
+                        help="the agent reads the stream itself (stomp_relay_queue unset): one "
+                             "ack per message, as bare")  # fmt: skip
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
     parser.add_argument("--profile", metavar="FILE",
                         help="also profile one agent drain into FILE (cProfile)")  # fmt: skip
@@ -469,8 +491,8 @@ def main() -> None:
     broker = ActiveMQ(work / "activemq")
     print(f"ActiveMQ up in {broker.start():.1f} s; {args.messages} messages per drain, "
           f"{relevant_count} relevant; work dir {work}", flush=True)  # fmt: skip
-    global BROKER_PID, LEDGER_DIR, PG_BASE
-    BROKER_PID, LEDGER_DIR = broker.pid, args.ledger_dir
+    global BROKER_PID, LEDGER_DIR, PG_BASE, DIRECT
+    BROKER_PID, LEDGER_DIR, DIRECT = broker.pid, args.ledger_dir, args.direct
     postgres = contextlib.ExitStack()
     try:
         if args.postgres:
@@ -514,23 +536,24 @@ def main() -> None:
     print()
     pg_k = {role: med(r["postgres"] for r in rs) / n * 1000 for role, rs in results.items()}
     server = f" {'postgres':>8}" if args.postgres else ""
-    print(f"{'consumer':44} {'msg/s':>8} {'wall s':>7} {'CPU s/1000 msg':>15} {'broker':>7}"
+    print(f"{'consumer':54} {'msg/s':>8} {'wall s':>7} {'CPU s/1000 msg':>15} {'broker':>7}"
           + server + f" {'start-up s':>10}")
+    how = "direct" if DIRECT else "relayed"
     labels = {"bare": "bare stomp.py, ack only (client-individual)",
-              "agent": "agent (intake + pipeline workers)",
-              "intake": "intake alone (agent not started)"}  # fmt: skip
+              "agent": f"agent (intake + pipeline workers), {how}",
+              "intake": f"intake alone (agent not started), {how}"}  # fmt: skip
     for role in ROLES:
         wall = med(r["wall"] for r in results[role])
         on_pg = f" {pg_k[role]:8.3f}" if args.postgres else ""
         startup = med(r["startup"] for r in results[role])
-        print(f"{labels[role]:44} {rate[role]:8.0f} {wall:7.2f} {cpu_k[role]:15.3f} "
+        print(f"{labels[role]:54} {rate[role]:8.0f} {wall:7.2f} {cpu_k[role]:15.3f} "
               f"{broker_k[role]:7.3f}{on_pg} {startup:10.3f}")  # fmt: skip
     print(f"\nCPU ms per 1000 messages by thread (medians): "
           f"{', '.join(g for g, _ in THREAD_GROUPS)}, other")  # fmt: skip
     for role in ROLES:
         groups = [g for g, _ in THREAD_GROUPS] + ["other"]
         per = [med(r["threads"].get(g, 0.0) for r in results[role]) / n * 1e6 for g in groups]
-        print(f"{labels[role]:44} " + " ".join(f"{v:8.0f}" for v in per))
+        print(f"{labels[role]:54} " + " ".join(f"{v:8.0f}" for v in per))
     print()
     for role in ("agent", "intake"):
         # Each round's own ratio too: the rounds run one after another, so a ratio within a

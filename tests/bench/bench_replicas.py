@@ -111,6 +111,7 @@ async def run_once(
             "ui_stub": True, "default_ttl": "1h", "log_format": "json",
             "stomp_hosts": [f"{broker.host}:{broker.port}"],
             "stomp_subscriptions": [f"/queue/Consumer.idds-vis.VirtualTopic.{topic}"],
+            "stomp_relay_queue": f"/queue/idds-vis.bench.relay.{run}",
             "stomp_user": broker.user, "stomp_password": broker.password,
         }  # fmt: skip
         env = dict(os.environ, IDDS_VIS_STUB_JOURNAL=str(journal))

@@ -181,6 +181,7 @@ async def test_sigkill_between_ack_and_deploy_loses_and_doubles_nothing(
         "stomp_user": activemq_broker.user,
         "stomp_password": activemq_broker.password,
         "stomp_dead_letter": dlq,
+        "stomp_relay_queue": f"/queue/idds-vis.test.relay.{run}",
     }))  # fmt: skip
     label = Settings(state_dir=state).ui_label
     tasks = {f"sigkill-{run}-{i}" for i in range(N)}

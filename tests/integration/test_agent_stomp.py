@@ -44,6 +44,7 @@ async def test_a_vis_request_message_drives_the_agent_to_a_live_ui(
         "stomp_subscriptions": [topic],
         "stomp_user": activemq_broker.user,
         "stomp_password": activemq_broker.password,
+        "stomp_relay_queue": f"/queue/idds-vis.test.relay.{tmp_path.name}",
     }) as agent:  # fmt: skip
         # A PanDA "done" first: with no PanDA server configured nothing can tell whether the task
         # wants a UI, so it goes to the dead-letter queue with that reason and makes no record.

@@ -75,6 +75,7 @@ def vis_agent(
         "stomp_user": activemq_broker.user,
         "stomp_password": activemq_broker.password,
         "stomp_dead_letter": f"{idds_server.vis_destination}.DLQ",
+        "stomp_relay_queue": f"{idds_server.vis_destination}.relay.{tmp_path.name}",
         "web_port": idds_server.vis_api_port,
         "idds_host": idds_server.rest_url,
         "idds_x509_proxy": idds_server.client_env["X509_USER_PROXY"],

@@ -94,6 +94,7 @@ async def vis_agent(
         "stomp_user": broker.user,
         "stomp_password": broker.password,
         "stomp_dead_letter": f"{topic.replace('/topic/', '/queue/')}.DLQ",
+        "stomp_relay_queue": f"{topic.replace('/topic/', '/queue/')}.relay",
         "panda_url": settings.url,
         "panda_auth": "oidc",
         "panda_token_file": str(settings.token_file),

@@ -82,6 +82,7 @@ async def test_task_status_launches_only_declared_tasks(
         "stomp_user": activemq_broker.user,
         "stomp_password": activemq_broker.password,
         "stomp_dead_letter": f"/queue/idds-vis.panda.{tmp_path.name}.DLQ",
+        "stomp_relay_queue": f"/queue/idds-vis.panda.{tmp_path.name}.relay",
         "panda_url": settings.url,
         "panda_auth": "oidc",
         "panda_token_file": str(settings.token_file),

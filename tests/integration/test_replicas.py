@@ -150,6 +150,7 @@ async def test_three_replicas_share_300_requests_and_survive_a_sigkill(
         "stomp_user": activemq_broker.user,
         "stomp_password": activemq_broker.password,
         "stomp_dead_letter": f"/queue/idds-vis.test.dlq.{run}",
+        "stomp_relay_queue": f"/queue/idds-vis.test.relay.{run}",  # the replicas share it
     }
     for i in range(REPLICAS):
         port = _free_port()

@@ -34,7 +34,11 @@ from idds_vis.domain.phases import Phase
 from idds_vis.ledger import SqlLedger
 from idds_vis.ports.source import Delivery, MessageSource
 from idds_vis.sources import StompSettings, StompSource
-from idds_vis.sources.stomp import ORIGINAL_DESTINATION_HEADER, REASON_HEADER
+from idds_vis.sources.stomp import (
+    ORIGINAL_DESTINATION_HEADER,
+    ORIGINAL_MESSAGE_ID_HEADER,
+    REASON_HEADER,
+)
 from idds_vis.sources.stomp_remote import RECEIVER_MODULE, FastIgnore
 from tests.activemq import ActiveMQ, BrokerAddress
 from tests.fakes import FakeDeployer, make_agent
@@ -126,6 +130,20 @@ def bus(activemq_broker: BrokerAddress) -> Any:
     b = Bus(activemq_broker)
     yield b
     b.close()
+
+
+@pytest.fixture(params=["direct", "relayed"])
+def relay(request: pytest.FixtureRequest) -> str | None:
+    """How the stream is read: None, directly (``client-individual``); or relayed through this
+    relay queue (``StompSettings.relay_queue``: cumulative acks on the stream)."""
+    return None if request.param == "direct" else f"/queue/{unique('relay')}"
+
+
+async def nothing_left(bus: Bus, *destinations: str | None) -> None:
+    """Every message on these queues was acked (None: no queue)."""
+    for destination in destinations:
+        if destination is not None:
+            assert await asyncio.to_thread(bus.leftovers, destination) == [], destination
 
 
 # -- stand-ins for the agent and a spy on the source --------------------------------------
@@ -228,6 +246,7 @@ async def running_intake(
     wrap: Callable[[StompSource], MessageSource] | None = None,
     dedup_size: int = 4096,
     fast_ignored: list[str] | None = None,
+    concurrency: int = 1,
     **settings: Any,
 ) -> AsyncIterator[tuple[StompSource, Outcomes]]:
     options = {
@@ -254,6 +273,7 @@ async def running_intake(
         agent,
         dedup_size=dedup_size,
         on_outcome=lambda d, o, detail: outcomes.put_nowait((d, o, detail)),
+        concurrency=concurrency,
     )
     if fast_ignored is not None:  # as the wiring does: ignorable traffic acked off the loop
         source.fast_ignore = FastIgnore(intake.parse_options, intake.fast_ignored)
@@ -282,7 +302,7 @@ async def agent(tmp_path: Path) -> AsyncIterator[Agent]:
 # -- the scenarios --------------------------------------------------------------------------
 
 
-async def test_panda_task_status_is_submitted_then_acked(activemq_broker, bus):
+async def test_panda_task_status_is_submitted_then_acked(activemq_broker, bus, relay):
     topic = unique("VirtualTopic.panda")
     log: list[tuple[str, str]] = []
     agent = RecordingAgent(log)
@@ -294,6 +314,7 @@ async def test_panda_task_status_is_submitted_then_acked(activemq_broker, bus):
         agent,
         wrap=lambda s: SpySource(s, log),
         heartbeats=(10_000, 10_000),
+        relay_queue=relay,
     ) as (_, outcomes):
         await asyncio.to_thread(bus.publish, f"/topic/{topic}", [PANDA_DONE])
         [(delivery, outcome, _)] = await collect(outcomes, 1)
@@ -301,8 +322,9 @@ async def test_panda_task_status_is_submitted_then_acked(activemq_broker, bus):
     assert log == [("submit", "1"), ("ack", delivery.message_id)]  # ack after commit
     assert [r.origin for r in agent.records.values()] == ["panda"]
     assert delivery.headers["original-destination"] == f"/topic/{topic}"
-    # The broker agrees it was acked: nothing is left on the queue.
-    assert await asyncio.to_thread(bus.leftovers, queue_name) == []
+    assert delivery.destination == queue_name  # relayed or not: where it was delivered first
+    # The broker agrees it was acked: nothing is left on the queue (nor on the relay queue).
+    await nothing_left(bus, queue_name, relay)
 
 
 @pytest.mark.parametrize("dedup_size", [4096, 0], ids=["lru", "ledger-only"])
@@ -340,9 +362,15 @@ MALFORMED = {
 }
 
 
-async def test_malformed_messages_go_to_the_dead_letter_queue_with_a_reason(activemq_broker, bus):
+async def test_malformed_messages_go_to_the_dead_letter_queue_with_a_reason(
+    activemq_broker, bus, relay
+):
     dest, dlq = f"/queue/{unique('bad')}", f"/queue/{unique('dlq')}"
-    async with running_intake(activemq_broker, dest, RecordingAgent(), dlq=dlq) as (_, outcomes):
+    agent = RecordingAgent()
+    async with running_intake(activemq_broker, dest, agent, dlq=dlq, relay_queue=relay) as (
+        _,
+        outcomes,
+    ):
         await asyncio.to_thread(bus.publish, dest, list(MALFORMED))
         results = await collect(outcomes, len(MALFORMED))
     assert {o for _, o, _ in results} == {Outcome.REJECTED}
@@ -351,21 +379,22 @@ async def test_malformed_messages_go_to_the_dead_letter_queue_with_a_reason(acti
     for headers, body in dead:
         assert MALFORMED[body] in headers[REASON_HEADER]
         assert headers[ORIGINAL_DESTINATION_HEADER] == dest
+        assert headers[ORIGINAL_MESSAGE_ID_HEADER].startswith("ID:")  # the original's own id
         assert headers["persistent"] == "true"
-    assert await asyncio.to_thread(bus.leftovers, dest) == []  # originals acked
+    await nothing_left(bus, dest, relay)  # originals (and copies) acked
 
 
-async def test_failed_submit_is_retried_and_not_poisoned(activemq_broker, bus):
+async def test_failed_submit_is_retried_and_not_poisoned(activemq_broker, bus, relay):
     dest = f"/queue/{unique('retry')}"
     agent = RecordingAgent()
     agent.fail_once.add("77")
-    async with running_intake(activemq_broker, dest, agent) as (_, outcomes):
+    async with running_intake(activemq_broker, dest, agent, relay_queue=relay) as (_, outcomes):
         await asyncio.to_thread(bus.publish, dest, [task_status(77)])
         results = await collect(outcomes, 2)
     assert [(o, d.attempt) for d, o, _ in results] == [(Outcome.RETRY, 1), (Outcome.SUBMITTED, 2)]
     assert "database is down" in results[0][2]
     assert list(agent.records) == [InstanceKey("77")]
-    assert await asyncio.to_thread(bus.leftovers, dest) == []
+    await nothing_left(bus, dest, relay)
     # No STOMP NACK was sent: ActiveMQ would have moved the message to ActiveMQ.DLQ.
     poisoned = await asyncio.to_thread(bus.leftovers, "/queue/ActiveMQ.DLQ")
     assert task_status(77) not in [body for _, body in poisoned]
@@ -384,7 +413,7 @@ async def test_a_request_the_agent_refuses_is_dead_lettered(activemq_broker, bus
     assert await agent.ledger.list() == []
 
 
-async def test_thousand_malformed_and_hundred_good_messages(activemq_broker, bus, agent):
+async def test_thousand_malformed_and_hundred_good_messages(activemq_broker, bus, agent, relay):
     dest, dlq = f"/queue/{unique('mixed')}", f"/queue/{unique('dlq')}"
     good = [task_status(5000 + i) for i in range(100)]
     kinds = [
@@ -397,7 +426,10 @@ async def test_thousand_malformed_and_hundred_good_messages(activemq_broker, bus
     bad = [kinds[i % len(kinds)] % i for i in range(1000)]
     mixed = good + bad
     random.Random(7).shuffle(mixed)
-    async with running_intake(activemq_broker, dest, agent, dlq=dlq) as (_, outcomes):
+    async with running_intake(activemq_broker, dest, agent, dlq=dlq, relay_queue=relay) as (
+        _,
+        outcomes,
+    ):
         await asyncio.to_thread(bus.publish, dest, mixed)
         results = await collect(outcomes, len(mixed))
     counts = {o: sum(1 for _, x, _ in results if x is o) for o in Outcome}
@@ -407,7 +439,7 @@ async def test_thousand_malformed_and_hundred_good_messages(activemq_broker, bus
     dead = await asyncio.to_thread(bus.leftovers, dlq)
     assert sorted(body for _, body in dead) == sorted(bad)
     assert all(headers[REASON_HEADER] for headers, _ in dead)
-    assert await asyncio.to_thread(bus.leftovers, dest) == []
+    await nothing_left(bus, dest, relay)
 
 
 @pytest.fixture
@@ -420,12 +452,12 @@ def private_broker(tmp_path: Path) -> Any:
 
 
 @pytest.mark.parametrize("kill", [False, True], ids=["restart", "crash"])
-async def test_broker_restart_mid_stream(private_broker, kill):
+async def test_broker_restart_mid_stream(private_broker, kill, relay):
     address = private_broker.address
     dest = f"/queue/{unique('restart')}"
     agent = RecordingAgent()
     agent.gates["5"] = asyncio.Event()  # hold the 5th message in submit while the broker goes
-    async with running_intake(address, dest, agent) as (source, _):
+    async with running_intake(address, dest, agent, relay_queue=relay) as (source, _):
         first = await asyncio.to_thread(Bus, address)
         await asyncio.to_thread(first.publish, dest, [task_status(i) for i in range(1, 21)])
         await asyncio.to_thread(first.close)
@@ -441,7 +473,7 @@ async def test_broker_restart_mid_stream(private_broker, kill):
         assert source.connections >= 2
     assert sorted(int(k.task_id) for k in agent.records) == [*range(1, 31), 999]
     # Everything was acked in the end, redeliveries included.
-    assert await asyncio.to_thread(second.leftovers, dest) == []
+    await nothing_left(second, dest, relay)
     await asyncio.to_thread(second.close)
 
 
@@ -479,14 +511,16 @@ def receiver_processes() -> list[psutil.Process]:
     return found
 
 
-async def test_a_killed_receiver_process_is_replaced_and_nothing_is_lost(activemq_broker, bus):
+async def test_a_killed_receiver_process_is_replaced_and_nothing_is_lost(
+    activemq_broker, bus, relay
+):
     """The connection lives in a receiver process: when it dies, the source connects again
     with a new one, the broker hands back what was unacked, and every message is committed;
     once the source stops, no receiver process is left."""
     dest = f"/queue/{unique('receiver')}"
     agent = RecordingAgent()
     agent.gates["5"] = asyncio.Event()  # hold the 5th in submit while its receiver dies
-    async with running_intake(activemq_broker, dest, agent) as (source, _):
+    async with running_intake(activemq_broker, dest, agent, relay_queue=relay) as (source, _):
         await asyncio.to_thread(bus.publish, dest, [task_status(i) for i in range(1, 21)])
         async with asyncio.timeout(HANG_GUARD):
             await agent.entered.setdefault("5", asyncio.Event()).wait()
@@ -502,7 +536,7 @@ async def test_a_killed_receiver_process_is_replaced_and_nothing_is_lost(activem
         assert source.connections == 2
         assert [p.pid for p in receiver_processes()] != [receiver.pid]
     assert sorted(int(k.task_id) for k in agent.records) == [*range(1, 21), 999]
-    assert await asyncio.to_thread(bus.leftovers, dest) == []
+    await nothing_left(bus, dest, relay)
     assert receiver_processes() == []
 
 
@@ -623,16 +657,15 @@ async def test_a_teardown_message_ends_the_instance_and_is_acked():
     assert intake.counts[Outcome.ENDED] == 2
 
 
-async def test_traffic_not_for_us_is_acked_in_the_receiver_process(activemq_broker, bus):
+async def test_traffic_not_for_us_is_acked_in_the_receiver_process(activemq_broker, bus, relay):
     """The fast path: ignorable messages never reach the loop, yet all are acked and counted;
     triggers and malformed messages still go the normal way (commit or dead-letter, then ack)."""
     queue_name = f"/queue/{unique('fast')}"
     ignorable = [task_status(i, "running") for i in range(1, 41)]
     fast: list[str] = []
-    async with running_intake(activemq_broker, queue_name, RecordingAgent(), fast_ignored=fast) as (
-        _source,
-        outcomes,
-    ):
+    async with running_intake(
+        activemq_broker, queue_name, RecordingAgent(), fast_ignored=fast, relay_queue=relay
+    ) as (_source, outcomes):
         await asyncio.to_thread(bus.publish, queue_name, [*ignorable, PANDA_DONE, b"{oops"])
         handled = await collect(outcomes, 2)  # only the trigger and the malformed one arrive
         async with asyncio.timeout(HANG_GUARD):
@@ -640,7 +673,37 @@ async def test_traffic_not_for_us_is_acked_in_the_receiver_process(activemq_brok
                 await asyncio.sleep(0.01)  # counted on another thread; polled, bounded
     assert sorted(o.value for _, o, _ in handled) == ["rejected", "submitted"]
     assert len(fast) == len(ignorable)
-    assert await asyncio.to_thread(bus.leftovers, queue_name) == []
+    await nothing_left(bus, queue_name, relay)
+
+
+async def test_a_relayed_stream_flows_past_a_message_waiting_for_its_commit(activemq_broker, bus):
+    """Relayed, the stream is acked cumulatively, yet a message whose commit is stuck holds
+    nothing back: with a window of 10, 300 messages after it are all acked (else the broker
+    would stop after 10) and the triggers among them committed, while it still waits."""
+    dest, relay = f"/queue/{unique('flow')}", f"/queue/{unique('relay')}"
+    agent = RecordingAgent()
+    agent.gates["1"] = asyncio.Event()
+    fast: list[str] = []
+    later = [task_status(i, "running") for i in range(100, 400)] + [task_status(2), task_status(3)]
+    async with running_intake(
+        activemq_broker,
+        dest,
+        agent,
+        fast_ignored=fast,
+        relay_queue=relay,
+        prefetch=10,
+        concurrency=4,  # as the agent runs it; the relay queue's own window is 10 too
+    ) as (_, _outcomes):
+        await asyncio.to_thread(bus.publish, dest, [task_status(1), *later])
+        async with asyncio.timeout(HANG_GUARD):
+            await agent.wait_for(2)  # 2 and 3, while 1 is stuck in its commit
+            while len(fast) < 300:
+                await asyncio.sleep(0.01)  # counted on another thread; polled, bounded
+        assert set(agent.records) == {InstanceKey("2"), InstanceKey("3")}
+        agent.gates["1"].set()
+        async with asyncio.timeout(HANG_GUARD):
+            await agent.wait_for(3)
+    await nothing_left(bus, dest, relay)
 
 
 async def test_a_slow_commit_does_not_hold_up_the_messages_behind_it():
