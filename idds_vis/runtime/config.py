@@ -50,7 +50,8 @@ class Settings:
     # is acked cumulatively (README "STOMP intake"); one queue per deployment. None: read the
     # subscriptions directly, one ack per message.
     stomp_relay_queue: str | None = "/queue/idds-vis.intake"
-    stomp_prefetch: int = 200  # unacked messages the broker hands over per subscription
+    stomp_prefetch: int = 1000  # unacked messages the broker hands over per subscription
+    stomp_relay_prefetch: int = 100  # the same for the relay queue
     # iDDS (work_processing messages): the REST server whose transforms and workflows are read.
     idds_host: str | None = None  # e.g. https://idds.example.org:443/idds
     idds_auth_type: str = "x509_proxy"  # or "oidc"

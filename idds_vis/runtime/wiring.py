@@ -171,6 +171,7 @@ def build_intake(settings: Settings, agent: Agent) -> tuple[StompSource, Intake]
             dead_letter_destination=settings.stomp_dead_letter,
             relay_queue=settings.stomp_relay_queue or None,
             prefetch=settings.stomp_prefetch,
+            relay_prefetch=settings.stomp_relay_prefetch,
         )
     except ValueError as exc:
         raise InvalidRequest(f"stomp settings: {exc}") from exc
@@ -189,7 +190,7 @@ def build_intake(settings: Settings, agent: Agent) -> tuple[StompSource, Intake]
 
 
 # Deliveries the intake handles at once (each still acked only after its own commit): the
-# broker's prefetch (200) bounds them anyway; 8 keep SQLite's single writer busy, not queued.
+# broker's prefetch (the relay queue's, 100) bounds them anyway; 8 keep SQLite busy, not queued.
 INTAKE_CONCURRENCY = 8
 
 

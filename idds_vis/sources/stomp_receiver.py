@@ -35,7 +35,7 @@ REPORT_EVERY = 0.05  # seconds between counts of what was acked here
 # Acks of ignored messages are written together: one socket write for up to ACK_BATCH of them,
 # and at least every ACK_EVERY seconds. A write per ack (what stomp.py's ``ack`` does) was 40 %
 # of this process's samples, and every write wakes the broker once more. ACK_BATCH stays well
-# under the subscription's prefetch (200), so the broker never waits for a held ack. A relayed
+# under the subscription's prefetch (1000), so the broker never waits for a held ack. A relayed
 # subscription sends one cumulative ACK per ACK_BATCH settled messages, or after ACK_EVERY.
 ACK_BATCH = 32
 ACK_EVERY = 0.005

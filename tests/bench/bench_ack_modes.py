@@ -11,9 +11,10 @@ consumer in this process that acks
 
 - individual: ``client-individual``, one ACK frame written per message (bench_intake's bare);
 - batched: ``client-individual``, the ACK frames of up to 32 messages (or 5 ms) written at once,
-  as the agent's receiver process does (``idds_vis.sources.stomp_receiver._AckBatch``);
+  as the agent's receiver process does on a direct subscription (``stomp_receiver._AckBatch``);
 - cumulative: ``client``, one ACK per 32 messages (and one for the last), each acking every
-  message before it on the subscription: the broker handles one frame and one range.
+  message before it on the subscription: the broker handles one frame and one range (the
+  agent's relayed subscriptions, ``idds_vis.sources.stomp_relay``).
 
 for each ``--prefetch``. Modes run interleaved; it prints medians of the rate, this process's CPU
 per message and the broker's. Asserts nothing.

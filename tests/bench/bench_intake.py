@@ -77,7 +77,7 @@ from tests.activemq import ActiveMQ, BrokerAddress, connect_collector  # noqa: E
 from tests.fakes import FakeDeployer, FakeProbe, FakeStager  # noqa: E402
 from tests.message_fixtures import fixture_body  # noqa: E402
 
-PREFETCH = "200"  # StompSettings.prefetch's default: the agent's subscription header
+PREFETCH = 1000  # StompSettings.prefetch's default, for both consumers (--prefetch)
 HEARTBEATS = (10_000, 10_000)  # StompSettings.heartbeats' default
 ROLES = ("bare", "agent", "intake")
 HANG_GUARD = 600.0  # seconds; only reached when something is broken
@@ -250,8 +250,8 @@ def bare_drain(address: BrokerAddress, destination: str, expect: int) -> dict[st
     conn.set_listener("bare", acker)
     conn.connect(address.user, address.password, wait=True)
     # As the agent subscribes: with a receipt, and the clock starts once it is in.
-    conn.subscribe(destination, "bare-0", ack="client-individual",
-                   headers={"activemq.prefetchSize": PREFETCH, "receipt": "bare-0"})  # fmt: skip
+    window = {"activemq.prefetchSize": str(PREFETCH), "receipt": "bare-0"}
+    conn.subscribe(destination, "bare-0", ack="client-individual", headers=window)
     if not subscribed.wait(HANG_GUARD):
         raise SystemExit("bare consumer: no receipt for its SUBSCRIBE")
     cpu0, t0, threads0 = time.process_time(), time.perf_counter(), thread_cpu()
@@ -298,6 +298,7 @@ async def agent_drain(address: BrokerAddress, destination: str, expect: int, sta
         stomp_password=address.password,
         stomp_dead_letter=dlq,
         stomp_relay_queue=relay_of(destination),
+        stomp_prefetch=PREFETCH,
     )
     agent = production_agent(settings)
     built = wiring.build_intake(settings, agent)
@@ -359,8 +360,8 @@ async def agent_drain(address: BrokerAddress, destination: str, expect: int, sta
 
 
 def child(args: argparse.Namespace) -> None:
-    global DIRECT
-    DIRECT = args.direct
+    global DIRECT, PREFETCH
+    DIRECT, PREFETCH = args.direct, args.prefetch
     if os.environ.get("BENCH_SWITCH"):
         sys.setswitchinterval(float(os.environ["BENCH_SWITCH"]))
     address = BrokerAddress("127.0.0.1", args.port, args.user, args.password)
@@ -391,6 +392,7 @@ def run_child(role: str, address: BrokerAddress, destination: str, expect: int, 
             "--user", address.user, "--password", address.password, "--queue", destination,
             "--expect", str(expect), "--state", str(state), "--dlq", dlq,
             "--log", str(work / "agent.log")]  # fmt: skip
+    argv += ["--prefetch", str(PREFETCH)]
     if DIRECT:
         argv.append("--direct")
     if profile:
@@ -454,6 +456,7 @@ def one_drain(role: str, address: BrokerAddress, stream: list[tuple[dict[str, st
 
 
 def main() -> None:
+    global BROKER_PID, LEDGER_DIR, PG_BASE, DIRECT, PREFETCH
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=5)
@@ -470,6 +473,8 @@ def main() -> None:
     parser.add_argument("--direct", action="store_true",
                         help="the agent reads the stream itself (stomp_relay_queue unset): one "
                              "ack per message, as bare")  # fmt: skip
+    parser.add_argument("--prefetch", type=int, default=PREFETCH,
+                        help="both consumers' window (activemq.prefetchSize)")  # fmt: skip
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
     parser.add_argument("--profile", metavar="FILE",
                         help="also profile one agent drain into FILE (cProfile)")  # fmt: skip
@@ -491,8 +496,8 @@ def main() -> None:
     broker = ActiveMQ(work / "activemq")
     print(f"ActiveMQ up in {broker.start():.1f} s; {args.messages} messages per drain, "
           f"{relevant_count} relevant; work dir {work}", flush=True)  # fmt: skip
-    global BROKER_PID, LEDGER_DIR, PG_BASE, DIRECT
-    BROKER_PID, LEDGER_DIR, DIRECT = broker.pid, args.ledger_dir, args.direct
+    BROKER_PID, LEDGER_DIR = broker.pid, args.ledger_dir
+    DIRECT, PREFETCH = args.direct, args.prefetch
     postgres = contextlib.ExitStack()
     try:
         if args.postgres:
@@ -532,7 +537,7 @@ def main() -> None:
     cpu_k = {role: med(r["cpu"] for r in rs) / n * 1000 for role, rs in results.items()}
     broker_k = {role: med(r["broker"] for r in rs) / n * 1000 for role, rs in results.items()}
     print(f"\nmedians of {args.runs} interleaved runs, {n} messages each "
-          f"(1 in {args.relevant_every} relevant)")  # fmt: skip
+          f"(1 in {args.relevant_every} relevant), prefetch {PREFETCH}")  # fmt: skip
     print()
     pg_k = {role: med(r["postgres"] for r in rs) / n * 1000 for role, rs in results.items()}
     server = f" {'postgres':>8}" if args.postgres else ""
