@@ -39,6 +39,7 @@ from idds_vis.sources.stomp import (
     ORIGINAL_MESSAGE_ID_HEADER,
     REASON_HEADER,
 )
+from idds_vis.sources.stomp_relay import relay_headers
 from idds_vis.sources.stomp_remote import RECEIVER_MODULE, FastIgnore
 from tests.activemq import ActiveMQ, BrokerAddress
 from tests.fakes import FakeDeployer, make_agent
@@ -674,6 +675,36 @@ async def test_traffic_not_for_us_is_acked_in_the_receiver_process(activemq_brok
     assert sorted(o.value for _, o, _ in handled) == ["rejected", "submitted"]
     assert len(fast) == len(ignorable)
     await nothing_left(bus, queue_name, relay)
+
+
+async def test_a_copy_made_twice_by_a_receiver_that_died_makes_one_record(
+    activemq_broker, bus, agent
+):
+    """A receiver process killed after its copy was stored but before the cumulative ACK that
+    covers the original: the broker delivers the original again and it is copied again. Played
+    here by a stomp.py client that copies as the receiver does and disconnects without acking;
+    then the real intake (with no LRU, so the ledger decides) makes one record of two copies."""
+    dest, relay = f"/queue/{unique('twice')}", f"/queue/{unique('relay')}"
+    await asyncio.to_thread(bus.publish, dest, [task_status(4242)])
+
+    def copy_and_die() -> None:
+        dying = Bus(activemq_broker)
+        dying.conn.subscribe(dest, "dying", ack="client")
+        got_sub, headers, body = dying.received.get(timeout=HANG_GUARD)
+        assert got_sub == "dying"
+        dying.conn.send(relay, body, headers=relay_headers(headers, "copied"))
+        assert dying.receipts.get(timeout=HANG_GUARD) == "copied"
+        dying.conn.disconnect()  # no ACK: the original goes back to the queue
+
+    await asyncio.to_thread(copy_and_die)
+    async with running_intake(
+        activemq_broker, dest, agent, relay_queue=relay, dedup_size=0
+    ) as (_, outcomes):
+        results = await collect(outcomes, 2)
+    assert sorted(o.value for _, o, _ in results) == ["existing", "submitted"]
+    assert {d.destination for d, _, _ in results} == {dest}  # both name the original
+    assert [r.task_id for r in await agent.ledger.list()] == ["4242"]
+    await nothing_left(bus, dest, relay)
 
 
 async def test_a_relayed_stream_flows_past_a_message_waiting_for_its_commit(activemq_broker, bus):
