@@ -25,6 +25,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 # The headers a relayed copy carries to say where it came from (dead letters carry them too).
 ORIGINAL_DESTINATION_HEADER = "idds-vis-original-destination"
@@ -63,6 +64,13 @@ def relay_headers(headers: Mapping[str, str], receipt: str) -> dict[str, str]:
     return copied
 
 
+@dataclass(slots=True)
+class _Waiting:
+    ack_id: str
+    settled: bool
+    ignored: bool
+
+
 class Watermark:
     """What one ``ack: client`` subscription may ack: the newest message with every earlier one
     settled. Used from stomp.py's receiver thread and the reporter thread, hence the lock.
@@ -73,7 +81,7 @@ class Watermark:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._waiting: deque[list[object]] = deque()  # [ack id, settled, ignored], oldest first
+        self._waiting: deque[_Waiting] = deque()  # oldest first
         self._first = 0  # the number of the oldest waiting message
         self._mark: str | None = None  # the ack id to send, covering `_due` messages
         self._due = 0
@@ -82,7 +90,7 @@ class Watermark:
     def arrive(self, ack_id: str, *, settled: bool, ignored: bool = False) -> int:
         with self._lock:
             number = self._first + len(self._waiting)
-            self._waiting.append([ack_id, settled, ignored])
+            self._waiting.append(_Waiting(ack_id, settled, ignored))
             if settled and len(self._waiting) == 1:
                 self._advance()
             return number
@@ -91,17 +99,17 @@ class Watermark:
         with self._lock:
             index = number - self._first
             if 0 <= index < len(self._waiting):
-                self._waiting[index][1] = True
+                self._waiting[index].settled = True
                 if index == 0:
                     self._advance()
 
     def _advance(self) -> None:
-        while self._waiting and self._waiting[0][1]:
-            ack_id, _settled, ignored = self._waiting.popleft()
+        while self._waiting and self._waiting[0].settled:
+            oldest = self._waiting.popleft()
             self._first += 1
-            self._mark = str(ack_id)
+            self._mark = oldest.ack_id
             self._due += 1
-            self._due_ignored += bool(ignored)
+            self._due_ignored += oldest.ignored
 
     @property
     def due(self) -> int:
