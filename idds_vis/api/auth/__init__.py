@@ -1,0 +1,1 @@
+"""Login for the web app: OIDC tokens, sessions, the auth middleware and rate limits."""
