@@ -1,0 +1,1 @@
+"""Attacks on idds-vis: one module per class of hostile input (issue 15)."""
