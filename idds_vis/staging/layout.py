@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import sqlite3
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,9 +10,9 @@ import yaml
 
 from idds_vis.domain.errors import NoMlflowData
 from idds_vis.staging.paths import RESERVED
+from idds_vis.staging.sqlite_guard import HostileStore, is_sqlite_file, open_store
 
 MAX_DEPTH = 4
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 _SKIP = {RESERVED, ".trash", ".git", "__pycache__"}
 
 
@@ -25,30 +23,17 @@ class Layout:
     experiments: tuple[str, ...]
 
 
-def _is_sqlite(path: Path) -> bool:
-    try:
-        with path.open("rb") as f:
-            return f.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
-    except OSError:
-        return False
+def sqlite_experiments(db: Path, shown: str | None = None) -> tuple[str, ...] | None:
+    """Active experiment names, or None when the file has no experiments table.
 
-
-def _connect_ro(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-
-
-def sqlite_experiments(db: Path) -> tuple[str, ...] | None:
-    """Active experiment names, or None when the file has no experiments table."""
-    try:
-        with closing(_connect_ro(db)) as conn:
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-            if "experiments" not in tables:
-                return None
-            rows = conn.execute(
-                "SELECT name FROM experiments WHERE lifecycle_stage = 'active'"
-            ).fetchall()
-    except sqlite3.Error:
-        return None
+    Guarded (sqlite_guard): HostileStore when the store has a view, a virtual table or a
+    foreign trigger, is unreadable, or costs more than the CPU budget to read.
+    """
+    with open_store(db, shown or db.name) as store:
+        schema = store.check()
+        if not schema.has_table("experiments"):
+            return None
+        rows = store.rows("SELECT name FROM experiments WHERE lifecycle_stage = 'active'")
     return tuple(sorted(str(r[0]) for r in rows))
 
 
@@ -100,12 +85,25 @@ def detect_layout(root: Path, source: str | None = None) -> Layout:
     among equals the shallowest, then the first by name."""
     dbs: list[tuple[int, int, str, Path, tuple[str, ...]]] = []
     stores: list[tuple[int, int, str, Path, tuple[str, ...]]] = []
+    not_sqlite: list[str] = []
     for depth, here, _dirs, files in _walk(root):
         for name in files:
             path = here / name
-            if not name.endswith(".db") or not _is_sqlite(path):
+            if not name.endswith(".db"):
                 continue
-            experiments = sqlite_experiments(path)
+            shown = path.relative_to(root).as_posix()
+            if not is_sqlite_file(path):
+                if name == "mlflow.db":
+                    not_sqlite.append(shown)
+                continue
+            try:
+                experiments = sqlite_experiments(path, shown)
+            except HostileStore:
+                # Another tool's database (optuna.db...) may be anything; an mlflow.db that
+                # is no plain MLflow store must not be served, nor silently skipped.
+                if name == "mlflow.db":
+                    raise
+                continue
             if experiments is None and name != "mlflow.db":
                 continue
             rank = 0 if name == "mlflow.db" else 1
@@ -121,6 +119,10 @@ def detect_layout(root: Path, source: str | None = None) -> Layout:
     if stores:
         best = min(stores)
         return Layout("file-store", best[3], best[4])
+    if not_sqlite:
+        raise NoMlflowData(
+            f"no MLflow data in {source or root}: {not_sqlite[0]} is not an SQLite database"
+        )
     raise NoMlflowData(
         f"no MLflow data in {source or root}: expected an mlruns directory or an mlflow.db"
     )

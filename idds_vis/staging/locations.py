@@ -16,29 +16,70 @@ from idds_vis.staging.paths import RESERVED, is_within
 
 # Directory names MLflow gives its artefact roots (file store, and `mlflow server` default).
 ARTEFACT_DIRS = ("mlartifacts", "mlruns")
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
+# Two characters at least: 'C:' starts a Windows path, not a URI.
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
+_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
+# URIs that name another row of the same store rather than a place.
+REFERENCE_SCHEMES = ("runs", "models")
+
+
+def location_scheme(location: str) -> str | None:
+    """The URI scheme, lower-cased; None for a plain (POSIX or Windows) path."""
+    text = location.strip()
+    match = _SCHEME.match(text)
+    if match is None or _DRIVE.match(text):
+        return None
+    return match.group(1).lower()
 
 
 def location_kind(location: str) -> str:
-    """Paths of mlflow-artifacts: URIs are relative to the server's artefact root, not to /."""
-    return "server" if location.strip().lower().startswith("mlflow-artifacts:") else "path"
+    """Which locations may share a learned path prefix: plain and file: paths; paths of
+    mlflow-artifacts: URIs, relative to the server's artefact root, not to /; and those of
+    any other scheme, relative to their host or bucket."""
+    scheme = location_scheme(location)
+    if scheme in (None, "file"):
+        return "path"
+    if scheme == "mlflow-artifacts":
+        return "server"
+    try:
+        netloc = urlsplit(location.strip()).netloc.lower()
+    except ValueError:
+        netloc = ""
+    return f"{scheme}://{netloc}"
+
+
+def _uri_path(text: str, scheme: str) -> str:
+    try:
+        return unquote(urlsplit(text).path)
+    except ValueError:  # e.g. an unclosed '[' where urlsplit wants an IPv6 host
+        rest = text[len(scheme) + 1 :]
+        return unquote(rest[2:].partition("/")[2] if rest.startswith("//") else rest)
 
 
 def location_parts(location: str) -> list[str] | None:
-    """Path components of a file-like location; None for s3://, runs:/, models:/, blanks."""
+    """Path components of a location of any scheme (``s3://bucket/1/r/artifacts`` gives
+    1, r, artifacts: the layout below an artefact root is MLflow's wherever the root was);
+    None for a blank one."""
     text = location.strip()
-    lower = text.lower()
-    if lower.startswith(("file:", "mlflow-artifacts:")):
-        path = unquote(urlsplit(text).path)
-    elif _SCHEME.match(text) and not re.match(r"^[A-Za-z]:[\\/]", text):
-        return None
-    else:
-        path = text
-    if not path.strip():
+    scheme = location_scheme(text)
+    path = text if scheme is None else _uri_path(text, scheme)
+    if not text or (scheme is None and not path.strip()):
         return None  # unset, nothing to fix
     # '..' is dropped rather than applied: whatever it meant on the training machine, the
     # result must land under the staged root. An empty list ('..', '/') is placed there too.
     return [p for p in path.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+
+
+def location_reference(location: str) -> tuple[str, str, list[str]] | None:
+    """``runs:/<run>/<path>`` and ``models:/<model>``: (scheme, the id named, the path below
+    it); None for any other location."""
+    scheme = location_scheme(location)
+    if scheme not in REFERENCE_SCHEMES:
+        return None
+    parts = location_parts(location) or []
+    if not parts:
+        return None
+    return scheme, parts[0], parts[1:]
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
+from idds_vis.domain.errors import StagingError
 from idds_vis.staging import rewrite_artifact_locations
 from tests.mlflow_data import ARTIFACT_NAME, ARTIFACT_TEXT, sqlite_template
 
@@ -56,9 +57,11 @@ def test_every_run_finds_its_artifact_file(staged_copy: tuple[Path, Path]) -> No
     assert models
     for (uri,) in models:
         assert (under(root, str(uri)) / "MLmodel").is_file()
+    [(model_place,)] = models
     for storage, source in query(db, "SELECT storage_location, source FROM model_versions"):
         assert (under(root, str(storage)) / "MLmodel").is_file()
-        assert str(source).startswith("models:/")  # not file-like: left as logged
+        # models:/<id> names the logged model: it goes where that model's row went.
+        assert source == model_place
     experiments = dict(query(db, "SELECT name, artifact_location FROM experiments"))
     assert under(root, str(experiments["idds-staging-test"])) == root / "output/job/mlartifacts"
     under(root, str(experiments["Default"]))
@@ -194,11 +197,101 @@ def test_hostile_rows_never_point_outside_the_root(tmp_path: Path) -> None:
         under(root, str(uri))
 
 
-def test_non_file_locations_are_left_alone(tmp_path: Path) -> None:
+def test_other_schemes_and_references_land_under_the_root(tmp_path: Path) -> None:
+    root = tmp_path / "staged"
+    artifacts = artefact_tree(root)
+    db = root / "job" / "mlflow.db"
+    foreign = [
+        f"s3://someone-elses-bucket/1/{RUN}/artifacts",
+        "runs:/r/model",
+        "models:/m-1",
+        "dbfs:/x/y",
+        "http://127.0.0.1:9/x",
+        "ftp://host/a",
+        "wasbs://c@acct.blob.core.windows.net/p",
+    ]
+    tiny_store(
+        db,
+        [(1, "gs://bucket/1")],
+        [(RUN if i == 0 else f"r{i}", 1, loc) for i, loc in enumerate(foreign)],
+    )
+    assert rewrite_artifact_locations(db, root) == len(foreign) + 1
+    uris = dict(query(db, "SELECT run_uuid, artifact_uri FROM runs"))
+    # The bucket's layout below its root is MLflow's: the staged copy of the run is found.
+    assert uri_path(str(uris[RUN])) == artifacts.resolve()
+    for uri in uris.values():
+        under(root, str(uri))
+    [(exp,)] = query(db, "SELECT artifact_location FROM experiments")
+    under(root, str(exp))
+
+
+def test_a_run_reference_goes_where_the_run_went(tmp_path: Path) -> None:
+    root = tmp_path / "staged"
+    artifacts = artefact_tree(root)
+    db = root / "job" / "mlflow.db"
+    tiny_store(db, [], [(RUN, 1, f"/home/u/job/mlartifacts/1/{RUN}/artifacts")])
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute(
+            "CREATE TABLE model_versions (run_id TEXT, source TEXT, storage_location TEXT)"
+        )
+        conn.execute(
+            "INSERT INTO model_versions VALUES (?, ?, ?)", (RUN, f"runs:/{RUN}/model", None)
+        )
+    rewrite_artifact_locations(db, root)
+    [(source, storage)] = query(db, "SELECT source, storage_location FROM model_versions")
+    assert uri_path(str(source)) == artifacts.resolve() / "model"
+    assert storage is None
+
+
+@pytest.mark.parametrize(
+    ("table", "ddl", "original", "expected"),
+    [
+        ("webhooks", "url TEXT", "http://127.0.0.1:9/hook", ""),
+        (
+            "datasets",
+            "dataset_source TEXT",
+            '{"uri": "s3://b/train.csv", "name": "train"}',
+            '{"uri": "", "name": "train"}',
+        ),
+        ("datasets", "dataset_source", '{"name": "note: not a URI"}', None),
+        ("secrets", "auth_config TEXT", '{"api_base": "https://x.example/v1"}', '{"api_base": ""}'),
+    ],
+)
+def test_other_urls_are_blanked(
+    tmp_path: Path, table: str, ddl: str, original: str, expected: str | None
+) -> None:
+    db = tmp_path / "mlflow.db"
+    tiny_store(db, [], [])
+    column = ddl.split()[0]
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute(f"CREATE TABLE {table} ({ddl})")
+        conn.execute(f"INSERT INTO {table} VALUES (?)", (original,))
+    rewrite_artifact_locations(db, tmp_path)
+    [(value,)] = query(db, f"SELECT {column} FROM {table}")
+    assert value == (original if expected is None else expected)
+
+
+def test_mlflow_trigger_is_dropped_before_the_write(tmp_path: Path) -> None:
+    # Only its name is checked, so its body (here one that would abort) must never run.
     root = tmp_path / "staged"
     artefact_tree(root)
     db = root / "job" / "mlflow.db"
-    kept = ["s3://bucket/1/r/artifacts", "runs:/r/model", "models:/m-1", "dbfs:/x/y"]
-    tiny_store(db, [(1, "gs://bucket/1")], [(f"r{i}", 1, loc) for i, loc in enumerate(kept)])
-    assert rewrite_artifact_locations(db, root) == 0
-    assert [u for (u,) in query(db, "SELECT artifact_uri FROM runs")] == kept
+    tiny_store(db, [], [(RUN, 1, "s3://b/x")])
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("CREATE TABLE secrets (secret_id TEXT, auth_config TEXT)")
+        conn.execute(
+            "CREATE TRIGGER prevent_secrets_aad_mutation BEFORE UPDATE ON runs"
+            " BEGIN SELECT RAISE(ABORT, 'fired'); END"
+        )
+    # On 'runs', not 'secrets': not MLflow's trigger, so the store is refused.
+    with pytest.raises(StagingError, match="trigger 'prevent_secrets_aad_mutation'"):
+        rewrite_artifact_locations(db, root)
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("DROP TRIGGER prevent_secrets_aad_mutation")
+        conn.execute(
+            "CREATE TRIGGER prevent_secrets_aad_mutation BEFORE UPDATE ON secrets"
+            " BEGIN SELECT RAISE(ABORT, 'fired'); END"
+        )
+        conn.execute("INSERT INTO secrets VALUES ('s', '{\"u\": \"http://x/\"}')")
+    assert rewrite_artifact_locations(db, root) == 2
+    assert query(db, "SELECT name FROM sqlite_master WHERE type = 'trigger'") == []
