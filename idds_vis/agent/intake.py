@@ -7,6 +7,20 @@ agent has committed it (ack after durable, DESIGN.md §3). A failure that may pa
 down) gives the message back for a later retry (``nack``); one that will not (``VisError``:
 the request itself is wrong) dead-letters it. Nothing a message does stops the loop.
 
+Messages are written by whoever can publish, so (README "Artefact sources from messages"):
+
+- a ``vis_request``/``vis_teardown`` must carry a sender credential the agent verifies when
+  ``message_auth`` is on (``idds_vis.domain.senders``); a missing or bad one is dead-lettered
+  with the reason;
+- a source a message named (a ``vis_request``'s, an iDDS VisualizationWork's) is checked
+  against the operator's ``SourcePolicy``; a refused one is dead-lettered with the reason (the
+  pipeline stages accepted ones under the address guard, ``idds_vis.staging.guarded``);
+- with quotas configured, every request from a message goes through the quota queue, charged
+  to its verified sender, else the PanDA task's owner, else ``message:<origin>``;
+- a ``vis_teardown`` is honoured only from the instance's requester or a production sender
+  (``production_senders``); without ``message_auth`` only for an instance an unverified
+  message started. Any other is acked and ignored, and the launch goes on.
+
 Replays (iDDS sends each message up to 3 times) are harmless since the ledger is idempotent by
 (task, tool); a small LRU of recent triggers acks them without a database round trip.
 
@@ -19,15 +33,19 @@ reaches the loop (tests/bench/bench_intake.py measures the gain).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from enum import StrEnum
 from typing import Protocol
 
 from idds_vis.agent import logctx
+from idds_vis.agent.quotas import QuotaQueue
 from idds_vis.domain.errors import NotFound, VisError
+from idds_vis.domain.identity import Identity
 from idds_vis.domain.messages import (
     EndRequest,
     Ignore,
@@ -38,6 +56,8 @@ from idds_vis.domain.messages import (
     request_from_trigger,
 )
 from idds_vis.domain.models import Instance, InstanceKey, VisRequest
+from idds_vis.domain.senders import ANONYMOUS, AuthMode, KeysError, Refused, Sender, verify
+from idds_vis.domain.source_policy import MESSAGE_ORIGINS, SourcePolicy
 from idds_vis.ports.source import Delivery, MessageSource
 
 log = logging.getLogger(__name__)
@@ -62,6 +82,7 @@ class Outcome(StrEnum):
     EXISTING = "existing"  # the ledger already had this (task, tool)
     DUPLICATE = "duplicate"  # a replay seen moments ago; acked without a database call
     SKIPPED = "skipped"  # the resolver said it is not a visualization task
+    QUEUED = "queued"  # over a quota: waiting in the ledger's queue
     ENDED = "ended"  # a vis_teardown was applied (or had nothing left to end)
     IGNORED = "ignored"  # well-formed, not for us
     REJECTED = "rejected"  # dead-lettered with a reason
@@ -70,6 +91,21 @@ class Outcome(StrEnum):
 
 # (delivery, outcome, detail): a hook for metrics and tests; errors in it are logged only.
 OutcomeHook = Callable[[Delivery, Outcome, str], None]
+# The ledger's record of a (task, tool), for deciding whose teardown is honoured.
+InstanceLookup = Callable[[InstanceKey], Awaitable[Instance | None]]
+# Reads the senders' keys (blocking: called in a thread, at each use, so rotation needs no
+# restart); raises OSError or KeysError when they cannot be read.
+KeysLoader = Callable[[], Mapping[str, bytes]]
+
+
+@dataclasses.dataclass(frozen=True)
+class MessageTrust:
+    """How far the intake trusts a message (settings ``message_*``, ``allow_private_addresses``)."""
+
+    policy: SourcePolicy = dataclasses.field(default_factory=SourcePolicy)
+    auth: AuthMode = "off"
+    keys: KeysLoader | None = None
+    production_senders: Collection[str] = ()
 
 
 async def request_as_sent(trigger: Trigger) -> VisRequest | None:
@@ -92,9 +128,17 @@ class Intake:
         dedup_size: int = 4096,
         on_outcome: OutcomeHook | None = None,
         concurrency: int = 1,
+        trust: MessageTrust | None = None,
+        quotas: QuotaQueue | None = None,
+        instances: InstanceLookup | None = None,
     ) -> None:
         self.source = source
         self.agent = agent
+        self.trust = trust or MessageTrust()
+        # With limits set, requests from messages wait their turn like the catalog's.
+        self.quotas = quotas if quotas is not None and quotas.limits.any else None
+        ledger = getattr(agent, "ledger", None)
+        self.instances: InstanceLookup | None = instances or getattr(ledger, "get", None)
         self.parse_options = parse_options or ParseOptions()
         self.resolver = resolver
         self.dedup_size = dedup_size
@@ -110,6 +154,19 @@ class Intake:
 
     async def run(self) -> None:
         """Handle deliveries until the source stops (the last ones are finished first)."""
+        if self.quotas is None:
+            await self._run()
+            return
+        # Queued message requests start as room frees up, also with no web app running.
+        admitting = asyncio.create_task(self.quotas.run())
+        try:
+            await self._run()
+        finally:
+            admitting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await admitting
+
+    async def _run(self) -> None:
         if self.concurrency == 1:
             async for delivery in self.source.messages():
                 await self.handle(delivery)
@@ -170,9 +227,17 @@ class Intake:
             log.debug("ignoring message %s: %s", delivery.message_id, parsed.reason)
             await self._ack(delivery)
             return Outcome.IGNORED, parsed.reason
+        sender = ANONYMOUS
+        if isinstance(parsed, EndRequest) or parsed.kind == "vis_request":
+            checked = await self._sender(delivery)
+            if isinstance(checked, Refused):
+                return await self._reject(delivery, checked.reason)
+            if checked is None:
+                return await self._retry(delivery, "reading the message keys", KeysError())
+            sender = checked
         if isinstance(parsed, EndRequest):
-            return await self._end(delivery, parsed)
-        trigger: Trigger = parsed
+            return await self._end(delivery, parsed, sender)
+        trigger: Trigger = dataclasses.replace(parsed, sender=sender.name)
         logctx.update(task_id=trigger.task_id, tool=trigger.tool)
         key = trigger.dedup_key
         if key in self._recent:
@@ -190,8 +255,13 @@ class Intake:
             self._remember(key)
             await self._ack(delivery)
             return Outcome.SKIPPED, trigger.task_id
+        refused = self._refused_source(trigger, request)
+        if refused is not None:
+            return await self._reject(delivery, f"task {request.task_id}: {refused}")
 
         try:
+            if self.quotas is not None:
+                return await self._queue(delivery, trigger, request, key)
             _instance, created = await self.agent.submit(request)
         except VisError as exc:
             return await self._reject(delivery, f"task {request.task_id}: {exc.reason}")
@@ -210,9 +280,79 @@ class Intake:
         await self._ack(delivery)  # last: nothing after an ack may fail and retry it
         return (Outcome.SUBMITTED if created else Outcome.EXISTING), request.task_id
 
-    async def _end(self, delivery: Delivery, end: EndRequest) -> tuple[Outcome, str]:
+    async def _sender(self, delivery: Delivery) -> Sender | Refused | None:
+        """The verified sender, why its credential fails, or None if the keys are unreadable
+        (the operator's problem, not the message's: it is retried)."""
+        if self.trust.auth == "off":
+            return ANONYMOUS
+        keys: Mapping[str, bytes] = {}
+        if self.trust.keys is not None:
+            try:
+                keys = await asyncio.to_thread(self.trust.keys)
+            except (OSError, KeysError) as exc:
+                log.error("cannot read the message senders' keys: %s", exc)
+                return None
+        return verify(delivery.headers, bytes(delivery.body), self.trust.auth, keys)
+
+    def _refused_source(self, trigger: Trigger, request: VisRequest) -> str | None:
+        """Why the source a message named may not be used, or None."""
+        from_message = trigger.kind in ("vis_request", "idds_work")
+        if not request.source or not (from_message or request.origin in MESSAGE_ORIGINS):
+            return None
+        verdict = self.trust.policy.check_message_source(request.source)
+        return None if verdict else f"artefact source refused: {verdict.reason}"
+
+    async def _queue(
+        self, delivery: Delivery, trigger: Trigger, request: VisRequest, key: str
+    ) -> tuple[Outcome, str]:
+        assert self.quotas is not None
+        user = trigger.sender or request.requested_by or f"message:{request.origin}"
+        requester = Identity(
+            user=user,
+            subject=f"message:{user}",
+            production=trigger.sender is not None
+            and trigger.sender in self.trust.production_senders,
+        )
+        admission = await self.quotas.request(request, requester, owner=None)
+        self._remember(key)
+        if admission.waiting is not None:
+            log.info("task %s (%s) from %s message %s queued: %s", request.task_id,
+                     request.tool, trigger.kind, delivery.message_id,
+                     admission.waiting.reason or "waiting")  # fmt: skip
+            await self._ack(delivery)
+            return Outcome.QUEUED, request.task_id
+        await self._ack(delivery)
+        return (Outcome.SUBMITTED if admission.started else Outcome.EXISTING), request.task_id
+
+    def _may_end(self, inst: Instance, sender: Sender) -> bool:
+        if sender.name is not None and sender.name in self.trust.production_senders:
+            return True
+        if sender.verified:
+            return inst.requested_by == sender.name
+        # Unverified (message_auth off): only what an unverified message started itself.
+        return inst.origin in MESSAGE_ORIGINS and inst.requested_by is None
+
+    async def _end(
+        self, delivery: Delivery, end: EndRequest, sender: Sender = ANONYMOUS
+    ) -> tuple[Outcome, str]:
         logctx.update(task_id=end.task_id, tool=end.tool)
         key = InstanceKey(end.task_id, end.tool)
+        current: Instance | None = None
+        if self.instances is not None:
+            try:
+                current = await self.instances(key)
+            except Exception as exc:
+                return await self._retry(delivery, f"reading task {end.task_id}", exc)
+            if current is None:
+                await self._ack(delivery)
+                return Outcome.ENDED, f"{end.task_id}: no instance"
+        if current is None or not self._may_end(current, sender):
+            who = sender.name or "an unverified sender"
+            detail = (f"vis_teardown of task {end.task_id} ({end.tool}) from {who} ignored: only "
+                      "its requester or the production role may end it")  # fmt: skip
+            log.warning("message %s: %s", delivery.message_id, detail)
+            await self._ack(delivery)
+            return Outcome.IGNORED, detail
         try:
             inst = await self.agent.end(key)
         except NotFound:

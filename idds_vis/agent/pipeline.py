@@ -14,6 +14,7 @@ from idds_vis.domain.errors import InvalidRequest, InvalidTransition, VisError
 from idds_vis.domain.expiry import expiry_after
 from idds_vis.domain.models import Instance
 from idds_vis.domain.phases import Phase
+from idds_vis.domain.source_policy import MESSAGE_ORIGINS
 from idds_vis.ports import Clock, Deployer, Ledger, ReadinessProbe, Recorder, Stager
 
 log = logging.getLogger(__name__)
@@ -38,9 +39,13 @@ class Pipeline:
         start_timeout: float = 180.0,
         metrics: AgentMetrics | None = None,
         source_resolver: SourceResolver | None = None,
+        message_stager: Stager | None = None,
     ) -> None:
         self.ledger = ledger
         self.stager = stager
+        # Stages the sources messages named (MESSAGE_ORIGINS) under the operator's source
+        # policy and address guard (idds_vis.staging.guarded); wiring sets it. None: ``stager``.
+        self.message_stager = message_stager
         self.deployer = deployer
         self.probe = probe
         self.clock = clock
@@ -88,12 +93,15 @@ class Pipeline:
 
     async def _drive(self, inst: Instance) -> Instance:
         claimed_at = inst.updated_at
+        # A source the record holds was named by whoever asked; one the resolver finds comes
+        # from the operator's own settings (panda_source...), so it needs no message guard.
+        stager = self._stager_for(inst) if inst.source else self.stager
         source = await self.resolve(inst)
         inst = await self._to(inst, Phase.STAGING, source=source)
         staged = None
         dest = self.deployer.staging_dir(inst)
         if dest is not None:
-            staged = await self.stager.stage(source, dest)
+            staged = await stager.stage(source, dest)
         inst = await self._to(inst, Phase.DEPLOYING)
         deployment = await self.deployer.deploy(inst, staged)
         inst = await self._to(inst, Phase.STARTING, handle=deployment.handle)
@@ -108,6 +116,11 @@ class Pipeline:
         for recorder in self.recorders:
             await recorder.record(inst)
         return inst
+
+    def _stager_for(self, inst: Instance) -> Stager:
+        if inst.origin in MESSAGE_ORIGINS and self.message_stager is not None:
+            return self.message_stager
+        return self.stager
 
     async def resolve(self, inst: Instance) -> str:
         if inst.source:

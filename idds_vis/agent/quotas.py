@@ -6,9 +6,11 @@ agent replica on one database; each decision is made under the ledger's quota lo
 an instance of its own ends (its event bus) and, for room freed by another replica, at every
 poll interval.
 
-Only self-service starts (the catalog, permalinks behind a login) are queued. Requests from
-the automatic chains (PanDA and iDDS messages, ``idds-vis request``) start at once, and count
-towards the total like every live instance.
+Self-service starts (the catalog, permalinks behind a login) are queued, and so are requests
+from broker messages (PanDA, iDDS, vis_request) once quotas are set: the intake charges them to
+the verified sender, else the PanDA task's owner, else ``message:<origin>``, so publishing
+messages is no way around a limit. ``idds-vis request`` (the operator on the agent's host)
+starts at once, and counts towards the total like every live instance.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Collection
 from typing import Any
 
 from idds_vis.agent.service import Agent
+from idds_vis.domain.expiry import check_ttl
 from idds_vis.domain.identity import Identity
 from idds_vis.domain.models import Instance, VisRequest
 from idds_vis.domain.phases import TERMINAL, Phase
@@ -50,8 +53,10 @@ class QuotaQueue:
     ) -> Admission:
         """Start ``request`` now if the limits allow, else queue it; idempotent by key.
 
-        Raises ``InvalidRequest`` for a request that could never start (over the lifetime cap).
+        Raises ``InvalidRequest`` for a request that could never start (over the lifetime cap
+        or the agent's maximum TTL).
         """
+        check_ttl(request.ttl, self.agent.max_ttl)
         ask = Waiting(
             task_id=request.task_id,
             tool=request.tool,

@@ -1,6 +1,7 @@
 """From a trigger to the request to submit: whether the task wants a visualization, and how.
 
-- ``vis_request``: the message says it all.
+- ``vis_request``: the message says it all, except that an unverified message may not name the
+  source of a PanDA task the agent finds the artefacts of itself (``_own_artefacts_first``).
 - PanDA ``task_status``: the task's parameters (``getTaskParamsMap``) must hold the
   ``visualization`` permalink that ``idds_vis.panda.with_visualization`` put there at submission;
   a task without one is skipped (acked, nothing recorded). The tool and TTL come from the
@@ -15,6 +16,7 @@ reason). PanDA or iDDS being down (``SourceUnreachable`` from the adapters) is r
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from idds_vis.domain.errors import InvalidRequest, NotFound, SourceUnreachable, VisError
@@ -52,10 +54,31 @@ class TaskResolver:
 
     async def __call__(self, trigger: Trigger) -> VisRequest | None:
         if trigger.kind == "vis_request":
-            return request_from_trigger(trigger)
+            return self._own_artefacts_first(request_from_trigger(trigger), trigger.sender)
         if trigger.kind == "panda_task":
             return await self._panda(trigger)
-        return await self._idds(trigger)
+        request = await self._idds(trigger)
+        # The source is the workflow author's, read through iDDS: no credential vouches for it.
+        return None if request is None else self._own_artefacts_first(request, None)
+
+    def _own_artefacts_first(self, request: VisRequest, sender: str | None) -> VisRequest:
+        """A PanDA task's artefacts are found by the agent itself (``panda_source``, the task's
+        outputs): a source named by an unverified message for a PanDA task id is dropped.
+
+        Otherwise whoever publishes first could take a real task id with a source of their
+        choosing, and the genuine request would then find it "already" there. A verified
+        sender (``message_auth``) may still name one; so may any message where no PanDA
+        server is configured, since the agent could not find the artefacts itself.
+        """
+        unverified = sender is None
+        if request.source and unverified and self.panda is not None and request.task_id.isdigit():
+            log.warning(
+                "task %s: the artefact source named by an unverified %s message is ignored; "
+                "PanDA's own record of the task decides where its artefacts are",
+                request.task_id, request.origin,
+            )  # fmt: skip
+            return dataclasses.replace(request, source=None)
+        return request
 
     async def _panda(self, trigger: Trigger) -> VisRequest | None:
         if self.panda is None:

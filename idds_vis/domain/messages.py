@@ -114,6 +114,8 @@ class Trigger:
     ttl: timedelta | None
     tool: str = DEFAULT_TOOL
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # The verified sender (``idds_vis.domain.senders``), set by the intake; None: unverified.
+    sender: str | None = None
 
     @property
     def dedup_key(self) -> str:
@@ -130,7 +132,9 @@ class Trigger:
         if self.kind == "vis_request":
             # A new request for the same task with another source or TTL is not a replay.
             ttl = None if self.ttl is None else self.ttl.total_seconds()
-            parts += [self.source, ttl]
+            # Nor is one from another sender: an unverified copy seen first must not make
+            # the intake drop a verified request as its replay.
+            parts += [self.source, ttl, self.sender]
         return json.dumps(parts, separators=(",", ":"))
 
 
@@ -195,6 +199,7 @@ def request_from_trigger(trigger: Trigger) -> VisRequest:
         tool=trigger.tool,
         ttl=trigger.ttl or DEFAULT_TTL,
         origin=origin[trigger.kind],
+        requested_by=trigger.sender,
     )
 
 

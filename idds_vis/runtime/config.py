@@ -96,6 +96,21 @@ class Settings:
     rucio_ca_cert: str | None = None  # a PEM file; default: the client's CA bundle
     rucio_rse: str | None = None  # an RSE expression to download from
     # --- end of artefact source credentials
+    # --- Trust in broker messages (README "Artefact sources from messages"). Sources a message
+    # names (vis_request, an iDDS VisualizationWork) must pass message_sources: a mapping of
+    # schemes (http, https, s3, rucio), hosts ("host" or "host:port", "*.domain", "*": any),
+    # s3_buckets and rucio_scopes (none listed: no S3 / Rucio source from messages). Local paths
+    # and file: are never taken from a message. Staging them reaches no loopback, private or
+    # link-local address unless allow_private_addresses lists it (CIDRs, addresses, host names).
+    message_sources: dict[str, Any] | None = None  # None: http(s) to any public host
+    allow_private_addresses: list[str] = field(default_factory=list)
+    # vis_request/vis_teardown must carry a verified sender credential: "off", "hmac" or
+    # "bearer", with one "name:secret" per line in message_auth_keys_file (read at each use).
+    message_auth: str = "off"
+    message_auth_keys_file: str | None = None
+    # Verified senders acting for the production role (may end any instance, no user quota).
+    message_production_senders: list[str] = field(default_factory=list)
+    # --- end of trust in broker messages
     # Logs of the agent and the web app: "json" (one object per line) or "text".
     log_format: str = "json"
     # --- Self-service catalog, login and quotas (README "Self-service catalog, login and

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 from idds_vis.agent.clock import SystemClock
 from idds_vis.agent.health import Health, Heartbeat, WatchTracker, add_agent_checks, install
-from idds_vis.agent.intake import Intake
+from idds_vis.agent.intake import Intake, MessageTrust
 from idds_vis.agent.metrics import AgentMetrics
 from idds_vis.agent.panda_tasks import PandaArtefacts
+from idds_vis.agent.quotas import QuotaQueue
 from idds_vis.agent.replicas import Coordination
 from idds_vis.agent.resolver import TaskResolver
 from idds_vis.agent.service import Agent
@@ -22,17 +25,22 @@ from idds_vis.deploy.kubernetes.settings import KubeSettings
 from idds_vis.deploy.local import SERVE_UI, STAND_IN_UI, LocalProcessDeployer
 from idds_vis.deploy.probe import HttpReadinessProbe
 from idds_vis.domain.errors import InvalidRequest
+from idds_vis.domain.quotas import Limits
+from idds_vis.domain.senders import AUTH_MODES, parse_keys
+from idds_vis.domain.source_policy import AddressPolicy, MessageSources, PolicyError, SourcePolicy
 from idds_vis.ledger import SqlLedger
 from idds_vis.ledger.leases import SqlClaims, SqlLeases
 from idds_vis.lookup import PandaClientTasks, PandaSettings
 from idds_vis.lookup.idds import IddsClientWorks, IddsSettings
 from idds_vis.ports import Clock, Deployer
 from idds_vis.ports.lease import LeaseStore, WatchObserver
+from idds_vis.ports.ledger import AccessLedger
 from idds_vis.runtime.config import Settings
 from idds_vis.sources.stomp import StompSettings, StompSource
 from idds_vis.sources.stomp_remote import FastIgnore
 from idds_vis.staging import ArchiveStager
-from idds_vis.staging.credentials import CredentialFiles
+from idds_vis.staging.credentials import CredentialFiles, Credentials
+from idds_vis.staging.guarded import GuardedStager
 
 
 def credential_files(settings: Settings) -> CredentialFiles:
@@ -127,6 +135,16 @@ def build_agent(settings: Settings) -> Agent:
         agent_id=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}",
         coordination=build_coordination(settings, ledger, clock, metrics),
     )
+    # Sources named by messages: checked against the policy again and fetched under the
+    # address guard; the agent's http tokens go only to hosts message_sources lists by name.
+    agent.pipeline.message_stager = GuardedStager(
+        ArchiveStager(
+            max_bytes=settings.max_bytes,
+            max_files=settings.max_files,
+            credentials=message_credentials(settings),
+        ),
+        source_policy(settings),
+    )
     health = install(agent, Health(Heartbeat(threshold=settings.stall_threshold.total_seconds())))
     add_agent_checks(health, agent)
     health.add_check("watches", watches.check)
@@ -176,12 +194,18 @@ def build_intake(settings: Settings, agent: Agent) -> tuple[StompSource, Intake]
     except ValueError as exc:
         raise InvalidRequest(f"stomp settings: {exc}") from exc
     source = StompSource(stomp)
+    limits = quota_limits(settings)
+    quotas = None
+    if limits.any and isinstance(agent.ledger, AccessLedger):
+        quotas = QuotaQueue(agent, agent.ledger, limits)
     intake = Intake(
         source,
         agent,
         resolver=build_resolver(settings),
         on_outcome=lambda _delivery, outcome, _detail: agent.metrics.intake_outcome(outcome.value),
         concurrency=INTAKE_CONCURRENCY,
+        trust=message_trust(settings),
+        quotas=quotas,
     )
     # Most of a shared stream is not for us: parsed and acked in the receiver process.
     intake.on_fast_ignore = agent.metrics.intake_ignored
@@ -237,3 +261,64 @@ def build_panda(settings: Settings) -> PandaClientTasks | None:
     if settings.panda_auth not in ("oidc", "x509"):
         raise InvalidRequest(f"panda_auth must be 'oidc' or 'x509', not {settings.panda_auth!r}")
     return PandaClientTasks(panda)
+
+
+# -- trust in broker messages (README "Artefact sources from messages") ------------------------
+
+
+def source_policy(settings: Settings) -> SourcePolicy:
+    try:
+        return SourcePolicy(
+            sources=MessageSources.from_setting(settings.message_sources),
+            addresses=AddressPolicy.from_setting(settings.allow_private_addresses),
+        )
+    except PolicyError as exc:
+        raise InvalidRequest(f"message source settings: {exc}") from None
+
+
+def message_trust(settings: Settings) -> MessageTrust:
+    mode = settings.message_auth
+    if mode not in AUTH_MODES:
+        raise InvalidRequest(f"message_auth must be one of {', '.join(AUTH_MODES)}, not {mode!r}")
+    keys_file = settings.message_auth_keys_file
+    if mode != "off" and not keys_file:
+        raise InvalidRequest(f"message_auth: {mode} needs message_auth_keys_file")
+
+    def keys() -> dict[str, bytes]:
+        assert keys_file is not None
+        return parse_keys(Path(keys_file).expanduser().read_text())
+
+    return MessageTrust(
+        policy=source_policy(settings),
+        auth="hmac" if mode == "hmac" else "bearer" if mode == "bearer" else "off",
+        keys=keys if keys_file else None,
+        production_senders=frozenset(settings.message_production_senders),
+    )
+
+
+def message_credentials(settings: Settings) -> Callable[[], Credentials]:
+    """The credentials a message's source may use: http tokens only for hosts that
+    message_sources lists by name (never through ``*``); S3 and Rucio as configured (their
+    buckets and scopes must be listed to be named at all)."""
+    files = credential_files(settings)
+    named = {
+        entry.rsplit(":", 1)[0] if entry.count(":") == 1 else entry
+        for entry in source_policy(settings).sources.hosts
+        if "*" not in entry
+    }
+
+    def load() -> Credentials:
+        loaded = files.load()
+        tokens = {host: t for host, t in loaded.http_tokens.items() if host in named}
+        return dataclasses.replace(loaded, http_tokens=tokens)
+
+    return load
+
+
+def quota_limits(settings: Settings) -> Limits:
+    return Limits(
+        per_user=settings.quota_per_user,
+        per_group=dict(settings.quota_per_group),
+        total=settings.quota_total,
+        user_ttl=settings.quota_user_ttl,
+    )

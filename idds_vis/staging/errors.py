@@ -15,3 +15,7 @@ class UnsupportedSource(StagingError):
 
 class StagingInterrupted(StagingError):
     """The staging task was cancelled; the worker thread stopped at its next check."""
+
+
+class SourceRefused(StagingError):
+    """A source named by a message is not one the operator's policy accepts."""
