@@ -29,8 +29,9 @@ class Budget:
         self._stop = stop
 
     def check_declared(self, files: int, dirs: int, size: int) -> None:
-        """Refuse before writing anything when the headers already say it is too big."""
-        self._check(files, dirs, size)
+        """Refuse before writing anything when the headers already say it is too big,
+        counting what this staging wrote before (several archives share one budget)."""
+        self._check(self.files + files, self.dirs + dirs, self.bytes + size)
 
     def add_file(self) -> None:
         self.check_stop()

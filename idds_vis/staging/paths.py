@@ -33,31 +33,6 @@ def is_reserved(rel: PurePosixPath) -> bool:
     return rel.parts[0] == RESERVED
 
 
-def link_target(rel: PurePosixPath, target: str, *, hard: bool) -> PurePosixPath:
-    """Resolve a link target lexically against dest; refuse it if it would leave dest.
-
-    Symlink targets are relative to the link's directory, hard-link targets to the
-    archive root. Realpath checks at write time catch chains of links on top of this.
-    """
-    kind = "hard link" if hard else "symlink"
-    if target.startswith("/") or not target:
-        raise UnsafeArchive(
-            f"archive entry '{rel}' is a {kind} to '{target}', outside the staging directory"
-        )
-    stack = [] if hard else list(rel.parent.parts)
-    for part in PurePosixPath(target).parts:
-        if part == "..":
-            if not stack:
-                raise UnsafeArchive(
-                    f"archive entry '{rel}' is a {kind} to '{target}',"
-                    " outside the staging directory"
-                )
-            stack.pop()
-        elif part != ".":
-            stack.append(part)
-    return PurePosixPath(*stack)
-
-
 def is_within(root: Path, path: Path) -> bool:
     real_root = os.path.realpath(root)
     real = os.path.realpath(path)

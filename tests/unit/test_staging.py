@@ -191,18 +191,37 @@ async def test_directory_is_copied_and_its_links_stay_inside(area: Area, as_uri:
     assert_manifest_matches(staged)
 
 
-async def test_zip_symlink_inside_becomes_a_link(area: Area) -> None:
+async def test_zip_symlink_to_a_file_inside_becomes_a_link(area: Area) -> None:
     archive = pack(file_store_source(area), area.src / "a.zip", "zip")
     with zipfile.ZipFile(archive, "a") as zf:
-        info = zipfile.ZipInfo("latest")
+        info = zipfile.ZipInfo("latest.yaml")
         info.create_system = 3
         info.external_attr = (stat.S_IFLNK | 0o777) << 16
-        zf.writestr(info, "out/mlruns/1")
+        zf.writestr(info, "./out//mlruns/1/meta.yaml")
 
-    await ArchiveStager().stage(str(archive), area.dest)
+    staged = await ArchiveStager().stage(str(archive), area.dest)
 
-    assert (area.dest / "latest").is_symlink()
-    assert (area.dest / "latest" / "meta.yaml").is_file()
+    # Kept, re-aimed at the resolved target, and listed (not hashed) by the manifest.
+    assert os.readlink(area.dest / "latest.yaml") == "out/mlruns/1/meta.yaml"
+    assert "name: hpo-scan" in (area.dest / "latest.yaml").read_text()
+    manifest = json.loads((area.dest / MANIFEST).read_text())
+    assert manifest["links"] == {"latest.yaml": "out/mlruns/1/meta.yaml"}
+    assert_manifest_matches(staged)
+
+
+@pytest.mark.parametrize("fmt", ["tar", "zip"])
+async def test_symlink_to_a_directory_is_refused(area: Area, fmt: str) -> None:
+    # Only links to regular files are kept: a directory link is what a write goes through.
+    if fmt == "tar":
+        archive = evil_tar(area.src / "a.tgz", ("latest", tarfile.SYMTYPE, "mlruns/0"))
+    else:
+        archive = evil_zip(area.src / "a.zip", ("latest", stat.S_IFLNK | 0o777, b"mlruns/0"))
+    await refused(
+        area,
+        str(archive),
+        UnsafeArchive,
+        "'latest' is a symlink to 'mlruns/0', a directory; only links to regular files",
+    )
 
 
 async def test_staging_again_replaces_a_read_only_earlier_attempt(area: Area) -> None:
@@ -344,7 +363,9 @@ async def test_tar_symlink_pointing_out(area: Area) -> None:
         ("escape", tarfile.SYMTYPE, "../sentinel"),
         ("escape/pwned", tarfile.REGTYPE, b"x"),
     )
-    await refused(area, str(archive), UnsafeArchive, "'escape' is a symlink to '../sentinel'")
+    await refused(
+        area, str(archive), UnsafeArchive, "'escape/pwned' lies under 'escape', which is a symlink"
+    )
 
 
 async def test_tar_absolute_symlink(area: Area) -> None:
@@ -352,16 +373,40 @@ async def test_tar_absolute_symlink(area: Area) -> None:
     await refused(area, str(archive), UnsafeArchive, "'escape' is a symlink", "outside")
 
 
-async def test_tar_link_chain_caught_after_partial_write(area: Area) -> None:
+async def test_tar_link_chain_is_refused_before_anything_is_written(area: Area) -> None:
     # Lexically 'a/b/up/../..' is 'a', inside; on disk a/b/up is a, so it is dest's parent.
-    # The first two entries are written before the third is refused: they must go too.
     archive = evil_tar(
         area.src / "a.tgz",
-        ("a/b/up", tarfile.SYMTYPE, ".."),
+        ("a/b/f", tarfile.REGTYPE, b"x"),
+        ("a/b/up", tarfile.SYMTYPE, "b/f"),
         ("chain", tarfile.SYMTYPE, "a/b/up/../.."),
-        ("chain/sentinel/pwned", tarfile.REGTYPE, b"x"),
     )
-    await refused(area, str(archive), UnsafeArchive, "'chain' leaves the staging directory")
+    await refused(area, str(archive), UnsafeArchive, "'a/b/up' is a symlink to 'b/f', which")
+    archive = evil_tar(
+        area.src / "b.tgz",
+        ("a/b/f", tarfile.REGTYPE, b"x"),
+        ("a/b/up", tarfile.SYMTYPE, "f"),
+        ("chain", tarfile.SYMTYPE, "a/b/up/../f"),
+    )
+    await refused(area, str(archive), UnsafeArchive, "'chain'", "through 'a/b/up', a symlink")
+
+
+async def test_tar_links_to_files_are_made_last_and_kept(area: Area) -> None:
+    # The links come first in the archive, before their targets exist.
+    archive = evil_tar(
+        area.src / "a.tgz",
+        ("mlruns/0/latest.txt", tarfile.SYMTYPE, "../1/notes.txt"),
+        ("mlruns/copy.txt", tarfile.LNKTYPE, "mlruns/1/notes.txt"),
+        ("mlruns/1/notes.txt", tarfile.REGTYPE, b"loss went down\n"),
+    )
+
+    staged = await ArchiveStager().stage(str(archive), area.dest)
+
+    assert os.readlink(area.dest / "mlruns/0/latest.txt") == "../1/notes.txt"
+    assert (area.dest / "mlruns/0/latest.txt").read_text() == "loss went down\n"
+    copy = area.dest / "mlruns/copy.txt"
+    assert not copy.is_symlink() and copy.read_text() == "loss went down\n"
+    assert_manifest_matches(staged)
 
 
 async def test_tar_hard_link_pointing_out(area: Area) -> None:
