@@ -39,6 +39,11 @@ class Settings:
     ui_image: str = "idds-vis-ui:0.1.0"
     exposure: str = "ingress"  # or "route" (OpenShift)
     ingress_class: str | None = "nginx"
+    # Where UI pods may connect besides cluster DNS (their serve-ui stages the source itself):
+    # a list of {cidr, except, ports}, e.g. [{cidr: 192.0.2.0/24, ports: [443]}]; ports as 443
+    # or "53/UDP", none for every port. Default: nothing, so no artefact server is reachable
+    # until its addresses are listed here.
+    ui_egress: list[dict[str, Any]] = field(default_factory=list)
     # STOMP intake (off unless stomp_hosts is set): "host:port" entries, topics or
     # /queue/Consumer.idds-vis.VirtualTopic.X queues, and where malformed messages go.
     stomp_hosts: list[str] = field(default_factory=list)

@@ -21,7 +21,7 @@ from idds_vis.agent.service import Agent
 from idds_vis.deploy.kubernetes.client import KubeClient
 from idds_vis.deploy.kubernetes.deployer import KubernetesDeployer
 from idds_vis.deploy.kubernetes.lease import KubeLeaseStore
-from idds_vis.deploy.kubernetes.settings import KubeSettings
+from idds_vis.deploy.kubernetes.settings import EgressRule, KubeSettings, parse_egress
 from idds_vis.deploy.local import SERVE_UI, STAND_IN_UI, LocalProcessDeployer
 from idds_vis.deploy.probe import HttpReadinessProbe
 from idds_vis.domain.errors import InvalidRequest
@@ -70,6 +70,13 @@ def build_ledger(settings: Settings) -> SqlLedger:
     return SqlLedger(settings.db_url)
 
 
+def ui_egress(settings: Settings) -> tuple[EgressRule, ...]:
+    try:
+        return parse_egress(settings.ui_egress)
+    except ValueError as exc:
+        raise InvalidRequest(f"setting {exc}") from None
+
+
 def build_deployer(
     settings: Settings,
     metrics: AgentMetrics | None = None,
@@ -86,6 +93,7 @@ def build_deployer(
             public_host=settings.public_host,
             exposure="route" if settings.exposure == "route" else "ingress",
             ingress_class=settings.ingress_class,
+            egress=ui_egress(settings),
             start_seconds=int(settings.start_timeout.total_seconds()),
             max_bytes=settings.max_bytes,
             max_files=settings.max_files,

@@ -35,11 +35,12 @@ async def test_deploy_no_wait_prints_the_objects_and_teardown_removes_them(tmp_p
         printed = json.loads(out)
         name = instance_name("4711", "mlflow")
         kinds = {(o["kind"], o["name"]) for o in printed["objects"]}
-        assert kinds == {(k, name) for k in ("Deployment", "Service", "Ingress", "NetworkPolicy")}
+        kinds_made = ("Deployment", "Secret", "Service", "Ingress", "NetworkPolicy")
+        assert kinds == {(k, name) for k in kinds_made}
         assert emu.get("deployments", name, NS) is not None
 
         code, out, err = await idds_vis("teardown", "--backend", "kubernetes", *common)
         assert code == 0, err
         assert json.loads(out)["gone"] is True
-        for kind in ("deployments", "services", "ingresses", "networkpolicies", "pods"):
+        for kind in ("deployments", "secrets", "services", "ingresses", "networkpolicies", "pods"):
             assert emu.list(kind, NS) == [], kind

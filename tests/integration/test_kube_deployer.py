@@ -93,7 +93,6 @@ async def test_deploy_twice_adopts_and_a_stranger_is_a_conflict(emu, deployer) -
     ("behaviour", "reason"),
     [
         ("image-pull-backoff", "image cannot be pulled"),
-        ("unschedulable", "no node can run the UI"),
         ("oom", "ran out of memory"),
         ("crash", "keeps crashing"),
     ],

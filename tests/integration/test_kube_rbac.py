@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from idds_vis.deploy.kubernetes import objects
 from idds_vis.deploy.kubernetes.client import KubeClient
 from idds_vis.deploy.kubernetes.deployer import KubernetesDeployer
 from idds_vis.deploy.kubernetes.lease import KubeLeaseStore
@@ -22,7 +23,9 @@ from tests.k8s_emulator import KubeEmulator
 ROOT = Path(__file__).resolve().parents[2]
 NS = "vis"
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
-NOT_A_CALL = {("routes/custom-host", "create")}  # an OpenShift admission permission
+# OpenShift admission permissions, not calls: a Route's spec.host; blockOwnerDeletion on an
+# owner reference (OwnerReferencesPermissionEnforcement).
+NOT_A_CALL = {("routes/custom-host", "create"), ("deployments/finalizers", "update")}
 
 
 def instance(task_id: str) -> Instance:
@@ -99,3 +102,22 @@ async def test_the_role_lists_exactly_the_calls_the_deployer_makes(tmp_path: Pat
         }
     assert used - granted() == set(), "calls the Role does not allow"
     assert granted() - used - NOT_A_CALL == set(), "grants no call needs"
+
+
+@pytest.mark.parametrize("exposure", ["ingress", "route"])
+def test_the_role_may_block_owner_deletion_of_every_owner_it_names(exposure: str) -> None:
+    """With OwnerReferencesPermissionEnforcement (OpenShift's default admission), an owner
+    reference with blockOwnerDeletion needs `update` on the owner's finalizers: without it a
+    real server refuses every owned object with 403."""
+    ks = KubeSettings(namespace=NS, exposure=exposure)  # type: ignore[arg-type]
+    inst = instance("finalizers")
+    root = objects.deployment(inst, ks, inst.source or "", inst.expires_at, True)
+    root["metadata"]["uid"] = "8d3e9f0a-0000-4000-8000-000000000001"
+    plural = {"Deployment": "deployments"}
+    needed = {
+        (f"{plural[ref['kind']]}/finalizers", "update")
+        for obj in objects.dependents(inst, ks, root, {"AWS_ACCESS_KEY_ID": "k"})
+        for ref in obj["metadata"]["ownerReferences"]
+        if ref.get("blockOwnerDeletion")
+    }
+    assert needed and needed <= granted()

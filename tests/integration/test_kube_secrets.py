@@ -1,6 +1,6 @@
-"""The UI pod stages its own data, so the deployer gives it its source's credentials: a Secret
-owned by the root Deployment, exactly the needed values, read by the container as its
-environment; no Secret for a source that needs none. Against the Kubernetes API emulator, with
+"""The UI pod stages its own data, so the deployer gives it its source and that source's
+credentials: a Secret owned by the root Deployment, exactly the needed values, read by the
+container as its environment; a source that needs no credentials still travels in it. Against the Kubernetes API emulator, with
 the deployer built by the real wiring from settings that name credential files."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from idds_vis.deploy.kubernetes.deployer import KubernetesDeployer
+from idds_vis.deploy.kubernetes.objects import SOURCE_KEY
 from idds_vis.domain.models import Instance, InstanceKey
 from idds_vis.domain.phases import Phase
 from idds_vis.runtime.config import Settings
@@ -97,10 +98,10 @@ async def test_a_source_with_credentials_gets_an_owned_secret_the_pod_reads(
     assert (owner["kind"], owner["name"], owner["uid"]) == ("Deployment", inst.name,
                                                             root["metadata"]["uid"])  # fmt: skip
     values = secret_values(secret)
-    assert set(values) == keys  # exactly what this source needs, nothing for other sources
+    assert set(values) == keys | {SOURCE_KEY}  # what this source needs, nothing for others
     # What the pod gets from it is what the agent would stage with.
     expected = credential_files(settings).load().pod_env(source)
-    assert values == expected
+    assert values == {**(expected or {}), SOURCE_KEY: source}
     back = Credentials.from_env(values)
     assert back.pod_env(source) == expected
     container = ui_container(emu, inst.name)
@@ -118,13 +119,14 @@ async def test_a_source_with_credentials_gets_an_owned_secret_the_pod_reads(
     "source",
     ["/data/tasks/42.tgz", "https://other.example.org/x.tgz", "file:///data/task"],
 )
-async def test_a_source_without_credentials_makes_no_secret(
+async def test_a_source_without_credentials_gets_a_secret_with_the_source_only(
     setup: tuple[KubeEmulator, KubernetesDeployer, Settings], source: str
 ) -> None:
     emu, deployer, _settings = setup
     inst = instance("plain-7", source)
     deployment = await deployer.deploy(inst, None)
-    assert emu.get("secrets", inst.name, NS) is None
-    assert emu.list("secrets", NS) == []
-    assert "envFrom" not in ui_container(emu, inst.name)
-    assert "Secret" not in {o["kind"] for o in deployment.handle["objects"]}
+    secret = emu.get("secrets", inst.name, NS)
+    assert secret is not None and secret_values(secret) == {SOURCE_KEY: source}
+    assert [s["metadata"]["name"] for s in emu.list("secrets", NS)] == [inst.name]
+    assert "envFrom" not in ui_container(emu, inst.name)  # no credentials to read
+    assert "Secret" in {o["kind"] for o in deployment.handle["objects"]}

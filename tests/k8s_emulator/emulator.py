@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import kubeconfig, schemas
+from . import kubeconfig, kubelet, schemas
 from .controller import DeploymentController
 from .errors import ApiError
 from .faults import Fault, Faults
@@ -151,6 +151,12 @@ class KubeEmulator:
             field_selector=f"involvedObject.kind={kind},involvedObject.name={name}",
         )
 
+    def container_argv(self, pod: dict[str, Any], container: str) -> list[str]:
+        """What the kubelet would start `container` of `pod` with: command and args, with
+        `$(VAR)` expanded from its env, envFrom and the Secrets/ConfigMaps they name.
+        Raises `kubelet.ContainerConfigError` as the kubelet would fail the container."""
+        return kubelet.argv(self.store, pod, container)
+
     @property
     def resource_version(self) -> int:
         return self.store.current_rv
@@ -232,6 +238,16 @@ class KubeEmulator:
 
     def clear_faults(self) -> None:
         self.faults.clear()
+
+    def pause_gc(self) -> None:
+        """Lag the garbage collector, as a busy or stopped kube-controller-manager does: from
+        now on dependents of a deleted owner stay (its uid gone, or the owner marked for
+        Foreground) until `resume_gc()`."""
+        self.api.gc.pause()
+
+    def resume_gc(self) -> None:
+        """Collect everything the paused collector left, at once."""
+        self.api.gc.resume()
 
     def silence_watches(self, resource: str | None = None) -> int:
         """Open watches (of `resource`, or all) stop delivering events but stay connected."""

@@ -4,6 +4,12 @@ Like the real GC, collection runs *after* the owner's DELETE has returned (Backg
 a dependent only when none of its owners (by uid) is left, and strips the owner's references
 from dependents for Orphan.  Foreground marks the owner (deletionTimestamp plus the
 `foregroundDeletion` finalizer), deletes dependents recursively, and removes the owner last.
+
+A real collector lags (it runs in kube-controller-manager, from its own informers): `paused`
+stands in for a busy or stopped one (kube-controller-manager under SIGSTOP). While paused
+nothing is collected: a Background delete removes the owner only and its dependents stay,
+owned by a uid that is gone; a Foreground delete leaves the owner marked with its
+deletionTimestamp. `resume()` collects everything due.
 """
 
 from __future__ import annotations
@@ -43,6 +49,14 @@ class GarbageCollector:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._scheduled = False
+        self.paused = False
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+        self.sweep()
 
     def delete(self, rt: ResourceType, obj: dict[str, Any], policy: str) -> dict[str, Any]:
         """Delete `obj`; returns the DELETE response body."""
@@ -118,7 +132,7 @@ class GarbageCollector:
 
     def schedule(self) -> None:
         """Collect soon, after the current request has been answered."""
-        if self._scheduled:
+        if self._scheduled or self.paused:
             return
         try:
             loop = asyncio.get_running_loop()
@@ -130,6 +144,8 @@ class GarbageCollector:
 
     def sweep(self) -> None:
         self._scheduled = False
+        if self.paused:
+            return
         progress = True
         while progress:
             progress = False

@@ -1,4 +1,4 @@
-"""422 checks for Services, Ingresses and OpenShift Routes."""
+"""422 checks for Services, Ingresses, NetworkPolicies and OpenShift Routes."""
 
 from __future__ import annotations
 
@@ -122,4 +122,77 @@ def route(spec: dict[str, Any]) -> list[Cause]:
                 "spec.tls.termination", tls.get("termination"), ["edge", "passthrough", "reencrypt"]
             )
         )
+    return causes
+
+
+def _policy_ports(path: str, ports: list[dict[str, Any]]) -> list[Cause]:
+    causes: list[Cause] = []
+    for i, port in enumerate(ports):
+        where = f"{path}.ports[{i}]"
+        protocol = port.get("protocol", "TCP")
+        if protocol not in ("TCP", "UDP", "SCTP"):
+            causes.append(unsupported(f"{where}.protocol", protocol, ["SCTP", "TCP", "UDP"]))
+        number = port.get("port")
+        if isinstance(number, int) and not 1 <= number <= 65535:
+            causes.append(
+                bad_value(f"{where}.port", number, "must be between 1 and 65535, inclusive")
+            )
+        end = port.get("endPort")
+        if end is not None and not isinstance(number, int):
+            causes.append(
+                forbidden(f"{where}.endPort", "may not be specified when `port` is non-numeric")
+            )
+        elif end is not None and isinstance(number, int) and end < number:
+            causes.append(
+                bad_value(f"{where}.endPort", end, "must be greater than or equal to `port`")
+            )
+    return causes
+
+
+def _peer(path: str, peer: dict[str, Any]) -> list[Cause]:
+    kinds = [k for k in ("podSelector", "namespaceSelector", "ipBlock") if k in peer]
+    if not kinds:
+        return [Cause("FieldValueRequired", "Required value: must specify a peer", path)]
+    if "ipBlock" in peer and len(kinds) > 1:
+        return [forbidden(path, "may not specify more than 1 peer type")]
+    block = peer.get("ipBlock")
+    if block is None:
+        return []
+    causes: list[Cause] = []
+    cidr = block.get("cidr", "")
+    try:
+        net = ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        why = "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"
+        return [bad_value(f"{path}.ipBlock.cidr", cidr, why)]
+    for i, text in enumerate(block.get("except") or []):
+        where = f"{path}.ipBlock.except[{i}]"
+        try:
+            sub = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            causes.append(bad_value(where, text, "must be a valid CIDR value"))
+            continue
+        inside = sub.version == net.version and sub.subnet_of(net)  # type: ignore[arg-type]
+        if not inside or sub.prefixlen <= net.prefixlen:
+            causes.append(bad_value(where, text, "must be a strict subset of `cidr`"))
+    return causes
+
+
+def network_policy(spec: dict[str, Any]) -> list[Cause]:
+    """kube-apiserver's ValidateNetworkPolicySpec, the parts a client can get wrong."""
+    causes: list[Cause] = []
+    types = spec.get("policyTypes") or []
+    for i, kind in enumerate(types):
+        if kind not in ("Ingress", "Egress"):
+            causes.append(unsupported(f"spec.policyTypes[{i}]", kind, ["Egress", "Ingress"]))
+    if len(types) > 2:
+        causes.append(
+            bad_value("spec.policyTypes", types, "may not specify more than two policyTypes")
+        )
+    for direction, peers in (("ingress", "from"), ("egress", "to")):
+        for i, rule in enumerate(spec.get(direction) or []):
+            path = f"spec.{direction}[{i}]"
+            causes += _policy_ports(path, rule.get("ports") or [])
+            for j, peer in enumerate(rule.get(peers) or []):
+                causes += _peer(f"{path}.{peers}[{j}]", peer)
     return causes

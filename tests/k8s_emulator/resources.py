@@ -95,6 +95,19 @@ RESOURCES: tuple[ResourceType, ...] = (
         has_generation=True,
         categories=("all",),
     ),
+    # Served so clients can list and watch them; the controller makes none (pods are owned by
+    # their Deployment directly), so lists are empty unless a test creates one.
+    ResourceType(
+        "apps",
+        "v1",
+        "replicasets",
+        "replicaset",
+        "ReplicaSet",
+        short_names=("rs",),
+        status_subresource=True,
+        has_generation=True,
+        categories=("all",),
+    ),
     ResourceType(
         "networking.k8s.io",
         "v1",

@@ -138,6 +138,8 @@ def validate(rt: ResourceType, obj: dict[str, Any]) -> list[Cause]:
         causes += network_rules.service(spec)
     elif rt.kind == "Ingress":
         causes += network_rules.ingress(spec)
+    elif rt.kind == "NetworkPolicy":
+        causes += network_rules.network_policy(spec)
     elif rt.kind in ("Secret", "ConfigMap"):
         causes += _data_keys(obj)
     elif rt.kind == "Route":

@@ -85,3 +85,23 @@ def test_the_agent_config_in_the_configmap_is_readable(tmp_path: Path) -> None:
     assert settings.workers == 4 and settings.default_ttl.total_seconds() == 86400
     command = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]["command"]  # type: ignore[index]
     assert command[-1] == "agent" and "--config" in command
+
+
+def test_apply_k_creates_the_namespace_everything_else_goes_into() -> None:
+    """`kubectl apply -k conf` on a fresh cluster: without a Namespace object every namespaced
+    object is refused (namespaces "idds-vis" not found)."""
+    kustomization = yaml.safe_load((ROOT / "conf" / "kustomization.yaml").read_text())
+    docs = [d for _, d in conf_documents()]
+    namespaces = [d for d in docs if d["kind"] == "Namespace"]
+    assert [n["metadata"]["name"] for n in namespaces] == [kustomization["namespace"]]  # type: ignore[index]
+    assert docs[0]["kind"] == "Namespace"  # listed first: applied before what lives in it
+
+
+def test_the_agent_deploys_uis_into_the_namespace_its_role_is_for(tmp_path: Path) -> None:
+    kustomization = yaml.safe_load((ROOT / "conf" / "kustomization.yaml").read_text())
+    docs = dict((d["kind"], d) for _, d in conf_documents())  # type: ignore[index]
+    config = tmp_path / "config.yaml"
+    config.write_text(docs["ConfigMap"]["data"]["config.yaml"])  # type: ignore[index]
+    settings = load_settings(config)
+    assert settings.namespace == kustomization["namespace"]
+    assert settings.ui_egress == []

@@ -1,5 +1,11 @@
 """The Kubernetes deployer: objects created or adopted, readiness followed by a watch, deletion
-through the root Deployment (the API server's garbage collector removes what it owns)."""
+through the root Deployment (the API server's garbage collector removes what it owns).
+
+The garbage collector lags the DELETE of a root: for a while after it, the old root's
+dependents still exist (owned by a uid that is gone, or marked with a deletionTimestamp). A
+redeploy must not adopt those, or the collector deletes them under the new UI: it adopts only
+what the current root owns and waits for the rest to go.
+"""
 
 from __future__ import annotations
 
@@ -17,16 +23,28 @@ from idds_vis.deploy.kubernetes import objects, reasons
 from idds_vis.deploy.kubernetes.client import KubeClient
 from idds_vis.deploy.kubernetes.kinds import Kind, kinds
 from idds_vis.deploy.kubernetes.settings import KubeSettings
+from idds_vis.deploy.kubernetes.status import Scrub, scrubber, source_secrets, status_message
 from idds_vis.domain.errors import DeployError
 from idds_vis.domain.models import Deployment, Instance, RunningUI, StagedArtefacts
 from idds_vis.ports.lease import WatchObserver
 
 SecretsFor = Callable[[str], dict[str, str] | None]
 MANAGED = f"app.kubernetes.io/managed-by={objects.MANAGED_BY}"
+INSTANCE = "app.kubernetes.io/instance"
+EXPIRES = "idds-vis/expires-at"
 
 
-def _message(exc: ApiException) -> str:
-    return f"HTTP {exc.status} {exc.reason}"
+def _owned_by(meta: dict[str, Any], uid: str) -> bool:
+    return any(ref.get("uid") == uid for ref in meta.get("ownerReferences") or [])
+
+
+def _stale(meta: dict[str, Any], owner_uid: str | None) -> str | None:
+    """Why an object of ours must not be adopted (None: adopt it)."""
+    if meta.get("deletionTimestamp"):
+        return "is being deleted"
+    if owner_uid is not None and not _owned_by(meta, owner_uid):
+        return "is left from an earlier, deleted UI"
+    return None
 
 
 class KubernetesDeployer:
@@ -43,6 +61,7 @@ class KubernetesDeployer:
         secrets_for: SecretsFor | None = None,
         watches: WatchObserver | None = None,
         list_chunk: int = 500,
+        leftover_wait: float = 120.0,
     ) -> None:
         self.ks = settings
         self.kube = kube
@@ -52,6 +71,9 @@ class KubernetesDeployer:
         self.secrets_for = secrets_for
         # Told of each pod watch, so the agent's readiness can report one gone silent.
         self.watches = watches
+        # How long a redeploy waits for the garbage collector to remove a deleted UI's objects
+        # (measured on kube-controller-manager v1.36: 0.3-1.6 s; a busy one takes longer).
+        self.leftover_wait = leftover_wait
 
     def staging_dir(self, instance: Instance) -> Path | None:
         return None
@@ -62,77 +84,176 @@ class KubernetesDeployer:
     # -- create -----------------------------------------------------------------------------
     async def deploy(self, instance: Instance, staged: StagedArtefacts | None) -> Deployment:
         table = await self._kinds()
+        source = instance.source or ""
         secret_values = None
         if self.secrets_for is not None:
             # In a thread: finding the values may read credential files.
-            secret_values = await asyncio.to_thread(self.secrets_for, instance.source or "")
+            secret_values = await asyncio.to_thread(self.secrets_for, source)
+        scrub = scrubber([*source_secrets(source), *(secret_values or {}).values()])
         body = objects.deployment(
-            instance, self.ks, instance.source or "", instance.expires_at, bool(secret_values)
+            instance, self.ks, source, instance.expires_at, bool(secret_values)
         )
-        root = await self._create_or_adopt(table["Deployment"], body)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.leftover_wait
+        root = await self._create_or_adopt(table["Deployment"], body, None, deadline, scrub)
+        await self._same_expiry(instance, root, scrub)
         made = [{"kind": "Deployment", "name": instance.name}]
+        uid = root["metadata"]["uid"]
         for dependent in objects.dependents(instance, self.ks, root, secret_values):
-            await self._create_or_adopt(table[dependent["kind"]], dependent)
+            await self._create_or_adopt(table[dependent["kind"]], dependent, uid, deadline, scrub)
             made.append({"kind": dependent["kind"], "name": dependent["metadata"]["name"]})
         url = objects.public_url(instance, self.ks)
-        handle = {"namespace": self.ks.namespace, "uid": root["metadata"]["uid"], "objects": made}
+        handle = {"namespace": self.ks.namespace, "uid": uid, "objects": made}
         return Deployment(url=url, health_url=url + "health", handle=handle)
 
-    async def _create_or_adopt(self, kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
-        ns, name, what = self.ks.namespace, body["metadata"]["name"], body["kind"]
+    async def _same_expiry(self, instance: Instance, root: dict[str, Any], scrub: Scrub) -> None:
+        """An adopted root keeps the expiry it was created with: give it this one, so the
+        annotation, the ledger and what a redeploy prints say the same."""
+        if instance.expires_at is None:
+            return
+        stamp = instance.expires_at.isoformat(timespec="seconds")
+        if ((root.get("metadata") or {}).get("annotations") or {}).get(EXPIRES) == stamp:
+            return
         try:
-            return self.kube.to_dict(await self.kube.call(kind.create, ns, body))
+            await self.record_expiry(instance)
         except ApiException as exc:
-            if exc.status != 409:
+            raise DeployError(
+                f"the cluster refused the expiry of {instance.name}: {status_message(exc, scrub)}"
+            ) from exc
+        root.setdefault("metadata", {}).setdefault("annotations", {})[EXPIRES] = stamp
+
+    async def _create_or_adopt(
+        self,
+        kind: Kind,
+        body: dict[str, Any],
+        owner_uid: str | None,
+        deadline: float,
+        scrub: Scrub,
+    ) -> dict[str, Any]:
+        """Create ``body``, or adopt the object of that name if it is ours, owned by the current
+        root (``owner_uid``; None for the root itself) and not being deleted. A leftover of a
+        deleted UI is waited for until the garbage collector removed it, then created anew."""
+        ns, name, what = self.ks.namespace, body["metadata"]["name"], body["kind"]
+        while True:
+            try:
+                return self.kube.to_dict(await self.kube.call(kind.create, ns, body))
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise DeployError(
+                        f"the cluster refused {what} {ns}/{name}: {status_message(exc, scrub)}"
+                    ) from exc
+            existing = await self._read(kind, what, name, scrub)
+            if existing is None:
+                continue  # removed between our create and read: create it again
+            meta = existing.get("metadata") or {}
+            labels = meta.get("labels") or {}
+            if labels.get("app.kubernetes.io/managed-by") != objects.MANAGED_BY or (
+                labels.get(INSTANCE) != name
+            ):
                 raise DeployError(
-                    f"the cluster refused {what} {ns}/{name}: {_message(exc)}"
-                ) from exc
-        existing = self.kube.to_dict(await self.kube.call(kind.read, name, ns))
-        labels = existing.get("metadata", {}).get("labels") or {}
-        mine = labels.get("app.kubernetes.io/managed-by") == objects.MANAGED_BY
-        if mine and labels.get("app.kubernetes.io/instance") == name:
-            return existing  # left by an earlier attempt or another replica: adopt it
-        raise DeployError(f"{what} {ns}/{name} already exists and is not managed by idds-vis")
+                    f"{what} {ns}/{name} already exists and is not managed by idds-vis"
+                )
+            why = _stale(meta, owner_uid)
+            if why is None:
+                return existing  # left by an earlier attempt or another replica: adopt it
+            await self._wait_removed(kind, what, name, meta.get("uid"), deadline, why, scrub)
+
+    async def _read(self, kind: Kind, what: str, name: str, scrub: Scrub) -> dict[str, Any] | None:
+        ns = self.ks.namespace
+        try:
+            return self.kube.to_dict(await self.kube.call(kind.read, name, ns))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise DeployError(
+                f"the cluster refused to read {what} {ns}/{name}: {status_message(exc, scrub)}"
+            ) from exc
+
+    async def _wait_removed(
+        self,
+        kind: Kind,
+        what: str,
+        name: str,
+        uid: str | None,
+        deadline: float,
+        why: str,
+        scrub: Scrub,
+    ) -> None:
+        """Until the object with ``uid`` is gone (polled: a get is all the Role grants)."""
+        loop = asyncio.get_running_loop()
+        pause = 0.1
+        while True:
+            current = await self._read(kind, what, name, scrub)
+            if current is None or (current.get("metadata") or {}).get("uid") != uid:
+                return
+            if loop.time() >= deadline:
+                raise DeployError(
+                    f"{what} {self.ks.namespace}/{name} {why}, and the garbage collector had"
+                    f" not removed it after {self.leftover_wait:.0f} s"
+                )
+            await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
+            pause = min(pause * 2, 1.0)
 
     # -- readiness --------------------------------------------------------------------------
     async def wait_started(
         self, instance: Instance, deployment: Deployment, timeout: float
     ) -> None:
+        pending: str | None = None  # why it still waits, when that may pass (no node yet)
         try:
             async with asyncio.timeout(timeout):
                 while True:
-                    state, version = await self._check_once(instance.name)
+                    state, version, why = await self._check_once(instance.name)
                     if state == "ready":
                         return
+                    pending = why or pending
                     await self._watch_pods(instance.name, version)
         except TimeoutError:
-            raise DeployError(f"the UI did not become ready within {timeout:.0f} s") from None
+            late = f"the UI did not become ready within {timeout:.0f} s"
+            raise DeployError(f"{late}: {pending}" if pending else late) from None
+        except ApiException as exc:
+            scrub = scrubber(source_secrets(instance.source or ""))
+            raise DeployError(
+                f"the cluster refused to show how {instance.name} starts:"
+                f" {status_message(exc, scrub)}"
+            ) from exc
 
-    async def _check_once(self, name: str) -> tuple[str | None, str]:
-        """('ready' or None for not yet, the pod list's version); DeployError if it never will."""
+    async def _check_once(self, name: str) -> tuple[str | None, str, str | None]:
+        """('ready' or None for not yet, the pod list's version, a pending reason);
+        DeployError if it never will be ready."""
         api = await self.kube.api()
         apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
         ns = self.ks.namespace
         dep = self.kube.to_dict(await self.kube.call(apps.read_namespaced_deployment, name, ns))
         if failure := reasons.deployment_failure(dep):
             raise DeployError(failure)
-        pods = await self.kube.call(
-            core.list_namespaced_pod, ns, label_selector=f"app.kubernetes.io/instance={name}"
-        )
+        selector = f"{INSTANCE}={name}"
+        pods = await self.kube.call(core.list_namespaced_pod, ns, label_selector=selector)
         listed = self.kube.to_dict(pods)
+        # Only this root's pods count: a deleted UI's pods (with its ReplicaSets) outlive it
+        # until the garbage collector gets to them, and may still be Ready.
+        owners = {dep["metadata"]["uid"]}
+        sets = await self.kube.call(apps.list_namespaced_replica_set, ns, label_selector=selector)
+        for rs in self.kube.to_dict(sets)["items"]:
+            if _owned_by(rs["metadata"], dep["metadata"]["uid"]):
+                owners.add(rs["metadata"]["uid"])
+        pending = None
         for pod in listed["items"]:
+            meta = pod["metadata"]
+            if meta.get("deletionTimestamp") or not any(_owned_by(meta, u) for u in owners):
+                continue
             if reasons.pod_ready(pod):
-                return "ready", ""
+                return "ready", "", None
             events = await self.kube.call(
                 core.list_namespaced_event, ns,
                 field_selector=f"involvedObject.name={pod['metadata']['name']}",
             )  # fmt: skip
-            failure = reasons.pod_failure(pod) or reasons.event_failure(
-                self.kube.to_dict(events)["items"]
-            )
-            if failure:
-                raise DeployError(failure)
-        return None, str(listed.get("metadata", {}).get("resourceVersion") or "")
+            items = self.kube.to_dict(events)["items"]
+            pending = reasons.pending_reason(pod, items) or pending
+            if pending is None:
+                failure = reasons.pod_failure(pod) or reasons.event_failure(items)
+                if failure:
+                    raise DeployError(failure)
+        return None, str(listed.get("metadata", {}).get("resourceVersion") or ""), pending
 
     async def _watch_pods(self, name: str, version: str) -> None:
         """Return on any change of the UI's pods, on 410 Gone, or when the watch goes silent."""
@@ -199,47 +320,114 @@ class KubernetesDeployer:
             if exc.status != 404:  # already gone is what we wanted
                 raise
 
+    async def delete_if_mine(self, name: str) -> None:
+        """Delete the root of ``name`` only if idds-vis made it (a failed deploy's cleanup must
+        not remove a stranger's Deployment that stood in its way)."""
+        apps = client.AppsV1Api(await self.kube.api())
+        try:
+            root = self.kube.to_dict(
+                await self.kube.call(apps.read_namespaced_deployment, name, self.ks.namespace)
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            raise
+        labels = (root.get("metadata") or {}).get("labels") or {}
+        if labels.get("app.kubernetes.io/managed-by") == objects.MANAGED_BY and (
+            labels.get(INSTANCE) == name
+        ):
+            await self.delete_by_name(name)
+
     async def gone(self, name: str) -> bool:
-        """True once the root and every object it owned have been removed."""
+        """True once the root, every object it owned and their ReplicaSets and Pods (which
+        terminate for a while after the root is gone) have been removed."""
         table = await self._kinds()
-        for kind_name in ("Deployment", "Service", "NetworkPolicy", self._exposure_kind()):
+        for kind_name in ("Deployment", *self._dependent_kinds()):
             try:
                 await self.kube.call(table[kind_name].read, name, self.ks.namespace)
                 return False
             except ApiException as exc:
                 if exc.status != 404:
                     raise
+        api = await self.kube.api()
+        selector = f"{INSTANCE}={name}"
+        for lister in (client.AppsV1Api(api).list_namespaced_replica_set,
+                       client.CoreV1Api(api).list_namespaced_pod):  # fmt: skip
+            listed = await self.kube.call(
+                lister, self.ks.namespace, label_selector=selector, limit=1
+            )
+            if self.kube.to_dict(listed)["items"]:
+                return False
         return True
 
     def _exposure_kind(self) -> str:
         return "Route" if self.ks.exposure == "route" else "Ingress"
 
+    def _dependent_kinds(self) -> tuple[str, ...]:
+        return (*objects.DEPENDENT_KINDS, self._exposure_kind())
+
     async def running(self) -> list[RunningUI]:
-        apps = client.AppsV1Api(await self.kube.api())
+        """Every UI's root; healthy only with a ready pod *and* every object it owns (a
+        Service removed under a ready pod leaves the UI unreachable, yet ready)."""
+        table = await self._kinds()
+        roots: dict[str, tuple[str, bool, str | None]] = {}  # name -> (uid, ready, image)
+
+        def root(dep: dict[str, Any]) -> None:
+            ready = (dep.get("status") or {}).get("readyReplicas") or 0
+            images = [c.get("image") for c in dep["spec"]["template"]["spec"]["containers"]
+                      if c.get("name") == "ui"]  # fmt: skip
+            roots[dep["metadata"]["name"]] = (
+                dep["metadata"]["uid"],
+                ready >= 1,
+                images[0] if images else None,
+            )
+
+        await self._list_all(table["Deployment"].list, root, roots.clear)
+        owned: set[tuple[str, str, str]] = set()  # (kind, name, owner uid)
+        for kind_name in self._dependent_kinds():
+
+            def dependent(obj: dict[str, Any], kind_name: str = kind_name) -> None:
+                meta = obj.get("metadata") or {}
+                if meta.get("deletionTimestamp"):
+                    return
+                for ref in meta.get("ownerReferences") or []:
+                    owned.add((kind_name, meta.get("name", ""), ref.get("uid", "")))
+
+            await self._list_all(table[kind_name].list, dependent, lambda: None)
         out: list[RunningUI] = []
+        for name, (uid, ready, image) in roots.items():
+            whole = all((k, name, uid) in owned for k in self._dependent_kinds())
+            handle = {"namespace": self.ks.namespace, "uid": uid, "image": image}
+            out.append(RunningUI(name, handle, healthy=ready and whole))
+        return out
+
+    async def _list_all(
+        self,
+        list_fn: Callable[..., Any],
+        each: Callable[[dict[str, Any]], None],
+        restart: Callable[[], None],
+    ) -> None:
+        """Call ``each`` on every object of ours, page by page (``restart`` first if the
+        list has to start over)."""
         token: str | None = None
         while True:
             try:
-                page = await self._list_page(apps, token, self.list_chunk)
+                page = await self._list_page(list_fn, token, self.list_chunk)
             except ApiException as exc:
                 if exc.status != 410 or token is None:
                     raise
                 # The continue token expired (history compacted meanwhile): one full list,
                 # as client-go's pager falls back to.
-                out, page = [], await self._list_page(apps, None, None)
-            for dep in page["items"]:
-                ready = (dep.get("status") or {}).get("readyReplicas") or 0
-                images = [c.get("image") for c in dep["spec"]["template"]["spec"]["containers"]
-                          if c.get("name") == "ui"]  # fmt: skip
-                handle = {"namespace": self.ks.namespace, "uid": dep["metadata"]["uid"],
-                          "image": images[0] if images else None}  # fmt: skip
-                out.append(RunningUI(dep["metadata"]["name"], handle, healthy=ready >= 1))
+                restart()
+                page = await self._list_page(list_fn, None, None)
+            for obj in page["items"]:
+                each(obj)
             token = page["metadata"].get("continue") or None
             if token is None:
-                return out
+                return
 
     async def _list_page(
-        self, apps: client.AppsV1Api, token: str | None, limit: int | None
+        self, list_fn: Callable[..., Any], token: str | None, limit: int | None
     ) -> dict[str, Any]:
         # Raw JSON, not models: building 10,000 Deployment models costs seconds of CPU. In
         # pages: 10,000 parsed at once peaked the agent at 368 MB RSS, 163 MB in pages of 500.
@@ -248,7 +436,7 @@ class KubernetesDeployer:
             paging["_continue"] = token
 
         async def fetch(**kwargs: Any) -> bytes:
-            response: Any = await apps.list_namespaced_deployment(
+            response: Any = await list_fn(
                 self.ks.namespace, label_selector=MANAGED, _preload_content=False,
                 **paging, **kwargs,
             )  # fmt: skip

@@ -1,4 +1,4 @@
-"""Create, read and delete per kind, so the deployer handles every object the same way."""
+"""Create, read, delete and list per kind, so the deployer handles every object the same way."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ class Kind:
     create: Call
     read: Call
     delete: Call
+    list: Call  # (namespace, **kwargs)
 
 
 def kinds(api: client.ApiClient) -> dict[str, Kind]:
@@ -34,31 +35,39 @@ def kinds(api: client.ApiClient) -> dict[str, Kind]:
     async def delete_route(name: str, namespace: str, **kw: Any) -> Any:
         return await custom.delete_namespaced_custom_object(*route, namespace, "routes", name, **kw)
 
+    async def list_routes(namespace: str, **kw: Any) -> Any:
+        return await custom.list_namespaced_custom_object(*route, namespace, "routes", **kw)
+
     return {
         "Deployment": Kind(
             apps.create_namespaced_deployment,
             apps.read_namespaced_deployment,
             apps.delete_namespaced_deployment,
+            apps.list_namespaced_deployment,
         ),
         "Service": Kind(
             core.create_namespaced_service,
             core.read_namespaced_service,
             core.delete_namespaced_service,
+            core.list_namespaced_service,
         ),
         "Secret": Kind(
             core.create_namespaced_secret,
             core.read_namespaced_secret,
             core.delete_namespaced_secret,
+            core.list_namespaced_secret,
         ),
         "Ingress": Kind(
             net.create_namespaced_ingress,
             net.read_namespaced_ingress,
             net.delete_namespaced_ingress,
+            net.list_namespaced_ingress,
         ),
         "NetworkPolicy": Kind(
             net.create_namespaced_network_policy,
             net.read_namespaced_network_policy,
             net.delete_namespaced_network_policy,
+            net.list_namespaced_network_policy,
         ),
-        "Route": Kind(create_route, read_route, delete_route),
+        "Route": Kind(create_route, read_route, delete_route, list_routes),
     }

@@ -10,11 +10,16 @@ import re
 from datetime import datetime
 from typing import Any
 
-from idds_vis.deploy.kubernetes.settings import UI_PORT, UI_USER, KubeSettings
+from idds_vis.deploy.kubernetes.settings import DNS_PORTS, UI_PORT, UI_USER, KubeSettings
 from idds_vis.domain.models import Instance
+from idds_vis.staging.redact import redact_url
 
 Obj = dict[str, Any]
 MANAGED_BY = "idds-vis"
+# The Secret's key holding the raw source (presigned query, user:pass@, tokens): the pod's
+# args name it as $(IDDS_VIS_SOURCE), which the kubelet expands from the Secret, so the
+# Deployment, its ReplicaSets and Pods only ever hold the reference.
+SOURCE_KEY = "IDDS_VIS_SOURCE"
 _LABEL_VALUE_BAD = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -37,6 +42,11 @@ def labels(inst: Instance) -> dict[str, str]:
 
 def public_url(inst: Instance, ks: KubeSettings) -> str:
     return f"{ks.scheme}://{ks.public_host}{inst.prefix}/"
+
+
+def shown_source(source: str) -> str:
+    """The source as objects, errors and logs may show it: no credentials, no signed query."""
+    return redact_url(source)
 
 
 def annotations_for(
@@ -69,6 +79,8 @@ def _meta(inst: Instance, ks: KubeSettings, owner: Obj | None) -> Obj:
 def deployment(
     inst: Instance, ks: KubeSettings, source: str, expires_at: datetime | None, secret: bool
 ) -> Obj:
+    """``source`` appears only redacted (the raw one is in the Secret, see ``dependents``);
+    ``secret``: the source needs credentials, which the pod reads from the Secret too."""
     probe_path = f"{inst.prefix}/health"
     http_get = {"path": probe_path, "port": "http"}
     container: Obj = {
@@ -77,7 +89,7 @@ def deployment(
         "imagePullPolicy": "IfNotPresent",
         "args": [
             "--source",
-            source,
+            f"$({SOURCE_KEY})",
             "--prefix",
             inst.prefix,
             "--host",
@@ -96,7 +108,14 @@ def deployment(
             str(ks.max_files),
         ],
         "ports": [{"name": "http", "containerPort": UI_PORT, "protocol": "TCP"}],
-        "env": [{"name": "TMPDIR", "value": "/tmp"}, {"name": "HOME", "value": "/tmp"}],
+        "env": [
+            {"name": "TMPDIR", "value": "/tmp"},
+            {"name": "HOME", "value": "/tmp"},
+            {
+                "name": SOURCE_KEY,
+                "valueFrom": {"secretKeyRef": {"name": inst.name, "key": SOURCE_KEY}},
+            },
+        ],
         "resources": {
             "requests": {"cpu": ks.cpu_request, "memory": ks.memory_request},
             "limits": {"cpu": ks.cpu_limit, "memory": ks.memory_limit},
@@ -123,6 +142,7 @@ def deployment(
         container["envFrom"] = [{"secretRef": {"name": inst.name}}]
     meta = _meta(inst, ks, None)
     meta["annotations"] = annotations_for(inst, ks, expires_at)
+    meta["annotations"]["idds-vis/source"] = shown_source(source)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -227,6 +247,23 @@ def secret(inst: Instance, ks: KubeSettings, owner: Obj, values: dict[str, str])
     }
 
 
+def _egress(ks: KubeSettings) -> list[Obj]:
+    """Cluster DNS (any pod, DNS ports only), then exactly the operator's ``ui_egress``: the
+    pod's serve-ui stages the source itself, so it needs its artefact servers and nothing else
+    (no cluster services, no cloud metadata endpoint, no Internet at large)."""
+    dns_ports = [{"port": p, "protocol": proto} for p in DNS_PORTS for proto in ("UDP", "TCP")]
+    rules: list[Obj] = [{"to": [{"namespaceSelector": {}}], "ports": dns_ports}]
+    for allowed in ks.egress:
+        block: Obj = {"cidr": allowed.cidr}
+        if allowed.excepted:
+            block["except"] = list(allowed.excepted)
+        rule: Obj = {"to": [{"ipBlock": block}]}
+        if allowed.ports:
+            rule["ports"] = [{"port": p, "protocol": proto} for p, proto in allowed.ports]
+        rules.append(rule)
+    return rules
+
+
 def network_policy(inst: Instance, ks: KubeSettings, owner: Obj) -> Obj:
     return {
         "apiVersion": "networking.k8s.io/v1",
@@ -234,13 +271,14 @@ def network_policy(inst: Instance, ks: KubeSettings, owner: Obj) -> Obj:
         "metadata": _meta(inst, ks, owner),
         "spec": {
             "podSelector": {"matchLabels": {"app.kubernetes.io/instance": inst.name}},
-            "policyTypes": ["Ingress"],
+            "policyTypes": ["Ingress", "Egress"],
             "ingress": [
                 {
                     "from": [{"namespaceSelector": {"matchLabels": ks.ingress_namespace_labels}}],
                     "ports": [{"port": UI_PORT, "protocol": "TCP"}],
                 }
             ],
+            "egress": _egress(ks),
         },
     }
 
@@ -248,9 +286,16 @@ def network_policy(inst: Instance, ks: KubeSettings, owner: Obj) -> Obj:
 def dependents(
     inst: Instance, ks: KubeSettings, owner: Obj, secret_values: dict[str, str] | None
 ) -> list[Obj]:
-    """Everything the root Deployment owns, in the order they are created."""
+    """Everything the root Deployment owns, in the order they are created: the Secret first,
+    since the pod cannot start without its source."""
     exposure = route(inst, ks, owner) if ks.exposure == "route" else ingress(inst, ks, owner)
-    objs = [service(inst, ks, owner), exposure, network_policy(inst, ks, owner)]
-    if secret_values:
-        objs.insert(0, secret(inst, ks, owner, secret_values))
-    return objs
+    values = {**(secret_values or {}), SOURCE_KEY: inst.source or ""}
+    return [
+        secret(inst, ks, owner, values),
+        service(inst, ks, owner),
+        exposure,
+        network_policy(inst, ks, owner),
+    ]
+
+
+DEPENDENT_KINDS = ("Secret", "Service", "NetworkPolicy")  # plus the exposure's kind

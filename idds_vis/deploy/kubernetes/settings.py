@@ -2,11 +2,71 @@
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 UI_PORT = 5000
 UI_USER = 10001
+# Cluster DNS as the pod reaches it: 53 on kube-dns/CoreDNS pods, 5353 on OpenShift's
+# dns-default pods (its Service maps 53 to 5353, and a NetworkPolicy sees the pod's port).
+DNS_PORTS = (53, 5353)
+
+
+@dataclass(frozen=True)
+class EgressRule:
+    """Where a UI pod may connect besides cluster DNS: one CIDR (minus exceptions), some ports."""
+
+    cidr: str
+    excepted: tuple[str, ...] = ()
+    ports: tuple[tuple[int, str], ...] = ()  # (port, "TCP"|"UDP"); empty: every port
+
+
+def _port(value: object, where: str) -> tuple[int, str]:
+    text = str(value)
+    number, _, protocol = text.partition("/")
+    protocol = protocol.upper() or "TCP"
+    if isinstance(value, bool) or not number.isdigit() or protocol not in ("TCP", "UDP"):
+        raise ValueError(f"{where}: {text!r} is not a port (443, or 53/UDP)")
+    if not 1 <= int(number) <= 65535:
+        raise ValueError(f"{where}: port {number} is not between 1 and 65535")
+    return int(number), protocol
+
+
+def parse_egress(raw: object) -> tuple[EgressRule, ...]:
+    """The ``ui_egress`` setting: a list of ``{cidr, except?, ports?}``; ValueError says why not."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ValueError("ui_egress must be a list of {cidr, except, ports} entries")
+    rules: list[EgressRule] = []
+    for i, entry in enumerate(raw):
+        where = f"ui_egress[{i}]"
+        if not isinstance(entry, Mapping) or not set(entry) <= {"cidr", "except", "ports"}:
+            raise ValueError(f"{where} must be a mapping of cidr, and optionally except and ports")
+        rules.append(_rule(entry, where))
+    return tuple(rules)
+
+
+def _rule(entry: Mapping[str, Any], where: str) -> EgressRule:
+    try:
+        net = ipaddress.ip_network(str(entry.get("cidr")), strict=True)
+    except ValueError as exc:
+        raise ValueError(f"{where}.cidr: {exc}") from None
+    excepted: list[str] = []
+    for text in entry.get("except") or []:
+        try:
+            sub = ipaddress.ip_network(str(text), strict=True)
+        except ValueError as exc:
+            raise ValueError(f"{where}.except: {exc}") from None
+        if sub.version != net.version or not sub.subnet_of(net):  # type: ignore[arg-type]
+            raise ValueError(f"{where}.except: {sub} is not inside {net}")
+        excepted.append(str(sub))
+    ports = entry.get("ports") or []
+    if not isinstance(ports, list):
+        raise ValueError(f"{where}.ports must be a list (443, or 53/UDP)")
+    return EgressRule(str(net), tuple(excepted), tuple(_port(p, f"{where}.ports") for p in ports))
 
 
 @dataclass(frozen=True)
@@ -22,6 +82,9 @@ class KubeSettings:
     ingress_namespace_labels: dict[str, str] = field(
         default_factory=lambda: {"kubernetes.io/metadata.name": "ingress-nginx"}
     )
+    # Where the pod may connect, besides cluster DNS: the artefact servers its serve-ui stages
+    # from (BigPanDA, S3, Rucio and its storage). Nothing by default.
+    egress: tuple[EgressRule, ...] = ()
     # Measured: the UI settles at about 250 MB RSS in one process (tests/bench); listing a
     # large artefact tree or a model page adds transient memory, hence the limit's headroom.
     cpu_request: str = "100m"
