@@ -64,8 +64,9 @@ def _refused(reason: str) -> Verdict:
 class MessageSources:
     """The operator's allowlist for sources named by messages (setting ``message_sources``).
 
-    ``hosts``: ``host`` or ``host:port`` (an IPv6 literal in brackets); ``*`` accepts any host
-    (the address check still applies); a leading ``*.`` accepts every subdomain of a domain.
+    ``hosts``: ``host`` (on the scheme's default port) or ``host:port`` (an IPv6 literal in
+    brackets); ``*`` accepts any host and port (the address check still applies); a leading
+    ``*.`` accepts every subdomain of a domain.
     ``s3_buckets`` / ``rucio_scopes``: exact names; empty refuses every S3 / Rucio source.
     """
 
@@ -106,7 +107,8 @@ class MessageSources:
             if entry == "*":
                 return True
             name, want_port = _split_host_port(entry)
-            if want_port is not None and want_port != port:
+            # A host listed without a port means its scheme's default port only.
+            if (want_port if want_port is not None else default_port) != port:
                 continue
             if name.startswith("*."):
                 if host.endswith(name[1:]) and host != name[2:]:

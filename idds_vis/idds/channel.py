@@ -10,6 +10,10 @@ an author's workflow runs against whichever idds-vis the iDDS instance is config
 - ``IDDS_VIS_API``: the agent's web app, e.g. ``https://vis.example.org`` (read-only JSON);
 - ``IDDS_VIS_TOKEN_FILE``: a bearer token for those reads, when the web app requires an
   identity (login configured); read at every call, so a renewed token needs no restart.
+- ``IDDS_VIS_SENDER`` with ``IDDS_VIS_SENDER_KEY_FILE``: sign every message (HMAC-SHA256, the
+  agent's ``message_auth: hmac``) as that sender; or ``IDDS_VIS_SENDER_TOKEN_FILE``: send a
+  bearer token with it (``message_auth: bearer``). Read at every send; see
+  ``idds_vis.domain.senders``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from typing import Any
 
 import stomp  # type: ignore[import-untyped]
 
+from idds_vis.domain.senders import bearer_headers, hmac_headers
+
 DEFAULT_DESTINATION = "/queue/idds-vis.requests"
 
 
@@ -45,6 +51,21 @@ class AgentEndpoint:
     password: str | None = None
     timeout: float = 15.0
     token_file: str | None = None
+    sender: str | None = None  # the name the agent's message keys file lists
+    sender_key_file: str | None = None  # its HMAC key (message_auth: hmac)
+    sender_token_file: str | None = None  # or its bearer token (message_auth: bearer)
+
+    def credential_headers(self, body: bytes) -> dict[str, str]:
+        """The sender credential headers for ``body`` (none when none is configured)."""
+        if self.sender_key_file:
+            if not self.sender:
+                raise ChannelError("IDDS_VIS_SENDER_KEY_FILE is set without IDDS_VIS_SENDER")
+            key = _read_secret(self.sender_key_file, "IDDS_VIS_SENDER_KEY_FILE")
+            return hmac_headers(self.sender, key.encode(), body)
+        if self.sender_token_file:
+            token = _read_secret(self.sender_token_file, "IDDS_VIS_SENDER_TOKEN_FILE")
+            return bearer_headers(token)
+        return {}
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AgentEndpoint:
@@ -70,7 +91,17 @@ class AgentEndpoint:
             user=env.get("IDDS_VIS_BROKER_USER") or None,
             password=password,
             token_file=env.get("IDDS_VIS_TOKEN_FILE") or None,
+            sender=env.get("IDDS_VIS_SENDER") or None,
+            sender_key_file=env.get("IDDS_VIS_SENDER_KEY_FILE") or None,
+            sender_token_file=env.get("IDDS_VIS_SENDER_TOKEN_FILE") or None,
         )
+
+
+def _read_secret(path: str, what: str) -> str:
+    try:
+        return Path(path).expanduser().read_text().strip()
+    except OSError as exc:
+        raise ChannelError(f"cannot read {what}: {exc.strerror}") from None
 
 
 class _Receipts(stomp.ConnectionListener):
@@ -95,6 +126,8 @@ def send(endpoint: AgentEndpoint, message: dict[str, Any]) -> None:
     receipts = _Receipts()
     conn.set_listener("receipts", receipts)
     where = ", ".join(f"{h}:{p}" for h, p in endpoint.brokers)
+    body = json.dumps(message).encode()
+    credentials = endpoint.credential_headers(body)  # before connecting: a bad file fails fast
     try:
         conn.connect(endpoint.user, endpoint.password, wait=True)
     except Exception as exc:
@@ -104,9 +137,9 @@ def send(endpoint: AgentEndpoint, message: dict[str, Any]) -> None:
         stored = receipts.done[receipt] = threading.Event()
         conn.send(
             endpoint.destination,
-            json.dumps(message),
+            body,
             content_type="application/json",
-            headers={"persistent": "true", "receipt": receipt},
+            headers={"persistent": "true", "receipt": receipt, **credentials},
         )
         if not stored.wait(endpoint.timeout) or receipts.error:
             why = receipts.error or f"no receipt within {endpoint.timeout:.0f} s"
