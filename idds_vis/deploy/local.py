@@ -17,6 +17,7 @@ from idds_vis.deploy.local_ports import pick_port
 from idds_vis.domain.errors import DeployError
 from idds_vis.domain.models import Deployment, Instance, RunningUI, StagedArtefacts
 from idds_vis.domain.naming import url_prefix
+from idds_vis.domain.ui_environment import ui_environment
 from idds_vis.staging.info import write_staged_info
 from idds_vis.staging.permissions import make_writable
 
@@ -54,6 +55,10 @@ class LocalProcessDeployer:
     def instance_dir(self, name: str) -> Path:
         return self.root / name
 
+    def ui_home(self, name: str) -> Path:
+        """The UI's private HOME: where serve-ui puts it too (``<work>/run/home``)."""
+        return self.instance_dir(name) / "run" / "home"
+
     def staging_dir(self, instance: Instance) -> Path | None:
         return self.instance_dir(instance.name) / "staged"
 
@@ -76,11 +81,19 @@ class LocalProcessDeployer:
         taken = {ui.port for ui in running_uis if ui.port is not None}
         port = await asyncio.to_thread(pick_port, self.bind_host, taken)
         log = self.instance_dir(instance.name) / "ui.log"
-        env = dict(os.environ)
-        env.update(
-            IDDS_VIS_UI_LABEL=self.label,
-            IDDS_VIS_UI_NAME=instance.name,
-            IDDS_VIS_UI_PORT=str(port),
+        home = self.ui_home(instance.name)
+        await asyncio.to_thread(home.mkdir, mode=0o700, parents=True, exist_ok=True)
+        # An allowlist of the agent's environment, never all of it: the agent's cloud
+        # credentials, ~/.aws and instance metadata are not the UI's to use on what the
+        # staged data names (domain/ui_environment.py).
+        env = ui_environment(
+            os.environ,
+            home=str(home),
+            extra={
+                "IDDS_VIS_UI_LABEL": self.label,
+                "IDDS_VIS_UI_NAME": instance.name,
+                "IDDS_VIS_UI_PORT": str(port),
+            },
         )
         argv = [
             self.python, *self.ui_argv,

@@ -1,0 +1,17 @@
+"""What uvicorn serves in a UI process: MLflow's ASGI app behind the read-only gate.
+
+``idds-vis serve-ui`` execs ``uvicorn idds_vis.ui.gated_app:app`` with the environment
+``ui/serve.py`` builds; the instance's prefix is MLflow's own static-prefix variable, so the gate
+and MLflow always agree on it.
+"""
+
+from __future__ import annotations
+
+import os
+
+from mlflow.server.fastapi_app import app as mlflow_app
+from mlflow.server.handlers import STATIC_PREFIX_ENV_VAR
+
+from idds_vis.ui.readonly_gate import ReadOnlyGate
+
+app = ReadOnlyGate(mlflow_app, os.environ[STATIC_PREFIX_ENV_VAR])
