@@ -13,6 +13,7 @@ leave a ``latest.ckpt -> epoch-9.ckpt``, and refusing the whole archive for it w
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import PurePosixPath
@@ -44,10 +45,25 @@ class Link:
         return "/".join([".."] * (len(up) - common) + list(down[common:]))
 
 
-class Plan:
-    """Members in the order given; ``dirs``, ``files`` and ``links()`` in the order to create."""
+# Deeper than any MLflow store or model, and shallow enough for every recursive walk later on
+# (os.walk in 3.11 recurses once per level).
+MAX_DEPTH = 64
 
-    def __init__(self) -> None:
+
+def shown(rel: PurePosixPath | str) -> str:
+    """A name for a one-line reason: long hostile names are cut in the middle."""
+    text = str(rel)
+    return text if len(text) <= 120 else f"{text[:60]}...{text[-50:]}"
+
+
+class Plan:
+    """Members in the order given; ``dirs``, ``files`` and ``links()`` in the order to create.
+
+    ``max_path_bytes``: the longest relative path that still fits PATH_MAX below dest, since
+    everything after the unpacking (layout, manifest, the UI) opens files by full path."""
+
+    def __init__(self, max_path_bytes: int = 4095) -> None:
+        self.max_path_bytes = max_path_bytes
         self._kinds: dict[PurePosixPath, Kind] = {}
         self._raw_links: list[tuple[PurePosixPath, str, bool]] = []
         self.files: list[PurePosixPath] = []
@@ -80,11 +96,23 @@ class Plan:
         self._raw_links.append((rel, target, hard))
 
     def _add(self, rel: PurePosixPath, kind: Kind) -> None:
+        if len(rel.parts) > MAX_DEPTH:
+            raise UnsafeArchive(
+                f"archive entry '{shown(rel)}' is {len(rel.parts)} levels deep,"
+                f" over the limit of {MAX_DEPTH}"
+            )
+        size = len(os.fsencode(str(rel)))
+        if size > self.max_path_bytes:
+            raise UnsafeArchive(
+                f"archive entry '{shown(rel)}' has a {size}-byte path, longer than the"
+                f" {self.max_path_bytes} bytes that fit below the staging directory"
+            )
         for parent in reversed(rel.parents[:-1]):  # top first, '.' (the root) left out
             above = self._kinds.setdefault(parent, Kind.DIR)
             if above is not Kind.DIR:
                 raise UnsafeArchive(
-                    f"archive entry '{rel}' lies under '{parent}', which is a {above.value}"
+                    f"archive entry '{shown(rel)}' lies under '{shown(parent)}',"
+                    f" which is a {above.value}"
                 )
         seen = self._kinds.get(rel)
         if seen is None:
@@ -93,7 +121,7 @@ class Plan:
             # Tar replaces an earlier member by a later one: a link swapped for a file (or the
             # reverse) is how a write is steered through a link. No MLflow archive needs it.
             raise UnsafeArchive(
-                f"archive holds '{rel}' more than once (a {seen.value}, then a {kind.value})"
+                f"archive holds '{shown(rel)}' more than once (a {seen.value}, then a {kind.value})"
             )
 
     def links(self) -> list[Link]:
@@ -104,7 +132,9 @@ class Plan:
         kind = Kind.HARDLINK.value if hard else Kind.SYMLINK.value
 
         def refuse(why: str) -> UnsafeArchive:
-            return UnsafeArchive(f"archive entry '{rel}' is a {kind} to '{raw}', {why}")
+            return UnsafeArchive(
+                f"archive entry '{shown(rel)}' is a {kind} to '{shown(raw)}', {why}"
+            )
 
         if not raw or raw.startswith("/") or "\x00" in raw:
             raise refuse("outside the staging directory")
@@ -121,11 +151,13 @@ class Plan:
             here = PurePosixPath(*stack)
             seen = self._kinds.get(here)
             if seen is None:
-                raise refuse(f"which the archive does not hold ('{here}' is missing)")
+                raise refuse(f"which the archive does not hold ('{shown(here)}' is missing)")
             # Every step but the last must be a plain directory: 'link/..' is not where
             # it looks on disk (the trick behind CVE-2025-4517).
             if i < len(parts) - 1 and seen is not Kind.DIR:
-                raise refuse(f"through '{here}', a {seen.value}; only plain directories may lead")
+                raise refuse(
+                    f"through '{shown(here)}', a {seen.value}; only plain directories may lead"
+                )
         target = PurePosixPath(*stack)
         seen = self._kinds[target] if stack else Kind.DIR  # an empty stack is the root
         if seen is not Kind.FILE:

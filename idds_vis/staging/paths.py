@@ -33,6 +33,11 @@ def is_reserved(rel: PurePosixPath) -> bool:
     return rel.parts[0] == RESERVED
 
 
+def path_room(root: Path) -> int:
+    """How many bytes a relative path below root may have and still fit PATH_MAX."""
+    return int(os.pathconf(root, "PC_PATH_MAX")) - len(os.fsencode(os.path.abspath(root))) - 2
+
+
 def is_within(root: Path, path: Path) -> bool:
     real_root = os.path.realpath(root)
     real = os.path.realpath(path)

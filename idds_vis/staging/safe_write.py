@@ -45,8 +45,11 @@ class SafeTree:
     ) -> None:
         os.close(self._root_fd)
 
-    def _open_dir(self, rel: PurePosixPath, *, create: bool) -> int:
-        """A new descriptor of directory ``rel``, made (0700) where missing if ``create``."""
+    def _open_dir(
+        self, rel: PurePosixPath, *, create: bool, member: PurePosixPath | None = None
+    ) -> int:
+        """A new descriptor of directory ``rel``, made (0700) where missing if ``create``;
+        ``member`` is what the reason names (rel itself by default)."""
         fd = os.dup(self._root_fd)
         try:
             for i, part in enumerate(rel.parts):
@@ -61,7 +64,7 @@ class SafeTree:
                     if exc.errno in _DETOUR:
                         here = PurePosixPath(*rel.parts[: i + 1])
                         raise UnsafeArchive(
-                            f"archive entry '{rel}' would be written through '{here}',"
+                            f"archive entry '{member or rel}' would be written through '{here}',"
                             " which is not a plain directory"
                         ) from exc
                     raise
@@ -91,7 +94,7 @@ class SafeTree:
 
     def create(self, rel: PurePosixPath, mode: int) -> BinaryIO:
         """A new regular file, open for writing; refused if anything is there already."""
-        parent = self._open_dir(rel.parent, create=True)
+        parent = self._open_dir(rel.parent, create=True, member=rel)
         try:
             fd = os.open(rel.name, _CREATE, mode, dir_fd=parent)
         except FileExistsError as exc:
@@ -102,7 +105,7 @@ class SafeTree:
 
     def _identity(self, rel: PurePosixPath) -> tuple[int, int]:
         """(device, inode) of the regular file at ``rel``, reached without following links."""
-        parent = self._open_dir(rel.parent, create=False)
+        parent = self._open_dir(rel.parent, create=False, member=rel)
         try:
             st = os.stat(rel.name, dir_fd=parent, follow_symlinks=False)
         finally:
@@ -114,10 +117,10 @@ class SafeTree:
     def link(self, link: Link) -> None:
         """Create one link (after every file and directory), then check it on disk."""
         target = self._identity(link.target)
-        parent = self._open_dir(link.rel.parent, create=True)
+        parent = self._open_dir(link.rel.parent, create=True, member=link.rel)
         try:
             if link.hard:
-                source = self._open_dir(link.target.parent, create=False)
+                source = self._open_dir(link.target.parent, create=False, member=link.rel)
                 try:
                     os.link(
                         link.target.name,

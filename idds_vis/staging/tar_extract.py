@@ -17,7 +17,7 @@ from idds_vis.domain.errors import StagingError, UnsafeArchive
 from idds_vis.staging.caps import Budget
 from idds_vis.staging.errors import NotAnArchive
 from idds_vis.staging.member_plan import Plan
-from idds_vis.staging.paths import entry_path, is_reserved
+from idds_vis.staging.paths import entry_path, is_reserved, path_room
 from idds_vis.staging.safe_write import SafeTree, build
 
 _CORRUPT = (tarfile.ReadError, tarfile.CompressionError, EOFError, zlib.error, lzma.LZMAError)
@@ -25,10 +25,10 @@ _CHUNK = 1 << 20
 
 
 def _plan(
-    tar: tarfile.TarFile, budget: Budget
+    tar: tarfile.TarFile, dest: Path, budget: Budget
 ) -> tuple[Plan, dict[PurePosixPath, tarfile.TarInfo]]:
     """Every header checked before anything is written, so a bad entry costs no cleanup."""
-    plan = Plan()
+    plan = Plan(path_room(dest))
     regular: dict[PurePosixPath, tarfile.TarInfo] = {}
     for member in tar:
         budget.check_stop()
@@ -72,7 +72,7 @@ def _write(
 def extract_tar(archive: Path, dest: Path, budget: Budget) -> None:
     try:
         with tarfile.open(archive, "r:*") as tar:
-            plan, regular = _plan(tar, budget)
+            plan, regular = _plan(tar, dest, budget)
             build(
                 dest, plan, budget, lambda tree, rel: _write(tar, rel, regular[rel], tree, budget)
             )

@@ -15,7 +15,7 @@ from idds_vis.domain.errors import StagingError, UnsafeArchive
 from idds_vis.staging.caps import Budget
 from idds_vis.staging.errors import NotAnArchive
 from idds_vis.staging.member_plan import Plan
-from idds_vis.staging.paths import entry_path, is_reserved
+from idds_vis.staging.paths import entry_path, is_reserved, path_room
 from idds_vis.staging.safe_write import SafeTree, build
 
 _CHUNK = 1 << 20
@@ -35,9 +35,11 @@ def _link_text(zf: zipfile.ZipFile, info: zipfile.ZipInfo, rel: PurePosixPath) -
     return raw.decode("utf-8", "surrogateescape")
 
 
-def _plan(zf: zipfile.ZipFile, budget: Budget) -> tuple[Plan, dict[PurePosixPath, zipfile.ZipInfo]]:
+def _plan(
+    zf: zipfile.ZipFile, dest: Path, budget: Budget
+) -> tuple[Plan, dict[PurePosixPath, zipfile.ZipInfo]]:
     """Every entry checked before anything is written, so a bad entry costs no cleanup."""
-    plan = Plan()
+    plan = Plan(path_room(dest))
     regular: dict[PurePosixPath, zipfile.ZipInfo] = {}
     for info in zf.infolist():
         budget.check_stop()
@@ -78,7 +80,7 @@ def _write(
 def extract_zip(archive: Path, dest: Path, budget: Budget) -> None:
     try:
         with zipfile.ZipFile(archive) as zf:
-            plan, regular = _plan(zf, budget)
+            plan, regular = _plan(zf, dest, budget)
 
             def write(tree: SafeTree, rel: PurePosixPath) -> None:
                 _write(zf, regular[rel], tree, rel, budget)

@@ -31,7 +31,9 @@ import pytest
 
 from idds_vis.domain.errors import LimitExceeded, StagingError, UnsafeArchive
 from idds_vis.staging import ArchiveStager
-from idds_vis.staging.member_plan import Plan
+from idds_vis.staging.caps import Budget, Caps
+from idds_vis.staging.member_plan import Link, Plan
+from idds_vis.staging.safe_write import SafeTree
 
 REPO = Path(__file__).resolve().parents[2]
 DEBIAN_PYTHON = Path("/usr/bin/python3.11")
@@ -393,10 +395,22 @@ CASES = [
     ),
     tar_case(
         "tar-implied-directory-bomb",
-        lambda a: [M("a/" * 1000 + "f")],
+        lambda a: [M("a/" * 60 + "f")],
         LimitExceeded,
-        "directories, over the cap of 100",
-        max_files=100,
+        "archive holds 62 directories, over the cap of 50",
+        max_files=50,
+    ),
+    tar_case(
+        "tar-deep-nesting",
+        lambda a: [M("a/" * 1000 + "f")],
+        UnsafeArchive,
+        "is 1001 levels deep, over the limit of 64",
+    ),
+    zip_case(
+        "zip-path-longer-than-fits",
+        lambda a: [M(("x" * 200 + "/") * 21 + "f")],
+        UnsafeArchive,
+        "-byte path, longer than the",
     ),
     Case("zip-cve-2025-4517-chain", _zip_cve_chain, UnsafeArchive, "which is a symlink"),
     zip_case(
@@ -483,6 +497,46 @@ async def test_hostile_archive_is_refused_and_nothing_escapes(area: Area, case: 
     message = str(raised)
     assert case.needle in message, f"{case.needle!r} not in {message!r}"
     assert "\n" not in message and message, f"not a one-line reason: {message!r}"
+
+
+# --- the writer's own net, for a link the plan did not foresee ----------------------------
+
+
+def test_writer_never_follows_a_link_on_the_way(area: Area) -> None:
+    area.dest.mkdir()
+    (area.dest / "d").symlink_to(area.sentinel)
+    (area.dest / "f").symlink_to(area.victim)
+    with SafeTree(area.dest) as tree:
+        with pytest.raises(UnsafeArchive, match="'d/pwned' would be written through 'd'"):
+            tree.create(PurePosixPath("d/pwned"), 0o644)
+        with pytest.raises(UnsafeArchive, match="'d/sub/pwned' would be written through 'd'"):
+            tree.mkdir(PurePosixPath("d/sub/pwned"))
+        with pytest.raises(UnsafeArchive, match="'f' is already there"):
+            tree.create(PurePosixPath("f"), 0o644)
+    assert not list(area.sentinel.iterdir())
+    assert area.victim.read_bytes() == VICTIM_TEXT
+
+
+def test_a_link_that_lands_elsewhere_on_disk_is_refused(
+    area: Area, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    area.dest.mkdir()
+    (area.dest / "f").write_text("inside\n")
+    plan = Plan()
+    plan.add_file(PurePosixPath("f"), 7)
+    plan.add_link(PurePosixPath("l"), "f", hard=False)
+    # As if the text were computed wrongly: the check after creating must catch it.
+    monkeypatch.setattr(Link, "text", property(lambda self: "../keep.txt"))
+    with SafeTree(area.dest) as tree, pytest.raises(UnsafeArchive, match="does not lead to 'f'"):
+        tree.link(plan.links()[0])
+
+
+def test_declared_sizes_count_what_earlier_archives_wrote() -> None:
+    budget = Budget(Caps(max_bytes=100, max_files=5), "archive")
+    for _ in range(3):
+        budget.add_file()
+    with pytest.raises(LimitExceeded, match="archive holds 6 files, over the cap of 5"):
+        budget.check_declared(3, 0, 0)
 
 
 # --- what stays allowed -------------------------------------------------------------------
