@@ -9,6 +9,7 @@ from idds_vis.domain.errors import StagingError
 from idds_vis.domain.models import StagedArtefacts
 from idds_vis.staging.permissions import make_read_only
 from idds_vis.staging.rewrite import rewrite_artifact_locations
+from idds_vis.staging.sqlite_guard import open_store
 
 PREPARED_DB = ".idds-vis/store.db"
 _MARKER = ".idds-vis/prepared.json"
@@ -19,7 +20,10 @@ def prepare_store(staged: StagedArtefacts) -> Path:
 
     A file store is migrated into SQLite so that one read-only mechanism (``mode=ro``) covers
     both layouts; an older schema is upgraded on the staged copy, never on the source; artefact
-    locations from the training machine are pointed at the staged tree.
+    locations from the training machine are pointed at the staged tree, and those of any
+    other scheme (s3://, http://, runs:/ …) too, so the UI never fetches from elsewhere.
+    The copy is checked (sqlite_guard) before MLflow's upgrade touches it: a store with a
+    view, a virtual table or a foreign trigger fails here with the reason.
     """
     root = Path(staged.root)
     marker = root / _MARKER
@@ -32,6 +36,8 @@ def prepare_store(staged: StagedArtefacts) -> Path:
     elif staged.layout == "sqlite":
         if Path(staged.store_path) != db:
             db.write_bytes(Path(staged.store_path).read_bytes())
+        with open_store(db, Path(staged.store_path).name) as store:
+            store.check()
         _upgrade_if_needed(db)
     else:
         raise StagingError(f"unknown MLflow layout {staged.layout!r}")
