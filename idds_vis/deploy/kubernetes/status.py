@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import unquote, unquote_plus, urlsplit
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -48,13 +48,16 @@ def status_message(exc: ApiException, scrub: Scrub) -> str:
 
 
 def source_secrets(source: str) -> list[str]:
-    """The parts of a source that may be secret: itself, a password, every query value."""
-    found = [source]
+    """The parts of a source that may be secret: a password and every query value, as written
+    and decoded (the source itself is shown redacted, as every URL is, by the scrubber)."""
+    found: list[str] = []
     try:
         parts = urlsplit(source)
         if parts.password:
-            found.append(parts.password)
-        found += [v for _, v in parse_qsl(parts.query, keep_blank_values=False)]
+            found += [parts.password, unquote(parts.password)]
     except ValueError:
-        pass
+        return found
+    for pair in parts.query.split("&"):
+        _, _, value = pair.partition("=")
+        found += [value, unquote_plus(value)]
     return found
