@@ -21,14 +21,21 @@ command -v runuser >/dev/null || missing+=(util-linux)
 command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
 # `python3 -m venv` (that iDDS's own venv, below): Debian's Python has ensurepip only with this.
 "$PY" -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
+# Podman and debootstrap (tests/images builds the images on a Debian base it makes: no registry).
+command -v podman >/dev/null || missing+=(podman runc conmon fuse-overlayfs netavark aardvark-dns catatonit uidmap)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
+# Debian's own Python (tests/packaging installs the wheel into a venv made from it).
+[ -x /usr/bin/python3.11 ] && /usr/bin/python3.11 -c 'import ensurepip' 2>/dev/null || missing+=(python3.11-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# podman's settings for these machines (runc, cgroupfs, host network, ulimits it may set).
+[ -f /etc/containers/containers.conf ] || as_root install -D -m 644 tests/images/containers.conf /etc/containers/containers.conf
 
-# Python packages: the project with its UI runtime, Rucio client, test and dev extras (pinned in setup.py).
-"$PY" -m pip install -q --disable-pip-version-check -e '.[ui,rucio,test,dev]'
+# Python packages: the project with its UI runtime, demo, Rucio client, test and dev extras (pinned in setup.py).
+"$PY" -m pip install -q --disable-pip-version-check -e '.[ui,demo,rucio,test,dev]'
 # The real iDDS (server + agents) runs from a venv of its own, pinned in tests/idds_server.py:
 # built once here (about a minute) and cached; the test fixture would build it otherwise.
 "$PY" -c 'from tests.idds_server import ensure_venv; ensure_venv()'

@@ -11,6 +11,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from tests.k8s_emulator.kubelet import expand
+
 Obj = dict[str, Any]
 
 # Things podman cannot express that need no translation here: they add nothing to a container
@@ -79,8 +81,38 @@ def _volumes(pod: Obj, container: Obj, sources: dict[str, Path]) -> list[str]:
     return args
 
 
-def podman_run_args(pod: Obj, sources: dict[str, Path] | None = None) -> list[str]:
-    """``podman run`` options for the pod's one container (image and arguments not included)."""
+def container_env(container: Obj, secrets: dict[str, dict[str, str]]) -> dict[str, str]:
+    """The kubelet's environment: envFrom Secrets first, then env (values or secretKeyRefs)."""
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env.update(secrets[source["secretRef"]["name"]])  # only secretRef is used
+    for var in container.get("env", []):
+        if "valueFrom" in var:
+            ref = var["valueFrom"]["secretKeyRef"]
+            env[var["name"]] = secrets[ref["name"]][ref["key"]]
+        else:
+            env[var["name"]] = expand(var["value"], env)
+    return env
+
+
+def container_argv(pod: Obj, secrets: dict[str, dict[str, str]] | None = None) -> list[str]:
+    """command + args with the kubelet's ``$(VAR)`` expansion (the entrypoint if no command)."""
+    (container,) = pod["containers"]
+    env = container_env(container, secrets or {})
+    return [expand(a, env) for a in [*container.get("command", []), *container.get("args", [])]]
+
+
+def podman_run_args(
+    pod: Obj,
+    workdir: Path,
+    sources: dict[str, Path] | None = None,
+    secrets: dict[str, dict[str, str]] | None = None,
+) -> list[str]:
+    """``podman run`` options for the pod's one container (image and arguments not included).
+
+    The environment goes in an env file (0600) in ``workdir``: Secret values stay off podman's
+    command line, as they stay off the Pod object.
+    """
     for name, value in _POD_NOTHING_TO_DO.items():
         assert pod.get(name, value) == value, f"{name}: {pod.get(name)!r} needs a translation"
     unknown = set(pod) - set(_POD_NOTHING_TO_DO) - _POD_IGNORED
@@ -89,6 +121,9 @@ def podman_run_args(pod: Obj, sources: dict[str, Path] | None = None) -> list[st
     (container,) = pod["containers"]
     args = _security(pod.get("securityContext", {}), container.get("securityContext", {}))
     args += _volumes(pod, container, sources or {})
-    for env in container.get("env", []):
-        args += ["--env", f"{env['name']}={env['value']}"]
-    return args
+    env_file = workdir / "container.env"
+    env_file.touch(mode=0o600)
+    env = container_env(container, secrets or {})
+    assert all("\n" not in f"{k}{v}" for k, v in env.items()), "an env file holds one per line"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    return [*args, "--env-file", str(env_file)]

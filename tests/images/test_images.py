@@ -33,7 +33,7 @@ from idds_vis.domain.models import Deployment, Instance, InstanceKey
 from idds_vis.domain.phases import Phase
 from tests.demo_data import EXPERIMENT
 from tests.images.conftest import Images
-from tests.images.pod import podman_run_args
+from tests.images.pod import container_argv, podman_run_args
 from tests.images.podman import PODMAN, ROOT, image_size, run
 
 pytestmark = pytest.mark.images
@@ -107,8 +107,9 @@ def process_status(name: str) -> dict[str, str]:
     return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
 
 
-def ui_pod(source: str, port: int) -> tuple[Instance, dict[str, Any], list[str]]:
-    """The deployer's own Deployment for a UI, and the container's arguments with our port."""
+def ui_pod(source: str, port: int, workdir: Path) -> tuple[Instance, list[str], list[str]]:
+    """The deployer's own Deployment and Secret for a UI: podman options, and the container's
+    arguments as the kubelet expands them, with our address."""
     key = InstanceKey(f"images-{uuid.uuid4().hex[:8]}", "mlflow")
     now = datetime.now(UTC)
     inst = Instance(task_id=key.task_id, tool=key.tool, name=key.name, phase=Phase.DEPLOYING,
@@ -116,12 +117,14 @@ def ui_pod(source: str, port: int) -> tuple[Instance, dict[str, Any], list[str]]
                     created_at=now, updated_at=now)  # fmt: skip
     ks = KubeSettings(namespace="idds-vis", public_host="127.0.0.1", scheme="http")
     dep = objects.deployment(inst, ks, source, None, secret=False)
+    dep["metadata"]["uid"] = str(uuid.uuid4())  # as the API server would set it
+    owned = objects.dependents(inst, ks, dep, None)
+    secrets = {o["metadata"]["name"]: o["stringData"] for o in owned if o["kind"] == "Secret"}
     pod = dep["spec"]["template"]["spec"]
-    (spec,) = pod["containers"]
-    args = list(spec["args"])
+    args = container_argv(pod, secrets)
     args[args.index("--host") + 1] = "127.0.0.1"
     args[args.index("--port") + 1] = str(port)
-    return inst, pod, args
+    return inst, podman_run_args(pod, workdir, secrets=secrets), args
 
 
 def test_the_ui_image_is_at_most_600_mb(images: Images) -> None:
@@ -139,13 +142,14 @@ def test_the_ui_image_leaves_out_what_the_server_never_imports(images: Images) -
 
 
 async def test_ui_pod_serves_a_task_staged_over_http_read_only(
-    images: Images, demo_archive: Path
+    images: Images, demo_archive: Path, tmp_path: Path
 ) -> None:
     port = free_port()
     with serving(demo_archive.parent) as base_url:
-        inst, pod, args = ui_pod(f"{base_url}/{demo_archive.name}", port)
+        inst, options, args = ui_pod(f"{base_url}/{demo_archive.name}", port, tmp_path)
+        assert args[args.index("--source") + 1].startswith(base_url)  # expanded from the Secret
         name = f"idds-vis-ui-{uuid.uuid4().hex[:8]}"
-        with container(name, [*podman_run_args(pod), images.ui, *args]):
+        with container(name, [*options, images.ui, *args]):
             url = f"http://127.0.0.1:{port}{inst.prefix}/"
             await wait_until_answers(f"http://127.0.0.1:{port}{inst.prefix}/health", name)
             # Ready the way the agent decides it: page, asset, and the staged experiment listed.
@@ -199,10 +203,9 @@ async def test_agent_pod_answers_healthz_and_stops_cleanly_on_sigterm(
     for path in (config_dir, config_dir / "config.yaml"):
         path.chmod(0o755 if path.is_dir() else 0o644)  # a ConfigMap volume is world-readable
     pod = agent_pod()
-    (spec,) = pod["containers"]
-    command = spec["command"]
+    command = container_argv(pod)
     grace = int(pod.get("terminationGracePeriodSeconds", K8S_DEFAULT_GRACE))
-    options = podman_run_args(pod, {"config": config_dir})
+    options = podman_run_args(pod, tmp_path, sources={"config": config_dir})
     name = f"idds-vis-agent-{uuid.uuid4().hex[:8]}"
     with container(name, [*options, "--entrypoint", command[0], images.agent, *command[1:]]):
         await wait_until_answers(f"http://127.0.0.1:{port}/healthz", name)
