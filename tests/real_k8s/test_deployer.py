@@ -20,7 +20,7 @@ from idds_vis.domain.models import Instance, InstanceKey
 from idds_vis.domain.phases import Phase
 from tests.real_k8s.cluster_view import ClusterView, owner_uids, until
 from tests.real_k8s.conftest import AgentAccess
-from tests.real_k8s.control_plane import INGRESS_HOST, ControlPlane
+from tests.real_k8s.control_plane import INGRESS_HOST, NODE, ControlPlane
 from tests.real_k8s.stand_ins import StandInKubelet, admin_api
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -193,3 +193,31 @@ async def _wait_until_expired(view: ClusterView, token: str) -> None:
         return False
 
     await until("the continue token expires", token_expired)
+
+
+async def test_a_pod_waiting_for_a_node_is_not_a_failure(
+    k8s: ControlPlane, view: ClusterView, deployer: KubernetesDeployer, kubelet: StandInKubelet
+) -> None:
+    """kube-scheduler's FailedScheduling (here: the only Node cordoned) is retried by the
+    scheduler; a node may come (autoscaler, drain ending), so the deployer keeps waiting until
+    its start deadline instead of failing at the first such event."""
+    inst = instance("room-1")
+    await asyncio.to_thread(k8s.kubectl, "cordon", NODE)
+    try:
+        deployment = await deployer.deploy(inst, None)
+        started = asyncio.create_task(deployer.wait_started(inst, deployment, timeout=90))
+
+        async def refused() -> bool:
+            if started.done():
+                return True  # a deployer that gave up: its error is raised below
+            events = await view.core.list_namespaced_event(
+                view.ns, field_selector="reason=FailedScheduling")  # fmt: skip
+            return any(e.involved_object.name.startswith(inst.name) for e in events.items)
+
+        await until("kube-scheduler reports FailedScheduling", refused)
+        assert not started.done(), started.result()
+    finally:
+        await asyncio.to_thread(k8s.kubectl, "uncordon", NODE)
+    await started  # scheduled once the node is back, then Ready
+    assert kubelet.serving(inst.name)
+
