@@ -79,6 +79,8 @@ def vis_agent(
         "web_port": idds_server.vis_api_port,
         "idds_host": idds_server.rest_url,
         "idds_x509_proxy": idds_server.client_env["X509_USER_PROXY"],
+        # The works' artefact server is on loopback: message sources reach it only if listed.
+        "allow_private_addresses": ["127.0.0.1/32"],
     }))  # fmt: skip
     log = tmp_path / "agent.log"
     agent = subprocess.Popen([*CLI, "--config", str(config), "agent"], stdout=subprocess.DEVNULL,

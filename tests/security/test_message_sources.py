@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -31,10 +32,13 @@ from idds_vis.domain.source_policy import (
     SourcePolicy,
 )
 from idds_vis.ports.source import Delivery
+from idds_vis.runtime.config import Settings
+from idds_vis.runtime.wiring import build_agent, message_trust
 from idds_vis.staging import ArchiveStager
-from idds_vis.staging.download import PUBLIC_UNREACHABLE, download
+from idds_vis.staging.download import PUBLIC_UNREACHABLE, GuardedResolver, download
 from idds_vis.staging.guarded import GuardedStager
 from idds_vis.staging.sources import HttpSource
+from tests.fakes import wait_for_phase
 
 HANG_GUARD = 60.0  # a hang guard, not a speed claim
 
@@ -228,10 +232,14 @@ async def test_s3_rucio_and_hosts_outside_the_allowlist_are_refused(
     source: str, allowed: bool
 ) -> None:
     policy = SourcePolicy(
-        sources=MessageSources.from_setting({
-            "schemes": ["https", "s3", "rucio"], "hosts": ["bigpanda.cern.ch"],
-            "s3_buckets": ["team-ml"], "rucio_scopes": ["user.jdoe"],
-        })
+        sources=MessageSources.from_setting(
+            {
+                "schemes": ["https", "s3", "rucio"],
+                "hosts": ["bigpanda.cern.ch"],
+                "s3_buckets": ["team-ml"],
+                "rucio_scopes": ["user.jdoe"],
+            }
+        )
     )
     messages = MemorySource([vis_request(source=source)])
     agent = RecordingAgent()
@@ -338,3 +346,52 @@ async def test_404_and_connection_refused_give_the_same_public_reason(tmp_path: 
     assert missing.value.reason == refused.value.reason == PUBLIC_UNREACHABLE
     for reason in (missing.value.reason, refused.value.reason):
         assert "127.0.0.1" not in reason and str(port) not in reason and "secret" not in reason
+
+
+async def test_the_resolver_drops_internal_addresses_of_a_mixed_answer() -> None:
+    """A name that resolves to a public and a private address keeps only the public one (the
+    socket factory would refuse the other; the resolver makes aiohttp never try it)."""
+
+    class Inner:
+        async def resolve(self, host: str, port: int = 0, family: int = 0) -> list[Any]:
+            ips = ("10.0.0.7", "93.184.216.34", "169.254.169.254")
+            return [{"hostname": host, "host": ip, "port": port, "family": 2, "proto": 0,
+                     "flags": 0} for ip in ips]  # fmt: skip
+
+        async def close(self) -> None: ...
+
+    listed: set[str] = set()
+    resolver = GuardedResolver(AddressPolicy(), listed)
+    resolver._inner = Inner()  # type: ignore[assignment]
+    kept = await resolver.resolve("mixed.example", 80)
+    assert [r["host"] for r in kept] == ["93.184.216.34"] and listed == set()
+    allowing = GuardedResolver(AddressPolicy.from_setting(["mixed.example"]), listed)
+    allowing._inner = Inner()  # type: ignore[assignment]
+    assert len(await allowing.resolve("mixed.example", 80)) == 3
+    assert "10.0.0.7" in listed  # the socket factory accepts what a listed name resolved to
+
+
+# -- 4. the agent as wired: message sources under the guard, the CLI's as before ---------------
+
+
+async def test_the_wired_agent_stages_message_sources_under_the_guard(tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path / "state", ui_stub=True, workers=1)
+    agent = build_agent(settings)
+    events = agent.events.subscribe()
+    await agent.start()
+    try:
+        async with recorder() as server:
+            url = server.url.replace("127.0.0.1", "localhost") + "/x.tgz"
+            messages = MemorySource([vis_request(task_id="7", source=url)])
+            intake = Intake(messages, agent, resolver=TaskResolver(),
+                            trust=message_trust(settings))  # fmt: skip
+            async with asyncio.timeout(HANG_GUARD):
+                await intake.run()
+                from_message = await wait_for_phase(agent, events, "7", {Phase.FAILED, Phase.READY})
+                assert from_message.reason == PUBLIC_UNREACHABLE and server.hits == []
+                # The same URL from the operator's CLI is fetched (it is no archive, so fails).
+                await agent.submit(VisRequest("8", source=url, origin="cli"))
+                from_cli = await wait_for_phase(agent, events, "8", {Phase.FAILED, Phase.READY})
+            assert server.hits == ["/x.tgz"] and "neither a directory nor" in str(from_cli.reason)
+    finally:
+        await agent.stop()

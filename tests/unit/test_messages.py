@@ -5,6 +5,7 @@ The fixtures are copies of the shared captures (DESIGN.md §5/§6) in tests/fixt
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import timedelta
 from typing import Any
@@ -171,6 +172,18 @@ def test_vis_requests_differing_in_ttl_are_not_replays():
     two = body(msg_type="vis_request", task_id="7", ttl="2h")
     assert dedup_key({}, one) != dedup_key({}, two)
     assert dedup_key({}, one) == dedup_key({"message-id": "other"}, one)
+
+
+def test_a_verified_sender_is_the_requester_and_part_of_the_replay_key():
+    """The intake sets the verified sender (idds_vis.domain.senders); the same body from
+    another sender is no replay of the first, and the request names who asked."""
+    parsed = parse(body(msg_type="vis_request", task_id="7"))
+    assert isinstance(parsed, Trigger) and parsed.sender is None
+    alice = dataclasses.replace(parsed, sender="alice")
+    assert alice.dedup_key != parsed.dedup_key
+    assert alice.dedup_key != dataclasses.replace(parsed, sender="mallory").dedup_key
+    assert request_from_trigger(alice).requested_by == "alice"
+    assert request_from_trigger(parsed).requested_by is None
 
 
 # -- rejects name the field -----------------------------------------------------------------
