@@ -89,7 +89,9 @@ class Pipeline:
         except Exception as exc:
             log.exception("internal error while handling %s", inst.name)
             self.metrics.failed("InternalError")
-            return await self._fail(inst, f"internal error in idds-vis: {exc!r}")
+            # The reason is public (pages, the monitor's JSON): an exception's text may name
+            # internal hosts and paths, so it goes to the log above, and only its kind here.
+            return await self._fail(inst, f"internal error in idds-vis ({type(exc).__name__})")
 
     async def _drive(self, inst: Instance) -> Instance:
         claimed_at = inst.updated_at

@@ -24,13 +24,14 @@ from aiohttp import web
 from idds_vis.agent.intake import Intake, MessageTrust
 from idds_vis.agent.resolver import TaskResolver
 from idds_vis.domain.errors import SourceUnreachable, StagingError
-from idds_vis.domain.models import Instance, InstanceKey, VisRequest
+from idds_vis.domain.models import Instance, InstanceKey, StagedArtefacts, VisRequest
 from idds_vis.domain.phases import Phase
 from idds_vis.domain.source_policy import (
     AddressPolicy,
     MessageSources,
     SourcePolicy,
 )
+from idds_vis.ledger import SqlLedger
 from idds_vis.ports.source import Delivery
 from idds_vis.runtime.config import Settings
 from idds_vis.runtime.wiring import build_agent, message_trust
@@ -38,7 +39,7 @@ from idds_vis.staging import ArchiveStager
 from idds_vis.staging.download import PUBLIC_UNREACHABLE, GuardedResolver, download
 from idds_vis.staging.guarded import GuardedStager
 from idds_vis.staging.sources import HttpSource
-from tests.fakes import wait_for_phase
+from tests.fakes import FakeDeployer, FakeStager, make_agent, wait_for_phase
 
 HANG_GUARD = 60.0  # a hang guard, not a speed claim
 
@@ -395,3 +396,26 @@ async def test_the_wired_agent_stages_message_sources_under_the_guard(tmp_path: 
             assert server.hits == ["/x.tgz"] and "neither a directory nor" in str(from_cli.reason)
     finally:
         await agent.stop()
+
+
+async def test_an_internal_error_does_not_put_its_text_in_the_public_reason(tmp_path: Path):
+    """Reasons are shown on pages and in the monitor's JSON: an unexpected exception's text
+    (which may name internal hosts or paths) stays in the log."""
+
+    class Leaky(FakeStager):
+        async def stage(self, source: str, dest: Path) -> StagedArtefacts:
+            raise RuntimeError("GET http://10.0.0.5:8080/internal/secret failed")
+
+    ledger = SqlLedger(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
+    await ledger.open()
+    agent = make_agent(ledger, FakeDeployer(tmp_path / "ui"), Leaky())
+    events = agent.events.subscribe()
+    await agent.start()
+    try:
+        await agent.submit(VisRequest("9", source="https://files.example.org/a.tgz"))
+        async with asyncio.timeout(HANG_GUARD):
+            failed = await wait_for_phase(agent, events, "9", {Phase.FAILED})
+    finally:
+        await agent.stop()
+        await ledger.close()
+    assert failed.reason == "internal error in idds-vis (RuntimeError)"
