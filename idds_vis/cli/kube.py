@@ -57,7 +57,8 @@ async def deploy(ks: KubeSettings, kubeconfig: str | None, task_id: str, source:
 async def _clean_up(deployer: KubernetesDeployer, name: str, timeout: float) -> str:
     """Delete what the failed deploy left (only if idds-vis made it); say how that went."""
     try:
-        await deployer.delete_if_mine(name)
+        if not await deployer.delete_if_mine(name):
+            return "the Deployment in its way is not idds-vis's and was left alone"
         await _wait_gone(deployer, name, timeout)
     except (VisError, ApiException) as exc:
         return f"removing its objects failed too: {exc}"

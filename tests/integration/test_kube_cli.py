@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from idds_vis.domain.naming import instance_name
@@ -44,3 +45,55 @@ async def test_deploy_no_wait_prints_the_objects_and_teardown_removes_them(tmp_p
         assert json.loads(out)["gone"] is True
         for kind in ("deployments", "secrets", "services", "ingresses", "networkpolicies", "pods"):
             assert emu.list(kind, NS) == [], kind
+
+
+async def test_a_failed_deploy_removes_what_it_made(tmp_path: Path) -> None:
+    """Nobody else would ever delete it: a crashing UI, a quota, a 403 leave nothing behind."""
+    async with KubeEmulator() as emu:
+        kubeconfig = str(emu.write_kubeconfig(tmp_path / "kubeconfig", NS))
+        name = instance_name("4712", "mlflow")
+        emu.set_behaviour("crash", name=name)
+        code, out, err = await idds_vis(
+            "deploy", "--backend", "kubernetes", "--kubeconfig", kubeconfig, "--namespace", NS,
+            "--task", "4712", "--source", "https://bigpanda.example/x.tgz", "--timeout", "60s",
+        )  # fmt: skip
+        assert code == 1 and out == ""
+        err = " ".join(err.split())  # the console wraps long lines
+        assert "keeps crashing" in err and "its objects were removed" in err, err
+        for kind in ("deployments", "secrets", "services", "ingresses", "networkpolicies", "pods"):
+            assert emu.list(kind, NS) == [], kind
+
+
+async def test_a_failed_deploy_leaves_a_strangers_deployment_alone(tmp_path: Path) -> None:
+    async with KubeEmulator() as emu:
+        kubeconfig = str(emu.write_kubeconfig(tmp_path / "kubeconfig", NS))
+        name = instance_name("4713", "mlflow")
+        stranger = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+                    "spec": {"selector": {"matchLabels": {"app": "x"}},
+                             "template": {"metadata": {"labels": {"app": "x"}},
+                                          "spec": {"containers": [{"name": "x", "image": "x"}]}}}}  # fmt: skip
+        emu.create(stranger, NS)
+        code, _out, err = await idds_vis(
+            "deploy", "--backend", "kubernetes", "--kubeconfig", kubeconfig, "--namespace", NS,
+            "--task", "4713", "--source", "https://bigpanda.example/x.tgz", "--no-wait",
+        )  # fmt: skip
+        err = " ".join(err.split())
+        assert code == 1 and "not managed by idds-vis" in err, err
+        assert "is not idds-vis's and was left alone" in err, err
+        assert emu.get("deployments", name, NS) is not None
+
+
+async def test_a_redeploy_prints_the_expiry_the_cluster_holds(tmp_path: Path) -> None:
+    async with KubeEmulator() as emu:
+        kubeconfig = str(emu.write_kubeconfig(tmp_path / "kubeconfig", NS))
+        common = ["deploy", "--backend", "kubernetes", "--kubeconfig", kubeconfig,
+                  "--namespace", NS, "--task", "4714", "--source", "https://b.example/x.tgz",
+                  "--no-wait"]  # fmt: skip
+        name = instance_name("4714", "mlflow")
+        for ttl in ("1h", "5h"):
+            code, out, err = await idds_vis(*common, "--ttl", ttl)
+            assert code == 0, err
+            printed = datetime.fromisoformat(json.loads(out)["expires_at"])
+            notes = emu.get("deployments", name, NS)["metadata"]["annotations"]
+            assert datetime.fromisoformat(notes["idds-vis/expires-at"]) == printed, ttl
+            assert notes["janitor/expires"] == notes["idds-vis/expires-at"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -233,3 +234,69 @@ async def test_reconcile_on_kubernetes_removes_orphans_and_restarts_missing(emu,
         await second.stop()
         await second.ledger.close()
         await second.deployer.kube.close()  # type: ignore[attr-defined]
+
+
+async def test_a_refusal_carries_the_servers_own_message(emu, deployer) -> None:
+    """Not just "HTTP 403 Forbidden": what RBAC or admission said, so an operator can act."""
+    said = ('services "x" is forbidden: User "system:serviceaccount:vis:idds-vis-agent" cannot '
+            'create resource "services" in API group "" in the namespace "vis"')  # fmt: skip
+    emu.inject_failure(403, verb="create", resource="services", message=said)
+    inst = instance("refused-1")
+    with pytest.raises(DeployError) as caught:
+        await deployer.deploy(inst, None)
+    assert str(caught.value) == (
+        f"the cluster refused Service {NS}/{inst.name}: HTTP 403 Forbidden: {said}"
+    )
+
+
+async def test_no_node_yet_is_waited_for_until_the_deadline_with_the_last_reason(
+    emu, deployer
+) -> None:
+    """With a cluster autoscaler "0/N nodes are available" usually passes: not a failure."""
+    inst = instance("unschedulable-1")
+    emu.set_behaviour("unschedulable", name=inst.name)
+    deployment = await deployer.deploy(inst, None)
+    with pytest.raises(DeployError) as caught:
+        await deployer.wait_started(inst, deployment, timeout=3)
+    assert str(caught.value).startswith(
+        "the UI did not become ready within 3 s: no node can run the UI: 0/1 nodes are available"
+    )
+
+
+async def test_a_node_that_comes_later_makes_the_ui_ready(emu, deployer) -> None:
+    inst = instance("unschedulable-2")
+    emu.set_behaviour("unschedulable", name=inst.name)
+    deployment = await deployer.deploy(inst, None)
+    started = asyncio.create_task(deployer.wait_started(inst, deployment, timeout=60))
+    deadline = asyncio.get_running_loop().time() + 30
+    # Until the deployer has read the pod's FailedScheduling event (and not failed on it).
+    while not started.done() and emu.request_count("list", "events") < 1:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    assert not started.done(), started
+    emu.set_behaviour("ready", name=inst.name)  # the autoscaler added a node
+    await started
+
+
+async def test_gone_waits_for_the_secret_replicasets_and_pods_too(emu, deployer) -> None:
+    """Teardown says gone only when nothing of the UI is left, terminating pods included."""
+    inst = instance("gone-1")
+    await deployer.wait_started(inst, await deployer.deploy(inst, None), timeout=60)
+    emu.pause_gc()
+    await deployer.delete(inst)
+    for plural in ("services", "ingresses", "networkpolicies"):
+        emu.api.delete(resolve(plural), NS, inst.name, {})
+    assert not await deployer.gone(inst.name)  # the Secret and the pod are left
+    emu.api.delete(resolve("secrets"), NS, inst.name, {})
+    assert not await deployer.gone(inst.name)  # the pod is left
+    (pod,) = emu.list("pods", NS)
+    emu.api.delete(resolve("pods"), NS, pod["metadata"]["name"], {})
+    rs = {"apiVersion": "apps/v1", "kind": "ReplicaSet",
+          "metadata": {"name": f"{inst.name}-5d4f8", "labels": objects.labels(inst)},
+          "spec": {"selector": {"matchLabels": {"app.kubernetes.io/instance": inst.name}},
+                   "template": {"metadata": {"labels": objects.labels(inst)},
+                                "spec": {"containers": [{"name": "ui", "image": "x"}]}}}}  # fmt: skip
+    emu.create(rs, NS)  # as a real cluster's Deployment controller leaves them
+    assert not await deployer.gone(inst.name)
+    emu.api.delete(resolve("replicasets"), NS, rs["metadata"]["name"], {})
+    assert await deployer.gone(inst.name)

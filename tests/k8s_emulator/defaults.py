@@ -160,6 +160,8 @@ def initial_status(rt: ResourceType, obj: dict[str, Any]) -> None:
     """What PrepareForCreate leaves in `status`: clients cannot create objects with status."""
     if rt.kind == "Pod":
         obj["status"] = {"phase": "Pending", "qosClass": qos_class(obj.get("spec") or {})}
+    elif rt.kind == "ReplicaSet":
+        obj["status"] = {"replicas": 0}  # not omitempty in the API: always serialised
     elif rt.status_subresource:
         obj["status"] = {}
 
@@ -181,6 +183,9 @@ def keep_allocations(rt: ResourceType, old: dict[str, Any], new: dict[str, Any])
 def apply(rt: ResourceType, obj: dict[str, Any], alloc: Allocator, route_domain: str) -> None:
     if rt.kind == "Deployment":
         _deployment(obj)
+    elif rt.kind == "ReplicaSet":
+        obj.setdefault("spec", {}).setdefault("replicas", 1)
+        pod_spec(obj["spec"].setdefault("template", {}).setdefault("spec", {}))
     elif rt.kind == "Pod":
         pod_spec(obj.setdefault("spec", {}))
         obj["spec"].setdefault("serviceAccountName", "default")

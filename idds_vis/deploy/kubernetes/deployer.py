@@ -320,9 +320,9 @@ class KubernetesDeployer:
             if exc.status != 404:  # already gone is what we wanted
                 raise
 
-    async def delete_if_mine(self, name: str) -> None:
+    async def delete_if_mine(self, name: str) -> bool:
         """Delete the root of ``name`` only if idds-vis made it (a failed deploy's cleanup must
-        not remove a stranger's Deployment that stood in its way)."""
+        not remove a stranger's Deployment that stood in its way); False if it left one."""
         apps = client.AppsV1Api(await self.kube.api())
         try:
             root = self.kube.to_dict(
@@ -330,13 +330,15 @@ class KubernetesDeployer:
             )
         except ApiException as exc:
             if exc.status == 404:
-                return
+                return True
             raise
         labels = (root.get("metadata") or {}).get("labels") or {}
-        if labels.get("app.kubernetes.io/managed-by") == objects.MANAGED_BY and (
-            labels.get(INSTANCE) == name
+        if labels.get("app.kubernetes.io/managed-by") != objects.MANAGED_BY or (
+            labels.get(INSTANCE) != name
         ):
-            await self.delete_by_name(name)
+            return False
+        await self.delete_by_name(name)
+        return True
 
     async def gone(self, name: str) -> bool:
         """True once the root, every object it owned and their ReplicaSets and Pods (which
