@@ -19,6 +19,7 @@ from enum import Enum
 from pathlib import PurePosixPath
 
 from idds_vis.domain.errors import UnsafeArchive
+from idds_vis.staging.paths import shown
 
 
 class Kind(Enum):
@@ -48,12 +49,6 @@ class Link:
 # Deeper than any MLflow store or model, and shallow enough for every recursive walk later on
 # (os.walk in 3.11 recurses once per level).
 MAX_DEPTH = 64
-
-
-def shown(rel: PurePosixPath | str) -> str:
-    """A name for a one-line reason: long hostile names are cut in the middle."""
-    text = str(rel)
-    return text if len(text) <= 120 else f"{text[:60]}...{text[-50:]}"
 
 
 class Plan:

@@ -20,6 +20,7 @@ from typing import BinaryIO
 from idds_vis.domain.errors import UnsafeArchive
 from idds_vis.staging.caps import Budget
 from idds_vis.staging.member_plan import Link, Plan
+from idds_vis.staging.paths import shown
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -64,7 +65,8 @@ class SafeTree:
                     if exc.errno in _DETOUR:
                         here = PurePosixPath(*rel.parts[: i + 1])
                         raise UnsafeArchive(
-                            f"archive entry '{member or rel}' would be written through '{here}',"
+                            f"archive entry '{shown(member or rel)}' would be written"
+                            f" through '{shown(here)}',"
                             " which is not a plain directory"
                         ) from exc
                     raise
@@ -98,7 +100,7 @@ class SafeTree:
         try:
             fd = os.open(rel.name, _CREATE, mode, dir_fd=parent)
         except FileExistsError as exc:
-            raise UnsafeArchive(f"archive entry '{rel}' is already there") from exc
+            raise UnsafeArchive(f"archive entry '{shown(rel)}' is already there") from exc
         finally:
             os.close(parent)
         return os.fdopen(fd, "wb")
@@ -111,7 +113,7 @@ class SafeTree:
         finally:
             os.close(parent)
         if not stat.S_ISREG(st.st_mode):
-            raise UnsafeArchive(f"archive entry '{rel}' is not a regular file on disk")
+            raise UnsafeArchive(f"archive entry '{shown(rel)}' is not a regular file on disk")
         return st.st_dev, st.st_ino
 
     def link(self, link: Link) -> None:
@@ -136,12 +138,12 @@ class SafeTree:
             # What the kernel reaches through the new link must be the file the plan meant.
             st = os.stat(link.rel.name, dir_fd=parent, follow_symlinks=True)
         except FileExistsError as exc:
-            raise UnsafeArchive(f"archive entry '{link.rel}' is already there") from exc
+            raise UnsafeArchive(f"archive entry '{shown(link.rel)}' is already there") from exc
         finally:
             os.close(parent)
         if (st.st_dev, st.st_ino) != target or not self._resolves_inside(link):
             raise UnsafeArchive(
-                f"archive entry '{link.rel}' does not lead to '{link.target}' on disk"
+                f"archive entry '{shown(link.rel)}' does not lead to '{shown(link.target)}' on disk"
             )
 
     def _resolves_inside(self, link: Link) -> bool:

@@ -355,6 +355,12 @@ CASES = [
         "'../sentinel/pwned' leaves the staging directory",
     ),
     tar_case(
+        "tar-newline-in-name",
+        lambda a: [M("../pwned\nINFO staging finished")],
+        UnsafeArchive,
+        "'../pwned\\nINFO staging finished' leaves the staging directory",
+    ),
+    tar_case(
         "tar-dotdot-inside-name",
         lambda a: [M("mlruns/../../sentinel/pwned")],
         UnsafeArchive,
