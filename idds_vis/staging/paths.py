@@ -13,6 +13,13 @@ from idds_vis.domain.errors import UnsafeArchive
 RESERVED = ".idds-vis"
 
 
+def shown(name: PurePosixPath | str) -> str:
+    """A name for a one-line reason: control characters escaped (a newline in a member name
+    must not forge a second line), long hostile names cut in the middle."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(name))
+    return text if len(text) <= 120 else f"{text[:60]}...{text[-50:]}"
+
+
 def entry_path(name: str) -> PurePosixPath | None:
     """The entry's path relative to dest, or None for the root itself; refuses escapes.
 
@@ -20,12 +27,12 @@ def entry_path(name: str) -> PurePosixPath | None:
     and accepts 'a/../b', where a legitimate MLflow archive never has either.
     """
     if "\x00" in name:
-        raise UnsafeArchive(f"archive entry {name!r} has a NUL byte in its name")
+        raise UnsafeArchive(f"archive entry {shown(name)!r} has a NUL byte in its name")
     if name.startswith("/"):
-        raise UnsafeArchive(f"archive entry '{name}' has an absolute path")
+        raise UnsafeArchive(f"archive entry '{shown(name)}' has an absolute path")
     parts = [p for p in PurePosixPath(name).parts if p != "."]
     if ".." in parts:
-        raise UnsafeArchive(f"archive entry '{name}' leaves the staging directory")
+        raise UnsafeArchive(f"archive entry '{shown(name)}' leaves the staging directory")
     return PurePosixPath(*parts) if parts else None
 
 
