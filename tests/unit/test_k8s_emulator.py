@@ -897,3 +897,108 @@ async def test_seed_loads_settled_objects_that_list_watch_and_collect(
         "ui-2",
         "ui-3",
     ]
+
+
+async def test_a_paused_garbage_collector_lags_like_a_stopped_controller_manager(
+    emu: KubeEmulator, api: client.ApiClient
+) -> None:
+    """Background: the owner goes at once, its dependents stay (owner uid gone) until resumed.
+    Foreground: the owner stays marked. Either way nothing is collected while paused."""
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    emu.pause_gc()
+    owner = await apps.create_namespaced_deployment(NS, deployment("a"))
+    await core.create_namespaced_config_map(
+        NS, {**config_map("dep"), "metadata": {"name": "dep", "ownerReferences": owned_by(owner)}}
+    )
+    await apps.delete_namespaced_deployment("a", NS, propagation_policy="Background")
+    assert emu.get("deployments", "a", NS) is None
+    left = emu.get("configmaps", "dep", NS)
+    assert left is not None and left["metadata"]["ownerReferences"][0]["uid"] == owner.metadata.uid
+    # A new owner of the same name is not the old one: the leftover stays an orphan.
+    await apps.create_namespaced_deployment(NS, deployment("a"))
+    assert emu.get("configmaps", "dep", NS) is not None
+
+    owner_b = await apps.create_namespaced_deployment(NS, deployment("b"))
+    await core.create_namespaced_config_map(
+        NS, {**config_map("dep-b"), "metadata": {"name": "dep-b",
+                                                  "ownerReferences": owned_by(owner_b)}}
+    )  # fmt: skip
+    await apps.delete_namespaced_deployment(
+        "b", NS, body=client.V1DeleteOptions(propagation_policy="Foreground")
+    )
+    marked = emu.get("deployments", "b", NS)
+    assert marked is not None and marked["metadata"]["deletionTimestamp"]
+    assert emu.get("configmaps", "dep-b", NS) is not None
+
+    emu.resume_gc()
+    assert emu.get("configmaps", "dep", NS) is None
+    assert emu.get("configmaps", "dep-b", NS) is None
+    assert emu.get("deployments", "b", NS) is None
+    assert emu.get("deployments", "a", NS) is not None  # the new one is nobody's dependent
+
+
+async def test_replicasets_are_served_and_listed_by_label(api: client.ApiClient) -> None:
+    apps = client.AppsV1Api(api)
+    body = deployment("rs")
+    body["kind"] = "ReplicaSet"
+    await apps.create_namespaced_replica_set(NS, body)
+    listed = await apps.list_namespaced_replica_set(NS, label_selector="app=rs")
+    (rs,) = listed.items
+    assert rs.status.replicas == 0 and rs.spec.replicas == 1
+    assert (await apps.list_namespaced_replica_set(NS, label_selector="app=x")).items == []
+
+
+async def test_the_kubelet_view_expands_args_from_a_secret(emu: KubeEmulator) -> None:
+    """`$(VAR)` in args comes from env, envFrom and secretKeyRef, as the kubelet expands it;
+    a missing Secret or key is the kubelet's CreateContainerConfigError."""
+    from tests.k8s_emulator.kubelet import ContainerConfigError
+
+    emu.ensure_namespace(NS)
+    emu.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+                "stringData": {"SRC": "https://u:p@h/x?sig=1", "K": "v"}}, NS)  # fmt: skip
+    container = {
+        "name": "ui", "image": "x", "command": ["serve"],
+        "args": ["--source", "$(SRC)", "--k", "$(K)", "--left", "$(NOPE)", "$$(SRC)"],
+        "env": [{"name": "SRC", "valueFrom": {"secretKeyRef": {"name": "s", "key": "SRC"}}}],
+        "envFrom": [{"secretRef": {"name": "s"}}],
+    }  # fmt: skip
+    pod = {"metadata": {"name": "p", "namespace": NS}, "spec": {"containers": [container]}}
+    assert emu.container_argv(pod, "ui") == [
+        "serve", "--source", "https://u:p@h/x?sig=1", "--k", "v", "--left", "$(NOPE)", "$(SRC)"
+    ]  # fmt: skip
+    container["env"] = [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s", "key": "Y"}}}]
+    with pytest.raises(ContainerConfigError, match="couldn't find key Y in Secret vis/s"):
+        emu.container_argv(pod, "ui")
+    container["env"], container["envFrom"] = [], [{"secretRef": {"name": "gone"}}]
+    with pytest.raises(ContainerConfigError, match='secret "gone" not found'):
+        emu.container_argv(pod, "ui")
+
+
+async def test_network_policies_get_the_api_servers_checks(emu: KubeEmulator) -> None:
+    emu.ensure_namespace(NS)
+
+    def policy(egress: list[dict[str, Any]], types: list[str] | None = None) -> dict[str, Any]:
+        return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": {"name": "np"},
+                "spec": {"podSelector": {}, "policyTypes": types or ["Egress"], "egress": egress}}  # fmt: skip
+
+    good = [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}],
+             "ports": [{"port": 53, "protocol": "UDP"}, {"port": 1000, "endPort": 2000}]}]  # fmt: skip
+    emu.create(policy(good), NS)
+    bad = {
+        "spec.egress[0].to[0].ipBlock.cidr": [{"to": [{"ipBlock": {"cidr": "10.0.0/8"}}]}],
+        "spec.egress[0].to[0].ipBlock.except[0]": [
+            {"to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.0.0.0/8"]}}]}],
+        "spec.egress[0].to[0]: Forbidden": [
+            {"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}, "namespaceSelector": {}}]}],
+        "spec.egress[0].ports[0].protocol": [{"ports": [{"port": 53, "protocol": "ICMP"}]}],
+        "spec.egress[0].ports[0].port": [{"ports": [{"port": 70000}]}],
+        "spec.egress[0].ports[0].endPort": [{"ports": [{"port": 2000, "endPort": 1000}]}],
+    }  # fmt: skip
+    for field, egress in bad.items():
+        with pytest.raises(ApiError) as caught:
+            emu.create({**policy(egress), "metadata": {"name": "bad"}}, NS)
+        assert caught.value.code == 422 and field in caught.value.message, field
+    with pytest.raises(ApiError) as caught:
+        emu.create({**policy(good, ["Egress", "Sideways"]), "metadata": {"name": "bad"}}, NS)
+    assert "spec.policyTypes[1]" in caught.value.message
