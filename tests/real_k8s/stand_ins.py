@@ -66,10 +66,25 @@ class StandInKubelet:
         self.ready: dict[str, str] = {}  # pod name -> its UI's instance name
         self.patched = 0
         self.deleted = 0
+        # UIs whose pods stay unready until released (an agent killed while it waits for one).
+        self.held: set[str] = set()
         self._task: asyncio.Task[None] | None = None
 
     def serving(self, instance: str) -> bool:
         return instance in self.ready.values()
+
+    async def release(self, instance: str) -> None:
+        self.held.discard(instance)
+        listed = await self.core.list_namespaced_pod(
+            self.namespace, label_selector=f"{INSTANCE}={instance}")  # fmt: skip
+        for pod in self.api.sanitize_for_serialization(listed)["items"]:
+            await self._saw("MODIFIED", pod)
+
+    async def bound(self, instance: str) -> bool:
+        """A pod of ``instance`` has been scheduled."""
+        listed = await self.core.list_namespaced_pod(
+            self.namespace, label_selector=f"{INSTANCE}={instance}")  # fmt: skip
+        return any(pod.spec.node_name for pod in listed.items)
 
     async def __aenter__(self) -> StandInKubelet:
         self._task = asyncio.create_task(self._run())
@@ -113,6 +128,9 @@ class StandInKubelet:
             return
         if not (pod.get("spec") or {}).get("nodeName"):
             return  # not scheduled yet
+        instance = (meta.get("labels") or {}).get(INSTANCE, "")
+        if instance in self.held:
+            return
         if not _is_ready(pod):
             try:
                 status = _ready_status(pod)
@@ -122,7 +140,7 @@ class StandInKubelet:
                     return
                 raise
             self.patched += 1
-        self.ready[name] = (meta.get("labels") or {}).get(INSTANCE, "")
+        self.ready[name] = instance
 
 
     async def _confirm_deletion(self, name: str, uid: str) -> None:

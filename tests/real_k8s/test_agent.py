@@ -1,6 +1,7 @@
 """``idds-vis agent`` as a process on the real control plane, as conf/'s ServiceAccount: launch
-to ready through the real readiness probe, the leader Lease, SIGKILL, a restart that reconciles
-(an orphan removed, a UI deleted meanwhile started again, a live one adopted), and the reaper.
+to ready through the real readiness probe, the leader Lease, SIGKILL (one UI still starting), a
+restart that reconciles (an orphan removed, a UI deleted meanwhile started again, a live one
+adopted, the one interrupted mid-start adopted and finished), and the reaper.
 
 The probe reaches the stand-in ingress (stand_ins.py) through the UIs' public host, mapped to
 loopback in the agent process only (agent_main.py); TLS is verified against the test CA.
@@ -31,10 +32,10 @@ from idds_vis.domain.phases import Phase
 from idds_vis.ledger import SqlLedger
 from idds_vis.runtime.config import Settings
 from tests.agent_process import AgentProcess
-from tests.real_k8s.cluster_view import ClusterView, until
+from tests.real_k8s.cluster_view import ClusterView, owner_uids, until
 from tests.real_k8s.conftest import REPO, AgentAccess
 from tests.real_k8s.control_plane import INGRESS_HOST, ControlPlane
-from tests.real_k8s.stand_ins import StandInIngress, admin_api
+from tests.real_k8s.stand_ins import StandInIngress, StandInKubelet, admin_api
 from tests.real_k8s.test_deployer import instance
 
 SOURCE = "https://bigpanda.example/idds/downloadhpometrics/?workloadid={}"  # never fetched here
@@ -106,14 +107,16 @@ async def leases(view: ClusterView) -> list[dict[str, Any]]:
 
 
 async def test_agent_launch_sigkill_restart_reconcile_and_reaper(
-    k8s: ControlPlane, agent_access: AgentAccess, ingress: StandInIngress, view: ClusterView,
-    tmp_path: Path,
+    k8s: ControlPlane, agent_access: AgentAccess, kubelet: StandInKubelet,
+    ingress: StandInIngress, view: ClusterView, tmp_path: Path,
 ) -> None:  # fmt: skip
     settings = agent_settings(tmp_path, agent_access)
     ledger = SqlLedger(Settings(state_dir=Path(settings["state_dir"])).db_url)
+    mid = InstanceKey("mid", "mlflow").name
+    kubelet.held.add(mid)  # its pod is scheduled but not Ready when the agent is killed
     try:
         async with agent_process(k8s, tmp_path, settings, ingress, "first") as first:
-            for task in ("keep", "lost"):
+            for task in ("keep", "lost", "mid"):
                 await ledger.submit(VisRequest(task, source=SOURCE.format(task)), datetime.now(UTC))
             ready = {t: await phase_of(ledger, t, first, {Phase.READY, Phase.FAILED})
                      for t in ("keep", "lost")}  # fmt: skip
@@ -125,6 +128,10 @@ async def test_agent_launch_sigkill_restart_reconcile_and_reaper(
             first_holder = lease["spec"]["holderIdentity"]
             assert first_holder
             lost_uid = ready["lost"].handle["uid"]
+            starting = await phase_of(ledger, "mid", first, {Phase.STARTING, Phase.FAILED})
+            assert starting.phase is Phase.STARTING, starting.reason
+            await until("the interrupted UI's pod is scheduled", lambda: kubelet.bound(mid))
+            mid_uid = starting.handle["uid"]
             first.proc.send_signal(signal.SIGKILL)
             first.proc.wait(timeout=30)
 
@@ -136,6 +143,7 @@ async def test_agent_launch_sigkill_restart_reconcile_and_reaper(
         await view.apps.create_namespaced_deployment(view.ns, stray)  # type: ignore[arg-type]
 
         async with agent_process(k8s, tmp_path, settings, ingress, "second") as second:
+            await kubelet.release(mid)
 
             async def reconciled() -> bool:
                 names = {d["metadata"]["name"] for d in
@@ -149,6 +157,21 @@ async def test_agent_launch_sigkill_restart_reconcile_and_reaper(
             assert again.expires_at == ready["lost"].expires_at  # a restart never extends
             (lease,) = await leases(view)
             assert lease["spec"]["holderIdentity"] not in (None, first_holder)
+            # The interrupted UI is deleted and started from the beginning (the agent cannot
+            # know how far it got), at once: the old dependents are still there, owned by the
+            # deleted root. The new UI must end up with its own, none lost to the collector.
+            finished = await phase_of(ledger, "mid", second, {Phase.READY, Phase.FAILED})
+            assert finished.phase is Phase.READY, finished.reason
+            new_uid = finished.handle["uid"]
+            assert new_uid != mid_uid
+
+            async def old_root_forgotten() -> bool:
+                return await view.owned_by(mid_uid) == []
+
+            await until("nothing refers to the interrupted UI's first root", old_root_forgotten)
+            found = await view.of_instance(mid)
+            for kind in ("Secret", "Service", "Ingress", "NetworkPolicy"):
+                assert [owner_uids(o) for o in found.get(kind, [])] == [[new_uid]], kind
 
             keep = ready["keep"]
             kept = await view.of_instance(keep.name)
