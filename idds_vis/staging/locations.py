@@ -130,8 +130,10 @@ def wanted(
     if exp is not None:
         return Wanted(kind, tuple(parts), exp, tuple(parts[exp:]))
     if own is not None:
+        # The path does not name the experiment (s3://bucket/runs/<run>/…): MLflow's layout
+        # under the artefact root, when known, places it better than the path's own tail.
         start = own - 1 if own > 0 and parts[own - 1] == "models" else own
-        return Wanted(kind, tuple(parts), start, tuple(parts[start:]))
+        return Wanted(kind, tuple(parts), start, default_tail or tuple(parts[start:]))
     return Wanted(kind, tuple(parts), None, default_tail or tuple(parts[-1:]))
 
 
