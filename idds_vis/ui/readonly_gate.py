@@ -112,7 +112,7 @@ READ_POSTS = (
 
 # Query parameters naming a file under a run's, model's or trace's artefacts. MLflow checks them
 # too (validate_path_is_safe); refusing here keeps a traversal away from MLflow's code entirely.
-_PATH_PARAMS = frozenset({"path", "artifact_path"})
+_PATH_PARAMS = frozenset({"path", "artifact_path", "artifact_file_path"})
 _SEGMENT = re.compile(r"[^/\x00\\]+")
 
 
