@@ -59,15 +59,17 @@ class Plan:
 
     def __init__(self, max_path_bytes: int = 4095) -> None:
         self.max_path_bytes = max_path_bytes
-        self._kinds: dict[PurePosixPath, Kind] = {}
+        # Keyed by path parts, not PurePosixPath: hashing those is the cost of a big archive.
+        self._kinds: dict[tuple[str, ...], Kind] = {}
         self._raw_links: list[tuple[PurePosixPath, str, bool]] = []
+        self._dir_count = 0
         self.files: list[PurePosixPath] = []
         self.bytes = 0
 
     @property
     def dirs(self) -> list[PurePosixPath]:
         """Every directory, named or implied by a member under it; parents first."""
-        return sorted(rel for rel, kind in self._kinds.items() if kind is Kind.DIR)
+        return [PurePosixPath(*p) for p, k in sorted(self._kinds.items()) if k is Kind.DIR]
 
     @property
     def file_count(self) -> int:
@@ -76,7 +78,8 @@ class Plan:
     @property
     def dir_count(self) -> int:
         # Implied directories count too: 'a/a/a/.../f' is an inode bomb with one header.
-        return sum(1 for kind in self._kinds.values() if kind is Kind.DIR)
+        # Kept as a running count: this is read after every member.
+        return self._dir_count
 
     def add_dir(self, rel: PurePosixPath) -> None:
         self._add(rel, Kind.DIR)
@@ -91,9 +94,10 @@ class Plan:
         self._raw_links.append((rel, target, hard))
 
     def _add(self, rel: PurePosixPath, kind: Kind) -> None:
-        if len(rel.parts) > MAX_DEPTH:
+        parts = rel.parts
+        if len(parts) > MAX_DEPTH:
             raise UnsafeArchive(
-                f"archive entry '{shown(rel)}' is {len(rel.parts)} levels deep,"
+                f"archive entry '{shown(rel)}' is {len(parts)} levels deep,"
                 f" over the limit of {MAX_DEPTH}"
             )
         size = len(os.fsencode(str(rel)))
@@ -102,16 +106,21 @@ class Plan:
                 f"archive entry '{shown(rel)}' has a {size}-byte path, longer than the"
                 f" {self.max_path_bytes} bytes that fit below the staging directory"
             )
-        for parent in reversed(rel.parents[:-1]):  # top first, '.' (the root) left out
-            above = self._kinds.setdefault(parent, Kind.DIR)
+        for depth in range(1, len(parts)):  # every parent, top first
+            parent = parts[:depth]
+            above = self._kinds.get(parent)
+            if above is None:
+                self._kinds[parent] = above = Kind.DIR
+                self._dir_count += 1
             if above is not Kind.DIR:
                 raise UnsafeArchive(
-                    f"archive entry '{shown(rel)}' lies under '{shown(parent)}',"
+                    f"archive entry '{shown(rel)}' lies under '{shown('/'.join(parent))}',"
                     f" which is a {above.value}"
                 )
-        seen = self._kinds.get(rel)
+        seen = self._kinds.get(parts)
         if seen is None:
-            self._kinds[rel] = kind
+            self._kinds[parts] = kind
+            self._dir_count += kind is Kind.DIR
         elif not (seen is Kind.DIR and kind is Kind.DIR):
             # Tar replaces an earlier member by a later one: a link swapped for a file (or the
             # reverse) is how a write is steered through a link. No MLflow archive needs it.
@@ -143,8 +152,8 @@ class Plan:
                 stack.pop()
                 continue
             stack.append(part)
-            here = PurePosixPath(*stack)
-            seen = self._kinds.get(here)
+            here = "/".join(stack)
+            seen = self._kinds.get(tuple(stack))
             if seen is None:
                 raise refuse(f"which the archive does not hold ('{shown(here)}' is missing)")
             # Every step but the last must be a plain directory: 'link/..' is not where
@@ -153,8 +162,7 @@ class Plan:
                 raise refuse(
                     f"through '{shown(here)}', a {seen.value}; only plain directories may lead"
                 )
-        target = PurePosixPath(*stack)
-        seen = self._kinds[target] if stack else Kind.DIR  # an empty stack is the root
+        seen = self._kinds[tuple(stack)] if stack else Kind.DIR  # an empty stack is the root
         if seen is not Kind.FILE:
             raise refuse(f"a {seen.value}; only links to regular files of the archive are kept")
-        return Link(rel, target, hard)
+        return Link(rel, PurePosixPath(*stack), hard)
