@@ -25,6 +25,7 @@ import stat
 import subprocess
 import sys
 import tarfile
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -129,7 +130,9 @@ def make_zip(path: Path, members: list[M]) -> Path:
             info = zipfile.ZipInfo(name)
             info.create_system = 3
             info.external_attr = modes[m.kind] << 16
-            zf.writestr(info, m.link.encode() if m.kind == "sym" else m.data)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # a name used twice, on purpose
+                zf.writestr(info, m.link.encode() if m.kind == "sym" else m.data)
     return path
 
 
