@@ -28,10 +28,17 @@ INHERITED = frozenset(
 INHERITED_PREFIXES = ("LC_",)
 
 # How a local deployer finds its UIs after serve-ui has exec'd into uvicorn
-# (idds_vis/deploy/local_processes.py), and the mark a test run puts on every process it starts
-# so its leak check never touches another run's (tests/integration/conftest.py). No secrets.
+# (idds_vis/deploy/local_processes.py); the mark a test run puts on every process it starts, so
+# its leak check never touches another run's (tests/integration/conftest.py); where the
+# stand-in UI of tests and benchmarks journals (idds_vis/ui/stub.py). No secrets.
 MARKS = frozenset(
-    {"IDDS_VIS_UI_LABEL", "IDDS_VIS_UI_NAME", "IDDS_VIS_UI_PORT", "IDDS_VIS_TEST_RUN"}
+    {
+        "IDDS_VIS_UI_LABEL",
+        "IDDS_VIS_UI_NAME",
+        "IDDS_VIS_UI_PORT",
+        "IDDS_VIS_TEST_RUN",
+        "IDDS_VIS_STUB_JOURNAL",
+    }
 )
 
 # Credential discovery off, whatever the machine offers: no instance metadata (AWS, GCE), no
