@@ -10,6 +10,7 @@ and serving the UI and fetching every kind of artefact must not reach that serve
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
 import shutil
@@ -137,14 +138,14 @@ def _foreign_sqlite(db: Path, http: str) -> None:
             "UPDATE experiments SET artifact_location = CASE experiment_id"
             f" WHEN 0 THEN 'gs://{BUCKET}/0' ELSE 's3://{BUCKET}/' || experiment_id END"
         )
-        conn.execute(f"UPDATE runs SET artifact_uri = '{http}/runs/' || run_uuid || '/artifacts'")
+        conn.execute(f"UPDATE runs SET artifact_uri = 's3://{BUCKET}/runs/' || run_uuid")
         conn.execute(
             f"UPDATE logged_models SET artifact_location = '{http}/models/' || model_id"
             " || '/artifacts'"
         )
         conn.execute(
             "UPDATE model_versions SET source = 'runs:/' || run_id || '/model',"
-            f" storage_location = '{http}/registry/reg/1'"
+            f" storage_location = 's3://{BUCKET}/registry/reg/1'"
         )
         conn.execute(
             f"UPDATE trace_tags SET value = '{http}/traces/' || request_id"
@@ -166,9 +167,11 @@ def _foreign_file_store(mlruns: Path, origin: str, http: str) -> None:
         if not path.is_file() or not (path.name == "meta.yaml" or path.parent.name == "tags"):
             continue
         text = path.read_text()
-        new = text.replace(origin, f"{http}/mlruns").replace("/home/u/data.csv", f"{http}/d.csv")
-        if path.parent == mlruns / "0":
-            new = new.replace(f"{http}/mlruns/0", f"s3://{BUCKET}/0")
+        new = text.replace(origin, f"s3://{BUCKET}/mlruns").replace(
+            "/home/u/data.csv", f"{http}/d.csv"
+        )
+        if path.parent == mlruns / "0" or path.parent.name == "tags":
+            new = new.replace(f"s3://{BUCKET}/mlruns", f"{http}/mlruns")
         if path.parent.name.startswith("version-"):
             new = new.replace("source: models:/", "source: runs:/")
         path.write_text(new)
@@ -238,6 +241,43 @@ async def test_no_foreign_location_remains_after_preparation(
     assert recorder.hits == []
 
 
+@pytest.mark.parametrize("layout", ["sqlite", "file-store"])
+async def test_fetching_each_location_with_credentials_reaches_nothing_foreign(
+    tmp_path: Path,
+    templates: dict[str, Path],
+    recorder: Recorder,
+    layout: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What an artefact repository does with each location, given the credentials and the
+    endpoint an agent may hold (the UI process's own environment is another helper's
+    defence, MLflow's host policy a third: this one must hold without them)."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    prepared = await _prepare(layout, templates, tmp_path, recorder.url)
+    for name, value in {
+        "MLFLOW_S3_ENDPOINT_URL": recorder.url,
+        "AWS_ACCESS_KEY_ID": "AKIAAGENTSOWNKEY",
+        "AWS_SECRET_ACCESS_KEY": "agent-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }.items():
+        monkeypatch.setenv(name, value)
+    locations = []
+    with closing(sqlite3.connect(prepared.db)) as conn:
+        for table, column, key in LOCATIONS:
+            where = f" WHERE key = '{key}'" if key else ""
+            locations += [v for (v,) in conn.execute(f"SELECT {column} FROM {table}{where}") if v]
+    assert len(locations) >= 7
+    for location in locations:
+        if location.startswith(("runs:", "models:")):
+            continue  # they name rows of this store, whose own locations are fetched here
+        # A foreign repository may fail in many ways; only hits count.
+        with contextlib.suppress(Exception):
+            get_artifact_repository(location).list_artifacts()
+    assert recorder.hits == []
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -297,10 +337,8 @@ async def test_serving_and_fetching_artefacts_never_reaches_a_foreign_location(
     try:
         _wait_ready(base, proc)
         api = base + "ajax-api/2.0/mlflow/"
-        status, body = _get(
-            base + "get-artifact?" + urlencode({"path": "notes.txt", "run_uuid": run_id})
-        )
-        assert status == 200 and body == b"loss went down\n"
+        query = urlencode({"path": "notes.txt", "run_uuid": run_id})
+        artefact = _get(base + "get-artifact?" + query)
         for url in (
             api + "artifacts/list?" + urlencode({"run_uuid": run_id}),
             api + f"logged-models/{model_id}/artifacts/files?artifact_file_path=MLmodel",
@@ -319,3 +357,4 @@ async def test_serving_and_fetching_artefacts_never_reaches_a_foreign_location(
         proc.wait(timeout=60)
         log.close()
     assert recorder.hits == [], (tmp_path / "ui.log").read_text()[-2000:]
+    assert artefact == (200, b"loss went down\n")  # still served, from the staged copy
