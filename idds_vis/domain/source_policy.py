@@ -227,6 +227,13 @@ class SourcePolicy:
             if not self.sources.host_allowed(host, port, 443 if scheme == "https" else 80):
                 return _refused(f"host {_show(host)} is not in the message_sources allowlist")
             literal = _ip_literal(host)
+            # RFC 6761: every *.localhost name is loopback; say so now rather than at staging.
+            local_name = host.rstrip(".") == "localhost" or host.rstrip(".").endswith(".localhost")
+            if local_name and not self.addresses.name_allowed(host):
+                return _refused(
+                    "artefact sources from messages may not name loopback, private or "
+                    "link-local addresses"
+                )
             if literal is not None and not self.addresses.allows(literal):
                 return _refused(
                     "artefact sources from messages may not name loopback, private or "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -152,11 +153,24 @@ async def recorder(host: str = "127.0.0.1", redirect_to: str | None = None,
 
 
 def closed_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+REBOUND = "files.rebind.example"  # a public-looking name whose DNS answers loopback
+
+
+@pytest.fixture
+def rebound_name(monkeypatch: pytest.MonkeyPatch) -> str:
+    """``REBOUND`` resolves to 127.0.0.1 in this process (what an attacker's DNS would say)."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        return real("127.0.0.1" if host == REBOUND else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return REBOUND
 
 
 # -- 1. what a message may name -------------------------------------------------------------
@@ -196,6 +210,8 @@ INTERNAL = [
     "http://192.168.0.10/x.tgz",
     "http://100.64.0.1/x.tgz",
     "http://0.0.0.0:8080/x.tgz",
+    "http://localhost:8080/x.tgz",
+    "http://admin.localhost./x.tgz",
 ]
 
 
@@ -281,8 +297,10 @@ async def guarded_download(url: str, tmp_path: Path, policy: AddressPolicy | Non
     return await download(HttpSource(url), tmp_path, 1 << 20, 30, guard=policy or AddressPolicy())
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
-async def test_loopback_is_not_connected_to_by_address_or_by_name(host: str, tmp_path: Path):
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", REBOUND])
+async def test_loopback_is_not_connected_to_by_address_or_by_name(
+    host: str, tmp_path: Path, rebound_name: str
+) -> None:
     """An IP literal skips the resolver (the socket factory refuses it); a name resolving to
     loopback is refused by the resolver and again by the socket factory."""
     async with recorder() as server:
@@ -318,10 +336,12 @@ async def test_an_allowlisted_host_name_may_resolve_to_loopback(tmp_path: Path) 
         assert path.read_bytes() == b"not an archive" and server.hits == ["/x.tgz"]
 
 
-async def test_the_guarded_stager_refuses_a_name_resolving_to_loopback(tmp_path: Path) -> None:
+async def test_the_guarded_stager_refuses_a_name_resolving_to_loopback(
+    tmp_path: Path, rebound_name: str
+) -> None:
     async with recorder() as server:
         stager = GuardedStager(ArchiveStager(), SourcePolicy())
-        url = server.url.replace("127.0.0.1", "localhost") + "/x.tgz"
+        url = server.url.replace("127.0.0.1", rebound_name) + "/x.tgz"
         with pytest.raises(SourceUnreachable):
             await stager.stage(url, tmp_path / "dest")
         assert server.hits == []
@@ -375,14 +395,16 @@ async def test_the_resolver_drops_internal_addresses_of_a_mixed_answer() -> None
 # -- 4. the agent as wired: message sources under the guard, the CLI's as before ---------------
 
 
-async def test_the_wired_agent_stages_message_sources_under_the_guard(tmp_path: Path) -> None:
+async def test_the_wired_agent_stages_message_sources_under_the_guard(
+    tmp_path: Path, rebound_name: str
+) -> None:
     settings = Settings(state_dir=tmp_path / "state", ui_stub=True, workers=1)
     agent = build_agent(settings)
     events = agent.events.subscribe()
     await agent.start()
     try:
         async with recorder() as server:
-            url = server.url.replace("127.0.0.1", "localhost") + "/x.tgz"
+            url = server.url.replace("127.0.0.1", rebound_name) + "/x.tgz"
             messages = MemorySource([vis_request(task_id="7", source=url)])
             intake = Intake(messages, agent, resolver=TaskResolver(),
                             trust=message_trust(settings))  # fmt: skip
