@@ -14,10 +14,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     TMPDIR=/tmp \
     PATH=/opt/idds-vis/bin:$PATH
 
-# What the MLflow server never imports to serve a stored task (measured; tests/images checks the
-# UI serves without them): the science stack `mlflow` pulls in for models and datasets, and the
-# demo's training. About 600 MB of the 1.2 GB an unpruned image weighs.
-ARG NOT_SERVED="scikit-learn scipy pandas pyarrow numpy matplotlib contourpy fonttools pillow kiwisolver cycler skops joblib threadpoolctl docker gunicorn"
+# What `idds-vis serve-ui` and the MLflow server it execs never import (measured; tests/images
+# runs the UI without them): what `mlflow` pulls in for models, plots, datasets and its own
+# server processes (scipy 143 MB, pyarrow 162, scikit-learn 49, matplotlib with fonttools and
+# pillow 95, skops, docker, gunicorn), the agent's PostgreSQL driver (asyncpg 12) and the graph
+# library of idds-workflow (networkx 19), neither used in a UI pod, and pip itself. numpy and
+# pandas stay: the server's gateway routes import them. About 1.1 GB unpruned, 593 MB pruned.
+ARG NOT_SERVED="scikit-learn scipy pyarrow matplotlib contourpy fonttools pillow kiwisolver cycler skops prettytable wcwidth joblib threadpoolctl narwhals docker gunicorn asyncpg networkx"
 
 # mlflow is pinned by the [ui] extra of setup.py; the source tree is removed after installing.
 # pip reads the builder's configuration (index, CA bundle) from the optional build secret
@@ -33,6 +36,7 @@ RUN --mount=type=secret,id=pip.conf,required=false \
     && PIP_CONFIG_FILE=/run/secrets/pip.conf PIP_CACHE_DIR=/var/cache/idds-vis-pip \
        pip install "/src[ui,rucio]" \
     && pip uninstall --yes $NOT_SERVED \
+    && pip uninstall --yes pip setuptools \
     && rm -rf /src \
     && useradd --uid 10001 --user-group --no-create-home --home-dir /tmp --shell /usr/sbin/nologin idds
 

@@ -163,6 +163,12 @@ def ensure_image(name: str, base: str, pip: PipForBuild) -> str:
         return tag
     run(PODMAN, "build", "--network=host", "--layers", "--build-arg", f"BASE={base}",
         *pip.args, "-f", str(dockerfile), "-t", tag, str(ROOT))  # fmt: skip
+    # Older builds of this image would pile up with every change of the tree: keep the newest.
+    listed = run(PODMAN, "images", "--format", "{{.Repository}}:{{.Tag}}",
+                 f"localhost/idds-vis-{name}", timeout=60)  # fmt: skip
+    stale = [t for t in listed.split() if t.startswith(f"{tag.split(':')[0]}:test-") and t != tag]
+    if stale:
+        subprocess.run([PODMAN, "rmi", *stale], capture_output=True, timeout=300, check=False)
     return tag
 
 

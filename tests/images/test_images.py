@@ -39,7 +39,7 @@ from tests.images.podman import PODMAN, ROOT, image_size, run
 pytestmark = pytest.mark.images
 UI_IMAGE_LIMIT = 600 * 10**6
 # What the UI image leaves out (images/ui.Dockerfile NOT_SERVED): the server never imports it.
-NOT_SERVED = ("sklearn", "scipy", "pandas", "pyarrow", "numpy", "matplotlib")
+NOT_SERVED = ("sklearn", "scipy", "pyarrow", "matplotlib", "asyncpg", "networkx", "pip")
 START_TIMEOUT = 240.0  # staging, the store's migration, and MLflow's import on a loaded machine
 K8S_DEFAULT_GRACE = 30
 
