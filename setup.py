@@ -22,6 +22,8 @@ install_requires = [
     "prometheus-client>=0.20,<1",
     # The Kubernetes deployer.
     "kubernetes-asyncio>=36.1,<37",
+    # Its reconcile lists decoded into only the fields read (tested with 0.22.0).
+    "msgspec>=0.19,<0.23",
     # Staging from S3-compatible storage: botocore on aiohttp, so transfers stay on the event loop.
     "aiobotocore>=3,<4",
     # The web app: pages rendered with autoescaping Jinja, live progress as Server-Sent Events.
