@@ -233,11 +233,14 @@ class Intake:
             if isinstance(checked, Refused):
                 return await self._reject(delivery, checked.reason)
             if checked is None:
-                return await self._retry(delivery, "reading the message keys", KeysError())
+                unreadable = KeysError("the keys file could not be read (see the log)")
+                return await self._retry(delivery, "checking the sender", unreadable)
             sender = checked
         if isinstance(parsed, EndRequest):
             return await self._end(delivery, parsed, sender)
-        trigger: Trigger = dataclasses.replace(parsed, sender=sender.name)
+        trigger: Trigger = parsed
+        if sender.name is not None:
+            trigger = dataclasses.replace(parsed, sender=sender.name)
         logctx.update(task_id=trigger.task_id, tool=trigger.tool)
         key = trigger.dedup_key
         if key in self._recent:

@@ -51,8 +51,10 @@ def signed(sender: str, data: bytes) -> tuple[bytes, dict[str, str]]:
         ({}, "sender credential missing"),
         ({"idds-vis-sender": "alice", "idds-vis-signature": "hmac-sha256=00"}, "does not verify"),
         # Signed with mallory's key but claiming to be alice.
-        ({**hmac_headers("mallory", KEYS["mallory"], b""), "idds-vis-sender": "alice"},
-         "does not verify"),
+        (
+            {**hmac_headers("mallory", KEYS["mallory"], b""), "idds-vis-sender": "alice"},
+            "does not verify",
+        ),
         (hmac_headers("nobody", b"guessed", b""), "does not verify"),
     ],
 )
@@ -241,3 +243,15 @@ async def test_an_unverified_message_cannot_name_the_source_of_a_panda_task(
     await run_intake(messages, Intake(messages, agent, resolver=resolver, trust=trust))
     (record,) = agent.records.values()
     assert record.source == ("https://evil.example/fake.tgz" if kept else None)
+
+
+async def test_an_unreadable_keys_file_retries_the_message_rather_than_losing_it() -> None:
+    def unreadable() -> dict[str, bytes]:
+        raise OSError("permission denied")
+
+    messages = MemorySource()
+    agent = RecordingAgent()
+    intake = Intake(messages, agent, trust=MessageTrust(auth="hmac", keys=unreadable))
+    data = body("vis_request", "user.alice.train/")
+    assert await intake.handle(delivery(signed("alice", data))) is Outcome.RETRY
+    assert messages.settled == [("nack", "d0")] and agent.records == {}
