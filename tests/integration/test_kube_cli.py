@@ -68,10 +68,10 @@ async def test_a_failed_deploy_leaves_a_strangers_deployment_alone(tmp_path: Pat
     async with KubeEmulator() as emu:
         kubeconfig = str(emu.write_kubeconfig(tmp_path / "kubeconfig", NS))
         name = instance_name("4713", "mlflow")
+        pod = {"containers": [{"name": "x", "image": "x"}]}
+        template = {"metadata": {"labels": {"app": "x"}}, "spec": pod}
         stranger = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
-                    "spec": {"selector": {"matchLabels": {"app": "x"}},
-                             "template": {"metadata": {"labels": {"app": "x"}},
-                                          "spec": {"containers": [{"name": "x", "image": "x"}]}}}}  # fmt: skip
+                    "spec": {"selector": {"matchLabels": {"app": "x"}}, "template": template}}
         emu.create(stranger, NS)
         code, _out, err = await idds_vis(
             "deploy", "--backend", "kubernetes", "--kubeconfig", kubeconfig, "--namespace", NS,

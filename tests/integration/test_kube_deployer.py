@@ -295,7 +295,7 @@ async def test_gone_waits_for_the_secret_replicasets_and_pods_too(emu, deployer)
           "metadata": {"name": f"{inst.name}-5d4f8", "labels": objects.labels(inst)},
           "spec": {"selector": {"matchLabels": {"app.kubernetes.io/instance": inst.name}},
                    "template": {"metadata": {"labels": objects.labels(inst)},
-                                "spec": {"containers": [{"name": "ui", "image": "x"}]}}}}  # fmt: skip
+                                "spec": {"containers": [{"name": "ui", "image": "x"}]}}}}
     emu.create(rs, NS)  # as a real cluster's Deployment controller leaves them
     assert not await deployer.gone(inst.name)
     emu.api.delete(resolve("replicasets"), NS, rs["metadata"]["name"], {})

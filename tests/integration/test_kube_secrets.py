@@ -1,7 +1,8 @@
 """The UI pod stages its own data, so the deployer gives it its source and that source's
 credentials: a Secret owned by the root Deployment, exactly the needed values, read by the
-container as its environment; a source that needs no credentials still travels in it. Against the Kubernetes API emulator, with
-the deployer built by the real wiring from settings that name credential files."""
+container as its environment; a source that needs no credentials still travels in it.
+Against the Kubernetes API emulator, with the deployer built by the real wiring from settings
+that name credential files."""
 
 from __future__ import annotations
 

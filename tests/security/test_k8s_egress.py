@@ -126,7 +126,7 @@ async def test_the_emulator_refuses_an_invalid_policy_as_the_api_server_does(
             "metadata": {"name": "bad"},
             "spec": {"podSelector": {}, "policyTypes": ["Egress"],
                      "egress": [{"to": [{"ipBlock": {"cidr": "192.0.2.0/24",
-                                                      "except": ["198.51.100.0/24"]}}]}]}}  # fmt: skip
+                                                      "except": ["198.51.100.0/24"]}}]}]}}
     emu.ensure_namespace(NS)
     with pytest.raises(ApiError) as caught:
         emu.create(body, NS)

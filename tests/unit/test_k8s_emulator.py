@@ -980,10 +980,11 @@ async def test_network_policies_get_the_api_servers_checks(emu: KubeEmulator) ->
     def policy(egress: list[dict[str, Any]], types: list[str] | None = None) -> dict[str, Any]:
         return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
                 "metadata": {"name": "np"},
-                "spec": {"podSelector": {}, "policyTypes": types or ["Egress"], "egress": egress}}  # fmt: skip
+                "spec": {"podSelector": {}, "policyTypes": types or ["Egress"],
+                         "egress": egress}}
 
     good = [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}],
-             "ports": [{"port": 53, "protocol": "UDP"}, {"port": 1000, "endPort": 2000}]}]  # fmt: skip
+             "ports": [{"port": 53, "protocol": "UDP"}, {"port": 1000, "endPort": 2000}]}]
     emu.create(policy(good), NS)
     bad = {
         "spec.egress[0].to[0].ipBlock.cidr": [{"to": [{"ipBlock": {"cidr": "10.0.0/8"}}]}],
