@@ -95,6 +95,9 @@ BLANKED = (
     ("datasets", "dataset_source"),
     ("secrets", "auth_config"),
 )
+# Locations one store may hold: placing one costs a few stat calls in Python (outside the
+# SQLite budget), about 0.2 ms, so this keeps a rewrite within tens of CPU seconds.
+MAX_LOCATIONS = 100_000
 # 'scheme:' followed by no blank (not 'note: …'), a network path, or a UNC path.
 _URI_LIKE = re.compile(r"^\s*(?:[A-Za-z][A-Za-z0-9+.-]*:\S|//|\\\\)")
 
@@ -147,6 +150,10 @@ def _cells(store: GuardedStore, columns: dict[str, set[str]]) -> list[_Cell]:
             want = wanted(location_kind(value), parts, exp_id, own_id, tuple(c for c in tail if c))
             ref = location_reference(value)
             cells.append(_Cell(col.table, col.column, rowid, value, own_id, want, ref))
+            if len(cells) > MAX_LOCATIONS:
+                raise HostileStore(
+                    f"{store.shown}: more than {MAX_LOCATIONS} artefact locations, not served"
+                )
     return cells
 
 

@@ -173,6 +173,19 @@ def test_a_store_over_the_row_cap_is_refused(tmp_path: Path) -> None:
         store.rows(f"SELECT name FROM ({ENDLESS})", max_rows=10)
 
 
+def test_a_store_with_too_many_locations_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Placing a location is Python work outside SQLite's budget: their number is capped.
+    from idds_vis.staging import rewrite
+
+    monkeypatch.setattr(rewrite, "MAX_LOCATIONS", 1)
+    db = tmp_path / "job" / "mlflow.db"
+    base_store(db)
+    with pytest.raises(StagingError, match="more than 1 artefact locations, not served"):
+        rewrite.rewrite_artifact_locations(db, tmp_path)
+
+
 def test_serving_refuses_a_store_swapped_after_staging(tmp_path: Path) -> None:
     # The UI process prepares its own copy (and MLflow upgrades it): checked first too.
     root = tmp_path / "staged"
