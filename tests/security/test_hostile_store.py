@@ -186,6 +186,23 @@ def test_a_store_with_too_many_locations_is_refused(
         rewrite.rewrite_artifact_locations(db, tmp_path)
 
 
+def test_a_location_the_update_misses_fails_the_rewrite(tmp_path: Path) -> None:
+    # A column named rowid shadows SQLite's rowid: the UPDATE by rowid hits no row, and the
+    # foreign location would stay. The check after the write sees it.
+    from idds_vis.staging import rewrite_artifact_locations
+
+    db = tmp_path / "job" / "mlflow.db"
+    db.parent.mkdir(parents=True)
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute(
+            "CREATE TABLE runs (rowid INTEGER, run_uuid TEXT, experiment_id INTEGER,"
+            " artifact_uri TEXT)"
+        )
+        conn.execute("INSERT INTO runs VALUES (NULL, ?, 1, 's3://someone-elses-bucket/x')", (RUN,))
+    with pytest.raises(StagingError, match=r"runs\.artifact_uri could not be rewritten"):
+        rewrite_artifact_locations(db, tmp_path)
+
+
 def test_serving_refuses_a_store_swapped_after_staging(tmp_path: Path) -> None:
     # The UI process prepares its own copy (and MLflow upgrades it): checked first too.
     root = tmp_path / "staged"
