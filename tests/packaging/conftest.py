@@ -40,8 +40,11 @@ class WheelVenv:
     cli: Path
     workdir: Path  # outside the checkout, so nothing is imported from the source tree
 
-    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    def run(
+        self, *args: str, timeout: float = 120, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        base = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+        env = {**base, **(env or {})}
         return subprocess.run(args, cwd=self.workdir, env=env, capture_output=True, text=True,
                               timeout=timeout, check=False)  # fmt: skip
 

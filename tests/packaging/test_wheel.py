@@ -103,7 +103,9 @@ def test_the_venv_runs_on_debians_own_python(wheel_venv: WheelVenv) -> None:
             "for m in pkgutil.walk_packages(idds_vis.__path__, 'idds_vis.'):\n"
             "    if not m.name.endswith('.__main__'):\n"
             "        importlib.import_module(m.name)\n")  # fmt: skip
-    done = wheel_venv.run(str(wheel_venv.python), "-c", code, timeout=300)
+    # The UI's ASGI module reads the prefix serve-ui gives it at import, as uvicorn loads it.
+    prefix = {"_MLFLOW_STATIC_PREFIX": "/vis/x", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    done = wheel_venv.run(str(wheel_venv.python), "-c", code, timeout=300, env=prefix)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
