@@ -89,6 +89,7 @@ PLACED = (
 # URLs that are no artefact location but that the server (webhook tests, MCP, the gateway)
 # or the page would fetch: their URI values are blanked. JSON documents keep their shape.
 BLANKED = (
+    ("model_versions", "run_link"),  # shown as a link to follow
     ("webhooks", "url"),
     ("mcp_access_endpoints", "url"),
     ("mcp_server_versions", "source"),

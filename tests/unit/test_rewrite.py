@@ -247,6 +247,7 @@ def test_a_run_reference_goes_where_the_run_went(tmp_path: Path) -> None:
     ("table", "ddl", "original", "expected"),
     [
         ("webhooks", "url TEXT", "http://127.0.0.1:9/hook", ""),
+        ("model_versions", "run_link TEXT", "https://elsewhere.example/run", ""),
         (
             "datasets",
             "dataset_source TEXT",
