@@ -8,7 +8,7 @@ import kubernetes_validate
 import pytest
 
 from idds_vis.deploy.kubernetes import objects
-from idds_vis.deploy.kubernetes.settings import KubeSettings
+from idds_vis.deploy.kubernetes.settings import KubeSettings, parse_egress
 from idds_vis.domain.models import Instance, InstanceKey
 from idds_vis.domain.naming import is_dns1123_label
 from idds_vis.domain.phases import Phase
@@ -81,3 +81,32 @@ def test_labels_annotations_owner_and_pod_hardening() -> None:
 def test_odd_task_ids_still_give_valid_labels(task_id: str) -> None:
     root, _ = owned(instance(task_id), KubeSettings(namespace="vis"))
     kubernetes_validate.validate(root, K8S, strict=True)
+
+
+def test_the_source_is_only_referenced_by_the_pod_and_held_by_the_secret() -> None:
+    inst = instance()
+    source = "https://u:hunter22@bigpanda.example/x.tgz?sig=0a1b2c3d4e"
+    inst = Instance(**{**inst.__dict__, "source": source})
+    ks = KubeSettings(namespace="vis")
+    root = objects.deployment(inst, ks, source, None, secret=False)
+    root["metadata"]["uid"] = "8d3e9f0a-0000-4000-8000-000000000001"
+    (ui,) = root["spec"]["template"]["spec"]["containers"]
+    assert ui["args"][ui["args"].index("--source") + 1] == "$(IDDS_VIS_SOURCE)"
+    assert {"name": "IDDS_VIS_SOURCE", "valueFrom": {"secretKeyRef": {
+        "name": inst.name, "key": "IDDS_VIS_SOURCE"}}} in ui["env"]  # fmt: skip
+    assert "hunter22" not in str(root) and "0a1b2c3d4e" not in str(root)
+    shown = root["metadata"]["annotations"]["idds-vis/source"]
+    assert shown == "https://bigpanda.example/x.tgz?sig=***"
+    secret, *rest = objects.dependents(inst, ks, root, None)
+    assert secret["kind"] == "Secret" and secret["stringData"] == {"IDDS_VIS_SOURCE": source}
+    assert all("hunter22" not in str(obj) for obj in rest)
+
+
+def test_the_egress_policy_is_valid_for_the_api_server() -> None:
+    egress = parse_egress([{"cidr": "192.0.2.0/24", "except": ["192.0.2.0/25"],
+                            "ports": [443, "53/UDP"]}, {"cidr": "2001:db8::/32"}])  # fmt: skip
+    _root, deps = owned(instance(), KubeSettings(namespace="vis", egress=egress))
+    (policy,) = [d for d in deps if d["kind"] == "NetworkPolicy"]
+    kubernetes_validate.validate(policy, K8S, strict=True)
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert len(policy["spec"]["egress"]) == 3  # DNS, then the two listed
