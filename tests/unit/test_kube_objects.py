@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import kubernetes_validate
 import pytest
 
-from idds_vis.deploy.kubernetes import objects
+from idds_vis.deploy.kubernetes import objects, reasons
 from idds_vis.deploy.kubernetes.settings import KubeSettings, parse_egress
 from idds_vis.domain.models import Instance, InstanceKey
 from idds_vis.domain.naming import is_dns1123_label
@@ -110,3 +110,30 @@ def test_the_egress_policy_is_valid_for_the_api_server() -> None:
     kubernetes_validate.validate(policy, K8S, strict=True)
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert len(policy["spec"]["egress"]) == 3  # DNS, then the two listed
+
+
+def test_what_may_pass_by_itself_is_pending_not_failed() -> None:
+    """The pod may start before its Secret is created (the kubelet retries), and may wait for
+    a node an autoscaler adds: neither is a failure; a missing key in the Secret is."""
+
+    def pod(message: str, node: str | None = "n1") -> dict:
+        waiting = {"reason": "CreateContainerConfigError", "message": message}
+        spec = {"nodeName": node} if node else {}
+        return {"spec": spec, "status": {"containerStatuses": [{"state": {"waiting": waiting}}]}}
+
+    early = pod('secret "mlflow-1-abc" not found')
+    assert reasons.pending_reason(early, []) == (
+        'the UI waits for its Secret (secret "mlflow-1-abc" not found)'
+    )
+    assert reasons.pod_failure(early) is None
+    wrong = pod("couldn't find key IDDS_VIS_SOURCE in Secret vis/mlflow-1-abc")
+    assert reasons.pending_reason(wrong, []) is None
+    assert (reasons.pod_failure(wrong) or "").startswith("the UI container is misconfigured")
+    no_node = {"spec": {}, "status": {}}
+    said = "0/3 nodes are available: 3 Insufficient cpu."
+    busy = [{"reason": "FailedScheduling", "message": said}]
+    assert reasons.pending_reason(no_node, busy) == (
+        "no node can run the UI: 0/3 nodes are available: 3 Insufficient cpu."
+    )
+    assert reasons.event_failure(busy) is None
+    assert reasons.pending_reason({"spec": {"nodeName": "n1"}, "status": {}}, busy) is None
