@@ -79,8 +79,10 @@ async def relaunch(request: web.Request) -> web.StreamResponse:
         owner = await catalog.owner(inst)
         if not may_change(who, owner, catalog.offer(tool).groups):
             raise web.HTTPForbidden(text=refusal(who, owner, inst.task_id, tool))
+        # The record keeps its origin: a source a broker message named stays a message's source
+        # (staged under the source policy and the address guard) whoever relaunches it.
         request_ = VisRequest(inst.task_id, source=inst.source, tool=tool, ttl=inst.ttl,
-                              origin="permalink", requested_by=who.user,
+                              origin=inst.origin, requested_by=who.user,
                               task_name=task_name)  # fmt: skip
         with contextlib.suppress(InvalidTransition):
             try:
