@@ -182,6 +182,8 @@ async def test_sigkill_between_ack_and_deploy_loses_and_doubles_nothing(
         "stomp_password": activemq_broker.password,
         "stomp_dead_letter": dlq,
         "stomp_relay_queue": f"/queue/idds-vis.test.relay.{run}",
+        # The held sources are served on loopback, which a message may reach only when listed.
+        "allow_private_addresses": ["127.0.0.1/32"],
     }))  # fmt: skip
     label = Settings(state_dir=state).ui_label
     tasks = {f"sigkill-{run}-{i}" for i in range(N)}
