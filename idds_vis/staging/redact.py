@@ -9,6 +9,12 @@ _SECRET_KEY = re.compile(r"tok|secret|pass|pwd|key|sig|auth|cred|session|cookie"
 _PLAIN_ID = re.compile(r"[0-9]{1,20}")
 
 
+def is_public_value(key: str, value: str) -> bool:
+    """A query value shown as it is: numeric (a task or workload id) under a name that does
+    not look like a credential's."""
+    return bool(_PLAIN_ID.fullmatch(value)) and not _SECRET_KEY.search(key)
+
+
 def redact_url(url: str) -> str:
     """Drop userinfo and fragment; keep only numeric, non-secret query values (task ids).
 
@@ -25,7 +31,7 @@ def redact_url(url: str) -> str:
     if port is not None:
         netloc += f":{port}"
     query = [
-        (k, v if _PLAIN_ID.fullmatch(v) and not _SECRET_KEY.search(k) else "***")
+        (k, v if is_public_value(k, v) else "***")
         for k, v in parse_qsl(parts.query, keep_blank_values=True)
     ]
     return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="*"), ""))

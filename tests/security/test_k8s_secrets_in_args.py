@@ -109,3 +109,15 @@ async def test_a_refusal_quoting_the_source_is_shown_redacted(
         assert not leaks(reason), reason
     finally:
         await kube.close()
+
+
+def test_a_workload_id_in_the_source_is_no_secret_and_names_stay_readable() -> None:
+    """The real server's 403 names the object (`mlflow-4242-…`); a numeric id in the source's
+    query is shown by redact_url, so scrubbing it out of the message only hid the name."""
+    from idds_vis.deploy.kubernetes.status import scrubber, source_secrets
+
+    source = f"https://bigpanda.example.org/hpo/?workloadid=4242&sig={SIGNATURE}&token=1234"
+    scrub = scrubber(source_secrets(source))
+    shown = scrub(f'secrets "mlflow-4242-9773879a" is forbidden (token 1234, sig {SIGNATURE})')
+    assert 'secrets "mlflow-4242-9773879a"' in shown
+    assert SIGNATURE not in shown and "1234" not in shown  # a token's value, digits or not

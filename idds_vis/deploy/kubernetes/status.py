@@ -10,7 +10,7 @@ from urllib.parse import unquote, unquote_plus, urlsplit
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from idds_vis.staging.redact import redact_url
+from idds_vis.staging.redact import is_public_value, redact_url
 
 Scrub = Callable[[str], str]
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>\\]+")
@@ -58,6 +58,10 @@ def source_secrets(source: str) -> list[str]:
     except ValueError:
         return found
     for pair in parts.query.split("&"):
-        _, _, value = pair.partition("=")
+        key, _, value = pair.partition("=")
+        # A workload id is no secret, and blanking it would blank it in object names too
+        # (`mlflow-4242-…` read `mlflow-***-…` in the real server's messages).
+        if is_public_value(unquote_plus(key), unquote_plus(value)):
+            continue
         found += [value, unquote_plus(value)]
     return found
