@@ -185,7 +185,11 @@ class Settings:
                 with contextlib.suppress(OSError, UnicodeDecodeError):
                     path = Path(value).expanduser()
                     if path.is_file() and path.stat().st_size <= 64 * 1024:
-                        found.extend(line.strip() for line in path.read_text().splitlines())
+                        lines = [line.strip() for line in path.read_text().splitlines()]
+                        found.extend(lines)
+                        if f.name == "message_auth_keys_file":
+                            # "name:secret" lines: a log may quote the secret alone.
+                            found.extend(line.partition(":")[2].strip() for line in lines)
         return [s for s in found if s]
 
     def replace(self, **changes: Any) -> Settings:

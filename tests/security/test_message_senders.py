@@ -255,3 +255,12 @@ async def test_an_unreadable_keys_file_retries_the_message_rather_than_losing_it
     data = body("vis_request", "user.alice.train/")
     assert await intake.handle(delivery(signed("alice", data))) is Outcome.RETRY
     assert messages.settled == [("nack", "d0")] and agent.records == {}
+
+
+def test_a_senders_secret_alone_is_among_the_secrets_logs_leave_out(tmp_path) -> None:
+    from idds_vis.runtime.config import Settings
+
+    keys = tmp_path / "senders.keys"
+    keys.write_text("idds-prod:s3cr3t-hmac-key-77\nrobot:another-key-99\n")
+    secrets = Settings(state_dir=tmp_path, message_auth_keys_file=str(keys)).secrets()
+    assert "s3cr3t-hmac-key-77" in secrets and "another-key-99" in secrets
