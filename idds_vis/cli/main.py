@@ -349,19 +349,38 @@ def deploy(
 )
 @click.option("--max-bytes", type=int, default=2 * 1024**3, show_default=True)
 @click.option("--max-files", type=int, default=20_000, show_default=True)
+@click.option(
+    "--guard-addresses",
+    is_flag=True,
+    help="The source came from a broker message: reach no loopback, private or link-local "
+    "address unless --allow-private-address lists it.",
+)
+@click.option(
+    "--allow-private-address",
+    "allow_private",
+    multiple=True,
+    help="With --guard-addresses: a CIDR, address or host name staging may still reach "
+    "(repeatable; the agent's allow_private_addresses).",
+)
 def serve_ui(source: str | None, staged: Path | None, prefix: str, host: str, port: int,
              allowed_hosts: tuple[str, ...], cors_origins: tuple[str, ...], workdir: Path | None,
-             max_bytes: int, max_files: int) -> None:  # fmt: skip
+             max_bytes: int, max_files: int, guard_addresses: bool,
+             allow_private: tuple[str, ...]) -> None:  # fmt: skip
     """Stage artefacts, make them read-only, and exec the MLflow server on them."""
     if (source is None) == (staged is None):
         raise click.UsageError("give exactly one of --source and --staged")
     from idds_vis.domain.errors import VisError
+    from idds_vis.domain.source_policy import AddressPolicy, PolicyError
     from idds_vis.ui.serve import serve_ui as serve
 
     try:
+        guard = AddressPolicy.from_setting(allow_private) if guard_addresses else None
+    except PolicyError as exc:
+        raise click.BadParameter(str(exc), param_hint="--allow-private-address") from None
+    try:
         serve(source=source, staged_dir=staged, prefix=prefix, host=host, port=port,
               allowed_hosts=allowed_hosts, cors_origins=cors_origins, workdir=workdir,
-              max_bytes=max_bytes, max_files=max_files)  # fmt: skip
+              max_bytes=max_bytes, max_files=max_files, guard=guard)  # fmt: skip
     except VisError as exc:
         stderr.print(f"[red]error:[/red] {exc}")
         raise SystemExit(2) from exc

@@ -94,6 +94,7 @@ def build_deployer(
             exposure="route" if settings.exposure == "route" else "ingress",
             ingress_class=settings.ingress_class,
             egress=ui_egress(settings),
+            allow_private_addresses=tuple(settings.allow_private_addresses),
             start_seconds=int(settings.start_timeout.total_seconds()),
             max_bytes=settings.max_bytes,
             max_files=settings.max_files,

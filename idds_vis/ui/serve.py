@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from idds_vis.domain.models import StagedArtefacts
+from idds_vis.domain.source_policy import AddressPolicy
 from idds_vis.domain.ui_environment import ui_environment
 from idds_vis.staging.credentials import Credentials
 from idds_vis.staging.info import read_staged_info, write_staged_info
@@ -22,15 +23,32 @@ from idds_vis.ui.store import prepare_store
 GATED_APP = "idds_vis.ui.gated_app:app"
 
 
-def stage_source(source: str, workdir: Path, max_bytes: int, max_files: int) -> StagedArtefacts:
+def stage_source(
+    source: str,
+    workdir: Path,
+    max_bytes: int,
+    max_files: int,
+    guard: AddressPolicy | None = None,
+) -> StagedArtefacts:
+    """``guard``: the source was named by a broker message, so its downloads reach no
+    loopback, private or link-local address the policy does not list (as the agent's own
+    staging of such a source, ``idds_vis.staging.guarded``)."""
     from idds_vis.staging import ArchiveStager
+    from idds_vis.staging.download import guarded
 
     # In a UI pod the credentials come from the Secret the deployer made (IDDS_VIS_* variables).
     credentials = Credentials.from_env(os.environ)
     stager = ArchiveStager(
         max_bytes=max_bytes, max_files=max_files, credentials=lambda: credentials
     )
-    staged = asyncio.run(stager.stage(source, workdir / "staged"))
+
+    async def stage() -> StagedArtefacts:
+        if guard is None:
+            return await stager.stage(source, workdir / "staged")
+        with guarded(guard):
+            return await stager.stage(source, workdir / "staged")
+
+    staged = asyncio.run(stage())
     write_staged_info(staged)
     return staged
 
@@ -100,6 +118,7 @@ def serve_ui(
     workdir: Path | None,
     max_bytes: int,
     max_files: int,
+    guard: AddressPolicy | None = None,
 ) -> NoReturn:
     try:
         check_prefix(prefix)
@@ -112,7 +131,7 @@ def serve_ui(
         work = workdir or Path(tempfile.mkdtemp(prefix="idds-vis-ui-"))
         work.mkdir(parents=True, exist_ok=True)
         os.chmod(work, 0o700)
-        staged = stage_source(source, work, max_bytes, max_files)
+        staged = stage_source(source, work, max_bytes, max_files, guard)
     else:
         raise SystemExit("serve-ui needs --source or --staged")
     # The server keeps scratch files (and a stray 'file:' directory from the sqlite URI form)

@@ -12,6 +12,7 @@ from typing import Any
 
 from idds_vis.deploy.kubernetes.settings import DNS_PORTS, UI_PORT, UI_USER, KubeSettings
 from idds_vis.domain.models import Instance
+from idds_vis.domain.source_policy import MESSAGE_ORIGINS
 from idds_vis.staging.redact import redact_url
 
 Obj = dict[str, Any]
@@ -76,6 +77,17 @@ def _meta(inst: Instance, ks: KubeSettings, owner: Obj | None) -> Obj:
     return meta
 
 
+def _guard_args(inst: Instance, ks: KubeSettings) -> list[str]:
+    """A message's source is staged by the pod under the same address guard as the agent's
+    (loopback, private, link-local refused unless listed); the NetworkPolicy is the second net."""
+    if inst.origin not in MESSAGE_ORIGINS:
+        return []
+    args = ["--guard-addresses"]
+    for entry in ks.allow_private_addresses:
+        args += ["--allow-private-address", entry]
+    return args
+
+
 def deployment(
     inst: Instance, ks: KubeSettings, source: str, expires_at: datetime | None, secret: bool
 ) -> Obj:
@@ -106,6 +118,7 @@ def deployment(
             str(ks.max_bytes),
             "--max-files",
             str(ks.max_files),
+            *_guard_args(inst, ks),
         ],
         "ports": [{"name": "http", "containerPort": UI_PORT, "protocol": "TCP"}],
         "env": [

@@ -85,6 +85,9 @@ class KubeSettings:
     # Where the pod may connect, besides cluster DNS: the artefact servers its serve-ui stages
     # from (BigPanDA, S3, Rucio and its storage). Nothing by default.
     egress: tuple[EgressRule, ...] = ()
+    # A source a broker message named is staged in the pod under the address guard; these
+    # (the agent's allow_private_addresses) are the internal addresses it may still reach.
+    allow_private_addresses: tuple[str, ...] = ()
     # Measured: the UI settles at about 250 MB RSS in one process (tests/bench); listing a
     # large artefact tree or a model page adds transient memory, hence the limit's headroom.
     cpu_request: str = "100m"
