@@ -9,7 +9,11 @@ PanDA facts this mirrors (code: panda-server 1.0.x ``srvcore/panda_request.py``,
 - a token's client id is its ``aud`` when that is a known client (ID tokens), else its
   ``client_id`` claim (device-code access tokens), else its ``sub`` (client_credentials);
   a robot client id listed in the config acts for a production role, named ``robot <role>``
-  when the token has no ``name``;
+  when the token has no ``name``. Unlike PanDA, the role here never comes through ``aud``:
+  ``aud`` names who the token is FOR, so a person's token whose audience list holds the
+  robot's id (any client may ask the issuer for that audience) is still that person's. The
+  role goes only to the robot's own client-credentials token: ``sub`` naming the robot, or
+  ``client_id``/``azp`` naming it in a token that names no person (``robot_client``);
 - the DN of a token user is its ``name`` claim with each word capitalised; a task's
   ``userName`` (its owner) is ``clean_user_id`` of that DN. So the owner check compares the
   task's ``userName`` with ``panda_user_name`` of the caller's claims.
@@ -111,6 +115,40 @@ def client_id_of(claims: Mapping[str, Any], known_clients: Collection[str]) -> s
     return str(claims["azp"]) if claims.get("azp") else None
 
 
+# Claims that name a person: a token carrying one was issued to a user, whatever client got it.
+_PERSON_CLAIMS = ("name", "given_name", "family_name", "email")
+# Keycloak names a client's service account "service-account-<client id>".
+_SERVICE_ACCOUNT = "service-account-"
+
+
+def robot_client(claims: Mapping[str, Any], robot_clients: Collection[str]) -> str | None:
+    """The configured robot whose own client-credentials token this is, else None.
+
+    ``sub`` naming a robot: INDIGO IAM's client-credentials tokens (``sub`` = client id).
+    ``client_id`` or ``azp`` naming one: Keycloak's and others' (``sub`` is the service
+    account's id), only when no claim names a person: a user's token obtained through the
+    robot's client (device code, authorization code) names the user and is the user's.
+    Never ``aud``: it says whom the token is for, not who holds it.
+    """
+    robots = set(robot_clients)
+    if not robots:
+        return None
+    sub = claims.get("sub")
+    if isinstance(sub, str) and sub in robots:
+        return sub
+    if any(claims.get(c) for c in _PERSON_CLAIMS):
+        return None
+    username = claims.get("preferred_username")
+    for claim in ("client_id", "azp"):
+        client = claims.get(claim)
+        if not isinstance(client, str) or client not in robots:
+            continue
+        if username and username != f"{_SERVICE_ACCOUNT}{client}":
+            return None  # a user's name: not the client's own service account
+        return client
+    return None
+
+
 def identity_from_claims(
     claims: Mapping[str, Any],
     *,
@@ -119,17 +157,18 @@ def identity_from_claims(
     production_groups: Collection[str] = (),
     known_clients: Collection[str] = (),
 ) -> Identity:
-    """The caller a verified token names. A listed robot client acts for the production role;
-    so does a member of a production group."""
+    """The caller a verified token names. A listed robot's own client-credentials token acts
+    for the production role (``robot_client``); so does a member of a production group."""
     raw = claims.get(GROUPS_CLAIM.get(jwt_profile, "groups"))
     if isinstance(raw, str):
         raw = raw.split(",") if "," in raw else raw.split()
     groups = frozenset(normal_group(str(g)) for g in (raw or []) if str(g).strip())
-    client = client_id_of(claims, set(known_clients) | set(robot_clients))
-    robot = client is not None and client in robot_clients
-    production = robot or any(normal_group(g) in groups for g in production_groups)
+    robot = robot_client(claims, robot_clients)
+    # The client id is informational (PanDA's order); the role never follows from it.
+    client = robot or client_id_of(claims, set(known_clients) | set(robot_clients))
+    production = robot is not None or any(normal_group(g) in groups for g in production_groups)
     # panda-server names a robot without a name claim "robot <role>".
-    user = f"robot {client}" if robot and not claims.get("name") else panda_user_name(claims)
+    user = f"robot {robot}" if robot and not claims.get("name") else panda_user_name(claims)
     email = claims.get("email")
     return Identity(
         user=user,
