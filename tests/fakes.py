@@ -74,7 +74,7 @@ class FakeDeployer:
         if instance.name not in self.live:
             self.deploys.append(instance.name)
             self.live[instance.name] = {"pid": len(self.deploys)}
-        url = f"http://ui.example/vis/{instance.name}/"
+        url = f"http://ui.example{instance.prefix}/"
         return Deployment(url=url, health_url=url + "health", handle=self.live[instance.name])
 
     async def wait_started(

@@ -18,10 +18,11 @@ from idds_vis.api.catalog import setup as self_service
 from idds_vis.api.catalog.tasks import TaskDirectory
 from idds_vis.api.keys import AGENT, POLL_INTERVAL, REFUSALS, SETTINGS, STARTER, STREAMS
 from idds_vis.api.refusals import Refusals
-from idds_vis.api.routes import assets, monitor, permalink
+from idds_vis.api.routes import assets, auth_check, monitor, permalink, ui_proxy
 from idds_vis.api.routes import health as health_routes
 from idds_vis.api.security import page_headers, same_origin
 from idds_vis.api.starter import Starter
+from idds_vis.api.task_feed import FEED, TaskFeed
 from idds_vis.runtime.config import Settings
 
 
@@ -42,6 +43,7 @@ def make_app(
     app[POLL_INTERVAL] = poll_interval
     streams: set[asyncio.Task[Any]] = set()
     app[STREAMS] = streams
+    app[FEED] = TaskFeed(agent, poll_interval)  # one ledger watch per followed permalink
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.PackageLoader("idds_vis.api", "templates"),
@@ -52,6 +54,9 @@ def make_app(
     self_service.install(app, agent, settings, starter, directory)
     for module in (permalink, monitor, assets):
         app.add_routes(module.routes)
+    # Issue 17: who may see a UI (forward-auth for an ingress) and the local UIs' proxy.
+    app.add_routes(auth_check.routes)
+    ui_proxy.install(app)
     app.on_shutdown.append(_end_streams)
     # Probes and metrics for operators (no login: probes and Prometheus carry no identity).
     app.add_routes(health_routes.routes)
@@ -63,3 +68,4 @@ async def _end_streams(app: web.Application) -> None:
     streams = app[STREAMS]
     for task in tuple(streams):
         task.cancel()
+    await app[FEED].close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import sys
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from idds_vis.deploy import local_processes as procs
 from idds_vis.deploy.local_ports import pick_port
 from idds_vis.domain.errors import DeployError
 from idds_vis.domain.models import Deployment, Instance, RunningUI, StagedArtefacts
-from idds_vis.domain.naming import url_prefix
+from idds_vis.domain.naming import PROXY_HEADER, PROXY_SECRET_ENV
 from idds_vis.domain.ui_environment import ui_environment
 from idds_vis.staging.info import write_staged_info
 from idds_vis.staging.permissions import make_writable
@@ -42,6 +43,7 @@ class LocalProcessDeployer:
         python: str = sys.executable,
         poll_interval: float = 0.25,
         ui_argv: Sequence[str] = SERVE_UI,
+        proxy_base: str | None = None,
     ) -> None:
         self.root = state_dir / "instances"
         self.label = label
@@ -51,6 +53,12 @@ class LocalProcessDeployer:
         self.poll_interval = poll_interval
         # What runs each UI after the interpreter: serve-ui, or the stand-in (STAND_IN_UI).
         self.ui_argv = tuple(ui_argv)
+        # Issue 17: the web app's public base URL. With it, each UI answers only the web app's
+        # proxy at <proxy_base>/vis/<path token>/ (a per-instance secret header, checked in the
+        # UI process); without a web app there is nobody to proxy, and the UI is reached
+        # directly, its random path the only capability.
+        self.proxy_base = proxy_base.rstrip("/") if proxy_base else None
+        self._secrets: dict[tuple[str, int], str] = {}
 
     def instance_dir(self, name: str) -> Path:
         return self.root / name
@@ -62,13 +70,66 @@ class LocalProcessDeployer:
     def staging_dir(self, instance: Instance) -> Path | None:
         return self.instance_dir(instance.name) / "staged"
 
-    def _deployment(self, name: str, port: int, pid: int) -> Deployment:
-        prefix = url_prefix(name)
+    def _secret_file(self, name: str) -> Path:
+        return self.instance_dir(name) / "proxy.secret"
+
+    def _new_secret(self, name: str) -> str:
+        """A fresh secret for a UI about to start, readable by this user only (0600)."""
+        secret = secrets.token_urlsafe(32)
+        path = self._secret_file(name)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secret)
+        return secret
+
+    def _read_secret(self, name: str) -> str | None:
+        try:
+            fd = os.open(self._secret_file(name), os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return None
+        with os.fdopen(fd) as found:
+            return found.read().strip() or None
+
+    def _direct(self, port: int, prefix: str) -> str:
+        host = "127.0.0.1" if self.bind_host in ("0.0.0.0", "") else self.bind_host
+        return f"http://{host}:{port}{prefix}/"
+
+    def _deployment(
+        self, instance: Instance, port: int, pid: int, secret: str | None
+    ) -> Deployment:
+        prefix = instance.prefix
+        direct = self._direct(port, prefix)
+        if self.proxy_base is None or secret is None:
+            return Deployment(
+                url=f"http://{self.public_host}:{port}{prefix}/",
+                health_url=f"{direct}health",
+                handle={"pid": pid, "port": port},
+            )
         return Deployment(
-            url=f"http://{self.public_host}:{port}{prefix}/",
-            health_url=f"http://{self.bind_host}:{port}{prefix}/health",
+            url=f"{self.proxy_base}{prefix}/",
+            health_url=f"{direct}health",
             handle={"pid": pid, "port": port},
+            probe_url=direct,
+            probe_headers={PROXY_HEADER: secret},
         )
+
+    async def upstream(self, instance: Instance) -> tuple[str, dict[str, str]] | None:
+        """The origin (``http://127.0.0.1:<port>``) where the web app's proxy reaches this UI,
+        and the header it must add; None when the UI does not run (no port, no secret)."""
+        port, pid = instance.handle.get("port"), instance.handle.get("pid")
+        if not isinstance(port, int) or not isinstance(pid, int):
+            return None
+        secret = self._secrets.get((instance.name, pid))
+        if secret is None:
+            secret = await asyncio.to_thread(self._read_secret, instance.name)
+            if secret is None:
+                return None
+            if len(self._secrets) > 4096:  # bounded: stale entries of ended UIs go at once
+                self._secrets.clear()
+            self._secrets[(instance.name, pid)] = secret
+        return self._direct(port, "").rstrip("/"), {PROXY_HEADER: secret}
 
     async def deploy(self, instance: Instance, staged: StagedArtefacts | None) -> Deployment:
         if staged is None:
@@ -76,29 +137,32 @@ class LocalProcessDeployer:
         running_uis = await asyncio.to_thread(procs.find_ui_processes, self.label)
         for running in running_uis:
             if running.name == instance.name and running.port is not None:
-                return self._deployment(instance.name, running.port, running.pid)
+                secret = await asyncio.to_thread(self._read_secret, instance.name)
+                return self._deployment(instance, running.port, running.pid, secret)
         await asyncio.to_thread(write_staged_info, staged)
         taken = {ui.port for ui in running_uis if ui.port is not None}
         port = await asyncio.to_thread(pick_port, self.bind_host, taken)
         log = self.instance_dir(instance.name) / "ui.log"
         home = self.ui_home(instance.name)
         await asyncio.to_thread(home.mkdir, mode=0o700, parents=True, exist_ok=True)
+        secret = None
+        extra = {
+            "IDDS_VIS_UI_LABEL": self.label,
+            "IDDS_VIS_UI_NAME": instance.name,
+            "IDDS_VIS_UI_PORT": str(port),
+        }
+        if self.proxy_base is not None:
+            # In the environment (0600 to this user in /proc), never on the command line.
+            secret = await asyncio.to_thread(self._new_secret, instance.name)
+            extra[PROXY_SECRET_ENV] = secret
         # An allowlist of the agent's environment, never all of it: the agent's cloud
         # credentials, ~/.aws and instance metadata are not the UI's to use on what the
         # staged data names (domain/ui_environment.py).
-        env = ui_environment(
-            os.environ,
-            home=str(home),
-            extra={
-                "IDDS_VIS_UI_LABEL": self.label,
-                "IDDS_VIS_UI_NAME": instance.name,
-                "IDDS_VIS_UI_PORT": str(port),
-            },
-        )
+        env = ui_environment(os.environ, home=str(home), extra=extra)
         argv = [
             self.python, *self.ui_argv,
             "--staged", staged.root,
-            "--prefix", url_prefix(instance.name),
+            "--prefix", instance.prefix,
             "--host", self.bind_host,
             "--port", str(port),
             "--allowed-host", self.public_host,
@@ -114,7 +178,7 @@ class LocalProcessDeployer:
                 env=env,
                 start_new_session=True,  # outlives an agent restart; stopped as a group
             )
-        deployment = self._deployment(instance.name, port, proc.pid)
+        deployment = self._deployment(instance, port, proc.pid, secret)
         (self.instance_dir(instance.name) / "ui.json").write_text(json.dumps(deployment.handle))
         # Reap the child when it exits so it never lingers as a zombie of the agent.
         asyncio.get_running_loop().create_task(proc.wait())
@@ -130,7 +194,8 @@ class LocalProcessDeployer:
         async with aiohttp.ClientSession(timeout=client_timeout) as session:
             while True:
                 try:
-                    async with session.get(deployment.health_url) as resp:
+                    async with session.get(deployment.health_url,
+                                           headers=deployment.probe_headers) as resp:
                         if resp.status == 200:
                             return
                 except (aiohttp.ClientError, TimeoutError):

@@ -36,19 +36,22 @@ class HttpReadinessProbe:
 
     async def _check(self, deployment: Deployment, experiments: tuple[str, ...]) -> None:
         headers = {"Host": deployment.host_header} if deployment.host_header else {}
+        # A UI behind the web app's proxy is probed directly, with the proxy's header.
+        headers.update(deployment.probe_headers)
+        url = deployment.probe_url or deployment.url
         async with aiohttp.ClientSession(timeout=self.timeout, headers=headers) as session:
-            index = await self._get_text(session, deployment.url, "UI page")
+            index = await self._get_text(session, url, "UI page")
             match = _SCRIPT.search(index)
             if not match:
-                raise NotReachable(f"the UI page at {deployment.url} names no script asset")
-            await self._get_text(session, urljoin(deployment.url, match.group(1)), "UI asset")
-            api = urljoin(deployment.url, "ajax-api/2.0/mlflow/experiments/search")
+                raise NotReachable(f"the UI page at {url} names no script asset")
+            await self._get_text(session, urljoin(url, match.group(1)), "UI asset")
+            api = urljoin(url, "ajax-api/2.0/mlflow/experiments/search")
             listed = await self._post_json(session, api, {"max_results": 1000})
             names = {e.get("name") for e in listed.get("experiments", [])}
             missing = [name for name in experiments if name not in names]
             if missing:
                 raise NotReachable(
-                    f"the UI at {deployment.url} does not list the staged experiment(s) "
+                    f"the UI at {url} does not list the staged experiment(s) "
                     + ", ".join(repr(m) for m in missing)
                 )
 

@@ -71,6 +71,10 @@ class Instance:
     reason: str | None = None
     handle: dict[str, Any] = field(default_factory=dict)
     task_name: str | None = None
+    # The random segment of the UI's path (naming.new_path_token); None on a record an older
+    # version created, whose UI keeps its name-derived path until it is relaunched.
+    path_token: str | None = None
+    visibility: str | None = None  # domain/access.py; None: private
 
     @property
     def key(self) -> InstanceKey:
@@ -78,7 +82,7 @@ class Instance:
 
     @property
     def prefix(self) -> str:
-        return url_prefix(self.name)
+        return url_prefix(self.path_token or self.name)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -118,6 +122,10 @@ class Deployment:
     health_url: str
     handle: dict[str, Any] = field(default_factory=dict)
     host_header: str | None = None
+    # Where the readiness probe reaches the UI when that is not its public URL (the local
+    # deployer's UIs behind the web app's proxy), and the headers it must send there.
+    probe_url: str | None = None
+    probe_headers: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)

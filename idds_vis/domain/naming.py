@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 
 from idds_vis.domain.errors import InvalidRequest
 
@@ -31,3 +32,23 @@ def is_dns1123_label(name: str) -> bool:
 
 def url_prefix(name: str) -> str:
     return f"/vis/{name}"
+
+
+# The path of a UI (issue 17): ``<tool>-<32 hex>``, 128 random bits made with the instance and
+# kept in the ledger, so knowing a task id does not give its UI's URL. Object names (processes,
+# Kubernetes objects) stay ``instance_name``: the path token is never derived from it.
+PATH_TOKEN = re.compile(r"^[a-z][a-z0-9]{0,15}-[0-9a-f]{32}$")
+
+
+def new_path_token(tool: str) -> str:
+    return f"{tool}-{secrets.token_hex(16)}"
+
+
+def is_path_token(text: str) -> bool:
+    return bool(PATH_TOKEN.match(text))
+
+
+# The local deployer's UIs answer only the web app's proxy (ui/proxy_guard.py): the header the
+# proxy adds with the per-instance secret, and the variable the UI process reads it from.
+PROXY_HEADER = "X-Idds-Vis-Proxy"
+PROXY_SECRET_ENV = "IDDS_VIS_UI_PROXY_SECRET"

@@ -14,6 +14,7 @@ from sqlalchemy.sql.dml import ReturningInsert, ReturningUpdate
 
 from idds_vis.domain.errors import InvalidTransition, NotFound
 from idds_vis.domain.models import InstanceKey, VisRequest
+from idds_vis.domain.naming import new_path_token
 from idds_vis.domain.phases import Phase, can_transition, check_transition
 from idds_vis.ledger.schema import events, instances, metadata
 
@@ -64,6 +65,7 @@ def new_row(request: VisRequest, now: datetime) -> dict[str, Any]:
         "origin": request.origin,
         "requested_by": request.requested_by,
         "task_name": request.task_name,
+        "path_token": new_path_token(key.tool),
         "created_at": now,
         "updated_at": now,
     }

@@ -34,6 +34,8 @@ def to_instance(row: RowMapping) -> Instance:
         reason=row["reason"],
         handle=dict(handle) if handle else {},
         task_name=row["task_name"],
+        path_token=row.get("path_token"),
+        visibility=row.get("visibility"),
     )
 
 

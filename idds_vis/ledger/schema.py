@@ -43,10 +43,16 @@ instances = Table(
     Column("claimed_by", String),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # Issue 17 (nullable: added to older ledgers by ops.add_missing_columns). The random path
+    # segment of the UI (new with each launch; NULL on older rows: their name-derived path),
+    # and who besides its owners may see it (domain/access.py; NULL: private).
+    Column("path_token", String(64)),
+    Column("visibility", Text),
     UniqueConstraint("task_id", "tool", name="uq_vis_instances_key"),
     Index("ix_vis_instances_phase_expires", "phase", "expires_at"),
     Index("ix_vis_instances_phase", "phase"),
     Index("ix_vis_instances_task_name", "task_name"),
+    Index("ix_vis_instances_path_token", "path_token", unique=True),
 )
 
 events = Table(

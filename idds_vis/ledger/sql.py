@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from idds_vis.domain.errors import InvalidTransition, VisError
 from idds_vis.domain.models import Instance, InstanceKey, PhaseEvent, VisRequest
+from idds_vis.domain.naming import is_path_token, new_path_token
 from idds_vis.domain.phases import TERMINAL, Phase
 from idds_vis.ledger import ops
 from idds_vis.ledger.access import AccessLedgerMixin, insert_audit
@@ -110,6 +111,33 @@ class SqlLedger(AccessLedgerMixin):
     async def get_by_name(self, name: str) -> Instance | None:
         found = await self._instances(select(instances).where(instances.c.name == name))
         return found[0] if found else None
+
+    async def get_by_path(self, segment: str) -> Instance | None:
+        """The record whose UI lives at ``/vis/<segment>/``: its path token, or (a record an
+        older version made, with no token) its name."""
+        if is_path_token(segment):
+            query = select(instances).where(instances.c.path_token == segment)
+        else:
+            query = select(instances).where(
+                instances.c.name == segment, instances.c.path_token.is_(None)
+            )
+        found = await self._instances(query)
+        return found[0] if found else None
+
+    async def set_visibility(self, key: InstanceKey, visibility: str, now: datetime) -> Instance:
+        ops.aware("now", now)
+
+        def run(conn: Connection) -> RowMapping | None:
+            conn.execute(
+                update(instances).where(ops.where_key(key))
+                .values(visibility=visibility, updated_at=now)
+            )  # fmt: skip
+            return ops.fetch(conn, key)
+
+        row = await self._db.write(run)
+        if row is None:
+            raise ops.not_found(key)
+        return to_instance(row)
 
     async def find(
         self, *, task_id: str | None = None, task_name: str | None = None
@@ -248,6 +276,8 @@ class SqlLedger(AccessLedgerMixin):
             "handle": {},
             "claimed_by": None,
             "updated_at": now,
+            # A new launch, a new path: a URL handed out for the last one leads nowhere.
+            "path_token": new_path_token(key.tool),
         }
 
         def run(conn: Connection) -> Instance:

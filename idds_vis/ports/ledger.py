@@ -119,6 +119,14 @@ class AccessLedger(Protocol):
 
     async def owner_of(self, key: InstanceKey) -> str | None: ...
 
+    async def get_by_path(self, segment: str) -> Instance | None:
+        """The record whose UI lives at ``/vis/<segment>/`` (issue 17)."""
+        ...
+
+    async def set_visibility(self, key: InstanceKey, visibility: str, now: datetime) -> Instance:
+        """Who besides its owners may see the UI (``domain/access.py``)."""
+        ...
+
     async def set_owner(self, key: InstanceKey, owner: str, now: datetime) -> None: ...
 
     async def owned_by(self, user: str) -> builtins.list[Instance]:

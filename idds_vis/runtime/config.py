@@ -141,6 +141,22 @@ class Settings:
     quota_total: int | None = None  # live instances in all
     quota_user_ttl: timedelta | None = None  # lifetime left that one user may hold at once
     rate_limit: str = "120/minute"  # requests per identity (per address when anonymous)
+    # Issue 17: a UI may be shared with everyone, signed in or not, only when this is on.
+    allow_public_uis: bool = False
+    # Without oidc_issuer, permalink starts and relaunches from any client but loopback are
+    # refused unless allow_anonymous_starts; every anonymous start is held to quota_total,
+    # anonymous_quota_per_address (live + waiting per client address) and anonymous_max_ttl.
+    allow_anonymous_starts: bool = False
+    anonymous_max_ttl: timedelta = timedelta(hours=24)
+    anonymous_quota_per_address: int | None = 2
+    # Live streams (SSE): open at once per identity (per address when anonymous) and in all;
+    # each ends after stream_lifetime (the page reconnects).
+    stream_limit_per_client: int = 6
+    stream_limit_total: int = 500
+    stream_lifetime: timedelta = timedelta(minutes=5)
+    # Proxies in front of the web app (CIDRs or addresses): X-Forwarded-For/-Proto/-Host are
+    # honoured only from them; none: the headers are ignored.
+    trusted_proxies: list[str] = field(default_factory=list)
     # --- end of self-service
     # --- Several agents on one ledger (README "Running several agents"). The reaper and the
     # reconciler run on the replica holding the leader lease (in the ledger with the local
@@ -201,6 +217,7 @@ _DURATIONS = {"default_ttl", "max_ttl", "start_timeout", "reconcile_interval",
 _DURATION_MAPS = {"tool_default_ttl", "tool_max_ttl"}  # tool -> duration
 
 _DURATIONS |= {"lease_ttl", "stall_threshold"}  # several agents
+_DURATIONS |= {"anonymous_max_ttl", "stream_lifetime"}  # access without an issuer, streams
 
 
 def load_settings(path: Path | None) -> Settings:

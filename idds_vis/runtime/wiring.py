@@ -115,7 +115,18 @@ def build_deployer(
         bind_host=settings.bind_host,
         public_host=settings.public_host,
         ui_argv=STAND_IN_UI if settings.ui_stub else SERVE_UI,
+        proxy_base=web_base(settings),
     )
+
+
+def web_base(settings: Settings) -> str | None:
+    """The web app's public base URL, when there is a web app: local UIs are then reached
+    through its proxy only (issue 17)."""
+    if settings.web_url:
+        return settings.web_url.rstrip("/")
+    if settings.web_port:
+        return f"http://{settings.web_host}:{settings.web_port}"
+    return None
 
 
 def build_agent(settings: Settings) -> Agent:

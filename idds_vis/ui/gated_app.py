@@ -1,4 +1,5 @@
-"""What uvicorn serves in a UI process: MLflow's ASGI app behind the read-only gate.
+"""What uvicorn serves in a UI process: MLflow's ASGI app behind the read-only gate, and in
+front of both, when the local deployer set a secret, the proxy guard (``ui/proxy_guard.py``).
 
 ``idds-vis serve-ui`` execs ``uvicorn idds_vis.ui.gated_app:app`` with the environment
 ``ui/serve.py`` builds; the instance's prefix is MLflow's own static-prefix variable, so the gate
@@ -12,6 +13,9 @@ import os
 from mlflow.server.fastapi_app import app as mlflow_app
 from mlflow.server.handlers import STATIC_PREFIX_ENV_VAR
 
+from idds_vis.ui.proxy_guard import SECRET_ENV, ProxyGuard
 from idds_vis.ui.readonly_gate import ReadOnlyGate
 
-app = ReadOnlyGate(mlflow_app, os.environ[STATIC_PREFIX_ENV_VAR])
+app = ProxyGuard(
+    ReadOnlyGate(mlflow_app, os.environ[STATIC_PREFIX_ENV_VAR]), os.environ.get(SECRET_ENV)
+)

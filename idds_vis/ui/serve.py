@@ -16,6 +16,7 @@ from idds_vis.domain.source_policy import AddressPolicy
 from idds_vis.domain.ui_environment import ui_environment
 from idds_vis.staging.credentials import Credentials
 from idds_vis.staging.info import read_staged_info, write_staged_info
+from idds_vis.ui.proxy_guard import SECRET_ENV as PROXY_SECRET_ENV
 from idds_vis.ui.readonly_gate import check_prefix
 from idds_vis.ui.store import prepare_store
 
@@ -103,6 +104,8 @@ def server_env(
     }
     if cors_origins:
         switches["MLFLOW_SERVER_CORS_ALLOWED_ORIGINS"] = ",".join(cors_origins)
+    if os.environ.get(PROXY_SECRET_ENV):  # the local deployer's: the UI answers its proxy only
+        switches[PROXY_SECRET_ENV] = os.environ[PROXY_SECRET_ENV]
     return ui_environment(os.environ, home=str(home), extra=switches)
 
 

@@ -30,7 +30,7 @@ from tests.web_support import TableStarter, Task
 pytestmark = [pytest.mark.browser, pytest.mark.mlflow]
 TRAIN = "user.jdoe.mnist-train/"
 TRAIN_PATH = "/t/user.jdoe.mnist-train%2F/mlflow"
-UI_URL = re.compile(r"^http://127\.0\.0\.1:\d+/vis/mlflow-5151-[0-9a-f]{8}/")
+UI_URL = re.compile(r"^http://127\.0\.0\.1:\d+/vis/mlflow-[0-9a-f]{32}/")
 # Hang guards (milliseconds) for Playwright's waiting assertions, not timing assertions: a UI
 # takes about 7 s to start on an idle 2-core machine, several times that on a loaded one.
 PROGRESS_MS = 120_000

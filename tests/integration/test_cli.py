@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -33,7 +34,8 @@ def test_demo_json_prints_each_phase_and_exits_after_expired() -> None:
     assert [line["phase"] for line in lines] == [p.value for p in HAPPY_PATH]
     assert len({line["task_id"] for line in lines}) == 1
     ready = next(line for line in lines if line["phase"] == "ready")
-    assert ready["url"].startswith("http://127.0.0.1:") and "/vis/mlflow-demo-" in ready["url"]
+    assert ready["url"].startswith("http://127.0.0.1:")
+    assert re.search(r"/vis/mlflow-[0-9a-f]{32}/$", ready["url"])
     assert ready["expires_at"].endswith("+00:00")
     assert all("url" not in line for line in lines if line["phase"] != "ready")
     assert not [n for n in ui_processes().values() if n.startswith("mlflow-demo-")]

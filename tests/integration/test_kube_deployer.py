@@ -61,7 +61,7 @@ async def deployer(emu: KubeEmulator, tmp_path: Path) -> AsyncIterator[Kubernete
 async def test_deploy_waits_for_ready_and_delete_leaves_nothing(emu, deployer) -> None:
     inst = instance("1001")
     deployment = await deployer.deploy(inst, None)
-    assert deployment.url == f"https://vis.example.org/vis/{inst.name}/"
+    assert deployment.url == f"https://vis.example.org{inst.prefix}/"
     root = emu.get("deployments", inst.name, NS)
     assert root is not None
     for kind in ("services", "ingresses", "networkpolicies"):

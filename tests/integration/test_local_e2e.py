@@ -48,7 +48,7 @@ async def test_archive_becomes_a_live_read_only_ui_then_nothing_is_left(tmp_path
         await agent.submit(req)
         ready = await run_until(agent, req, DONE)
         assert ready.phase is Phase.READY, ready.reason
-        assert ready.url and ready.url.endswith(f"/vis/{ready.name}/")
+        assert ready.url and ready.url.endswith(f"{ready.prefix}/")
         base = ready.url
         async with aiohttp.ClientSession() as http:
             async with http.get(base) as resp:

@@ -153,14 +153,14 @@ async def test_start_progress_ready_redirect_and_expiry(env: Env) -> None:
                                      "ready": "pending"}  # fmt: skip
                     env.deployer.gate.set()
                 if state["phase"] == "ready":
-                    assert state["url"] == f"http://ui.example/vis/{inst.name}/"
+                    assert state["url"] == f"http://ui.example{inst.prefix}/"
                     assert set(step_states(state["html"]).values()) == {"done"}
                     break
     assert seen[-2:] == ["starting", "ready"]
 
     async with env.http.get(TRAIN_PATH, allow_redirects=False) as resp:
         assert resp.status == 302
-        assert resp.headers["Location"] == f"http://ui.example/vis/{inst.name}/"
+        assert resp.headers["Location"] == f"http://ui.example{inst.prefix}/"
     async with env.http.get(TRAIN_PATH + "?stay=1") as resp:
         html = await resp.text()
     ready = await env.agent.ledger.get(inst.key)

@@ -51,6 +51,12 @@ def _ready_status(pod: dict[str, Any]) -> dict[str, Any]:
                        "containerStatuses": containers}}  # fmt: skip
 
 
+def _path_segment(pod: dict[str, Any]) -> str:
+    args = pod["spec"]["containers"][0].get("args") or []
+    prefix = args[args.index("--prefix") + 1] if "--prefix" in args else ""
+    return str(prefix).rstrip("/").rsplit("/", 1)[-1]
+
+
 def _is_ready(pod: dict[str, Any]) -> bool:
     conditions = (pod.get("status") or {}).get("conditions") or []
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
@@ -64,6 +70,7 @@ class StandInKubelet:
         self.api = api
         self.namespace = namespace
         self.ready: dict[str, str] = {}  # pod name -> its UI's instance name
+        self.paths: dict[str, str] = {}  # pod name -> the segment of its --prefix
         self.patched = 0
         self.deleted = 0
         # UIs whose pods stay unready until released (an agent killed while it waits for one).
@@ -72,6 +79,13 @@ class StandInKubelet:
 
     def serving(self, instance: str) -> bool:
         return instance in self.ready.values()
+
+    def instance_at(self, segment: str) -> str | None:
+        """The UI with a Ready pod serving ``/vis/<segment>/`` (its random path, issue 17)."""
+        for pod, path in self.paths.items():
+            if path == segment and pod in self.ready:
+                return self.ready[pod]
+        return None
 
     async def release(self, instance: str) -> None:
         self.held.discard(instance)
@@ -121,6 +135,7 @@ class StandInKubelet:
         name = meta.get("name", "")
         if kind == "DELETED" or meta.get("deletionTimestamp"):
             self.ready.pop(name, None)
+            self.paths.pop(name, None)
             if kind != "DELETED" and (pod.get("spec") or {}).get("nodeName"):
                 # A bound pod's deletion waits for its kubelet to confirm the containers
                 # stopped (the final delete, grace 0); without it the pod stays Terminating.
@@ -141,6 +156,7 @@ class StandInKubelet:
                 raise
             self.patched += 1
         self.ready[name] = instance
+        self.paths[name] = _path_segment(pod)
 
 
     async def _confirm_deletion(self, name: str, uid: str) -> None:
@@ -180,8 +196,9 @@ class StandInIngress:
         await self._runner.cleanup()
 
     async def _route(self, request: web.Request) -> web.Response:
-        name, tail = request.match_info["name"], "/" + request.match_info["tail"]
-        if not self.kubelet.serving(name):
+        segment, tail = request.match_info["name"], "/" + request.match_info["tail"]
+        name = self.kubelet.instance_at(segment)
+        if name is None:
             return web.Response(status=503, text="no ready endpoint")
         self.hits[name] = self.hits.get(name, 0) + 1
         if request.method == "GET" and tail == "/":

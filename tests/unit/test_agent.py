@@ -46,7 +46,7 @@ async def test_request_goes_through_every_phase_and_is_torn_down(ledger, deploye
         async with asyncio.timeout(30):
             ready = await wait_for_phase(agent, events, "1001", READY_OR_FAILED)
         assert ready.phase is Phase.READY, ready.reason
-        assert ready.url == f"http://ui.example/vis/{ready.name}/"
+        assert ready.url == f"http://ui.example{ready.prefix}/"
         assert ready.expires_at is not None
         assert timedelta(minutes=59) < ready.expires_at - ready.updated_at <= timedelta(hours=1)
         await agent.teardown(req.key)

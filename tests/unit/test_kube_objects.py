@@ -60,7 +60,7 @@ def test_labels_annotations_owner_and_pod_hardening() -> None:
     notes = root["metadata"]["annotations"]
     assert notes["idds-vis/task-id"] == "user.jdoe/HPO scan #7"
     assert notes["idds-vis/expires-at"] == notes["janitor/expires"] == "2026-11-22T12:00:00+00:00"
-    assert notes["idds-vis/public-url"] == f"https://vis.example.org/vis/{inst.name}/"
+    assert notes["idds-vis/public-url"] == f"https://vis.example.org{inst.prefix}/"
     for dep in deps:
         (ref,) = dep["metadata"]["ownerReferences"]
         assert (ref["kind"], ref["name"], ref["controller"]) == ("Deployment", inst.name, True)
@@ -71,7 +71,7 @@ def test_labels_annotations_owner_and_pod_hardening() -> None:
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert ui["securityContext"]["readOnlyRootFilesystem"] is True
     assert ui["securityContext"]["capabilities"] == {"drop": ["ALL"]}
-    assert ui["startupProbe"]["httpGet"]["path"] == f"/vis/{inst.name}/health"
+    assert ui["startupProbe"]["httpGet"]["path"] == f"{inst.prefix}/health"
     assert {m["mountPath"] for m in ui["volumeMounts"]} == {"/tmp", "/data"}
     assert ui["resources"]["limits"]["memory"] and ui["resources"]["requests"]["cpu"]
     assert "s3cr3t" not in str(root)  # credentials only in the Secret

@@ -1,0 +1,107 @@
+"""Who may see a UI, as the web app answers it for every path that leads to one (issue 17).
+
+``GET /auth/check`` is the forward-auth endpoint an nginx ingress calls before it passes a
+request to a UI (``nginx.ingress.kubernetes.io/auth-url``): nginx sends the visitor's cookies
+and ``Authorization`` header and the original request's URI in ``X-Original-URI``. It answers
+204 (let it through), 401 (nobody signed in: nginx sends the browser to ``auth-signin``), or
+403 (signed in, but not one of the people the UI is for). The local proxy
+(``routes/ui_proxy.py``), the record API and the monitor's JSON ask the same ``decide``,
+which asks ``domain.access.may_view``; every refusal is counted by its reason.
+"""
+
+from __future__ import annotations
+
+import weakref
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter
+
+from idds_vis.api.auth.config import AUTH
+from idds_vis.api.auth.middleware import identity
+from idds_vis.api.catalog.service import CATALOG
+from idds_vis.api.keys import AGENT, SETTINGS
+from idds_vis.domain.access import (
+    DENIAL_REASONS,
+    UNKNOWN_INSTANCE,
+    Decision,
+    Grant,
+    may_view,
+    parse_visibility,
+)
+from idds_vis.domain.errors import InvalidRequest
+from idds_vis.domain.models import Instance
+
+routes = web.RouteTableDef()
+ORIGINAL_URI = "X-Original-URI"
+_NO_STORE = {"Cache-Control": "no-store"}
+_DENIED: weakref.WeakKeyDictionary[CollectorRegistry, Counter] = weakref.WeakKeyDictionary()
+
+
+def denied_counter(registry: CollectorRegistry) -> Counter:
+    """``idds_vis_ui_access_denied_total{reason}`` in the agent's registry (once per registry:
+    several apps may serve one agent)."""
+    counter = _DENIED.get(registry)
+    if counter is None:
+        counter = Counter("idds_vis_ui_access_denied_total",
+                          "Looks at a UI (its pages, its URL) refused, by reason", ["reason"],
+                          registry=registry)  # fmt: skip
+        for reason in DENIAL_REASONS:
+            counter.labels(reason=reason)  # exported at 0 from the start
+        _DENIED[registry] = counter
+    return counter
+
+
+def count_denial(request: web.Request, reason: str) -> None:
+    denied_counter(request.app[AGENT].metrics.registry).labels(reason=reason).inc()
+
+
+async def decide(request: web.Request, inst: Instance) -> Decision:
+    """May the caller of ``request`` see the UI of ``inst``? Refusals are counted."""
+    catalog = request.app[CATALOG]
+    try:
+        visibility = parse_visibility(inst.visibility)
+    except InvalidRequest:
+        visibility = parse_visibility(None)  # an unreadable value shares nothing
+    groups = catalog.tools[inst.tool].groups if inst.tool in catalog.tools else ()
+    login = request.app[AUTH].login
+    owner = await catalog.owner(inst) if login else None
+    grant = Grant(owner=owner, requested_by=inst.requested_by, visibility=visibility,
+                  manager_groups=groups)  # fmt: skip
+    decision = may_view(identity(request), grant, login=login,
+                        public_allowed=request.app[SETTINGS].allow_public_uis)  # fmt: skip
+    if not decision.allowed and decision.reason is not None:
+        count_denial(request, decision.reason)
+    return decision
+
+
+def path_segment(uri: str) -> str | None:
+    """``<segment>`` of ``/vis/<segment>/...`` (a path or a full URL), else None."""
+    path = urlsplit(uri).path
+    parts = path.split("/")
+    if len(parts) < 3 or parts[0] != "" or parts[1] != "vis" or not parts[2]:
+        return None
+    return parts[2]
+
+
+async def instance_at(request: web.Request, segment: str) -> Instance | None:
+    return await request.app[CATALOG].ledger.get_by_path(segment)
+
+
+@routes.get("/auth/check")
+async def check(request: web.Request) -> web.Response:
+    uri = request.headers.get(ORIGINAL_URI) or request.headers.get("X-Original-URL") or ""
+    segment = path_segment(uri)
+    if segment is None:
+        return web.json_response({"error": f"{ORIGINAL_URI} names no UI (/vis/<path>/...)"},
+                                 status=400, headers=_NO_STORE)  # fmt: skip
+    inst = await instance_at(request, segment)
+    if inst is None:
+        count_denial(request, UNKNOWN_INSTANCE)
+        return web.json_response({"error": "no UI lives at this path"}, status=403,
+                                 headers=_NO_STORE)  # fmt: skip
+    decision = await decide(request, inst)
+    if decision.allowed:
+        return web.Response(status=204, headers=_NO_STORE)
+    status = 401 if decision.needs_sign_in else 403
+    return web.json_response({"error": decision.detail}, status=status, headers=_NO_STORE)
