@@ -30,6 +30,7 @@ from idds_vis.api.auth.middleware import identity, require, unauthorized
 from idds_vis.api.auth.sessions import csrf_token
 from idds_vis.api.catalog.service import CATALOG
 from idds_vis.api.keys import AGENT, POLL_INTERVAL, STREAMS
+from idds_vis.api.routes.auth_check import decide
 from idds_vis.api.urls import absolute_permalink, root
 from idds_vis.api.views import STEPS, instance_json
 from idds_vis.domain.errors import InvalidTransition, NotFound, SourceUnreachable, VisError
@@ -165,6 +166,12 @@ async def one(request: web.Request) -> web.Response:
         return web.json_response({"queued": queued[0].as_json()}, headers=NO_STORE)
     if inst is None:
         return _refused(NotFound(f"no visualization of task {key.task_id} ({key.tool})"))
+    # The record carries the UI's URL: only those the UI is for may read it (issue 17).
+    decision = await decide(request, inst)
+    if not decision.allowed:
+        if decision.needs_sign_in:
+            raise unauthorized(request, decision.detail)
+        return _refused(Forbidden(decision.detail))
     now = request.app[AGENT].clock.now()
     return web.json_response({"instance": entry(request, inst, now)}, headers=NO_STORE)
 
