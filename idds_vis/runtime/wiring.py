@@ -93,6 +93,7 @@ def build_deployer(
             public_host=settings.public_host,
             exposure="route" if settings.exposure == "route" else "ingress",
             ingress_class=settings.ingress_class,
+            web_url=settings.web_url,  # forward-auth needs the address nginx reaches
             egress=ui_egress(settings),
             allow_private_addresses=tuple(settings.allow_private_addresses),
             start_seconds=int(settings.start_timeout.total_seconds()),

@@ -15,6 +15,7 @@ With ``IDDS_VIS_STUB_JOURNAL`` set, it appends one JSON line per event (``listen
 from __future__ import annotations
 
 import argparse
+import hmac
 import json
 import os
 import signal
@@ -23,6 +24,8 @@ import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
+
+from idds_vis.domain.naming import PROXY_HEADER, PROXY_SECRET_ENV
 
 # idds_vis.staging.info.STAGED_INFO (a test checks they agree); not imported, because that
 # package imports aiohttp and more, which would triple this process's memory.
@@ -53,7 +56,17 @@ def make_handler(prefix: str, experiments: list[str]) -> type[BaseHTTPRequestHan
     ]
     listing = json.dumps({"experiments": found}).encode()
 
+    # As serve-ui's proxy guard (ui/proxy_guard.py): with a secret, only the proxy is answered.
+    secret = os.environ.get(PROXY_SECRET_ENV)
+
     class Handler(BaseHTTPRequestHandler):
+        def _from_proxy(self) -> bool:
+            sent = self.headers.get_all(PROXY_HEADER) or []
+            if secret is None or (len(sent) == 1 and hmac.compare_digest(sent[0], secret)):
+                return True
+            self._send(403, b"this UI answers only through the idds-vis web app\n", "text/plain")
+            return False
+
         def _send(self, status: int, body: bytes, kind: str) -> None:
             self.send_response(status)
             self.send_header("Content-Type", kind)
@@ -62,6 +75,8 @@ def make_handler(prefix: str, experiments: list[str]) -> type[BaseHTTPRequestHan
             self.wfile.write(body)
 
         def do_GET(self) -> None:
+            if not self._from_proxy():
+                return
             path = self.path.split("?", 1)[0]
             if path == f"{prefix}/health":
                 self._send(200, b"OK", "text/plain")
@@ -75,6 +90,8 @@ def make_handler(prefix: str, experiments: list[str]) -> type[BaseHTTPRequestHan
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             self.rfile.read(length)
+            if not self._from_proxy():
+                return
             if self.path.split("?", 1)[0] == f"{prefix}{SEARCH}":
                 self._send(200, listing, "application/json")
             else:

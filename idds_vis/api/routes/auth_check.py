@@ -56,8 +56,9 @@ def count_denial(request: web.Request, reason: str) -> None:
     denied_counter(request.app[AGENT].metrics.registry).labels(reason=reason).inc()
 
 
-async def decide(request: web.Request, inst: Instance) -> Decision:
-    """May the caller of ``request`` see the UI of ``inst``? Refusals are counted."""
+async def decide(request: web.Request, inst: Instance, *, count: bool = True) -> Decision:
+    """May the caller of ``request`` see the UI of ``inst``? Refusals are counted (unless
+    ``count`` is False: a listing that only leaves the URL out is no attempt to get in)."""
     catalog = request.app[CATALOG]
     try:
         visibility = parse_visibility(inst.visibility)
@@ -70,7 +71,7 @@ async def decide(request: web.Request, inst: Instance) -> Decision:
                   manager_groups=groups)  # fmt: skip
     decision = may_view(identity(request), grant, login=login,
                         public_allowed=request.app[SETTINGS].allow_public_uis)  # fmt: skip
-    if not decision.allowed and decision.reason is not None:
+    if count and not decision.allowed and decision.reason is not None:
         count_denial(request, decision.reason)
     return decision
 
@@ -103,5 +104,7 @@ async def check(request: web.Request) -> web.Response:
     decision = await decide(request, inst)
     if decision.allowed:
         return web.Response(status=204, headers=_NO_STORE)
-    status = 401 if decision.needs_sign_in else 403
-    return web.json_response({"error": decision.detail}, status=status, headers=_NO_STORE)
+    if decision.needs_sign_in:
+        return web.json_response({"error": decision.detail}, status=401, headers={
+            **_NO_STORE, "WWW-Authenticate": 'Bearer realm="idds-vis"'})  # fmt: skip
+    return web.json_response({"error": decision.detail}, status=403, headers=_NO_STORE)

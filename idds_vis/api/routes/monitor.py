@@ -3,7 +3,8 @@
 ``GET /api/v1/tasks/{task_id}`` and ``GET /api/v1/tasks/by-name/{task_name}`` answer
 ``{"task_id", "task_name", "instances": [...]}`` (see ``views.instance_json``), or 404
 ``{"error": reason}`` when the task has no record. Read-only and public, so any page (the
-BigPanDA task page's snippet) may read it across origins.
+BigPanDA task page's snippet) may read it across origins. A UI's ``url`` is there only for
+those the UI is for (issue 17: ``auth_check.decide``); others see phase, expiry, permalink.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from idds_vis.api.keys import AGENT, REFUSALS
+from idds_vis.api.routes.auth_check import decide
 from idds_vis.api.urls import absolute_permalink
 from idds_vis.api.views import instance_json
 from idds_vis.domain.models import Instance
@@ -29,7 +31,7 @@ async def by_name(request: web.Request) -> web.Response:
         return web.json_response({"error": reason}, status=404, headers=CORS)
     # A resubmitted task reuses its name: the newest task's records answer.
     newest = [inst for inst in found if inst.task_id == found[0].task_id]
-    return _answer(request, newest)
+    return await _answer(request, newest)
 
 
 @routes.get("/api/v1/tasks/{task_id}")
@@ -39,19 +41,17 @@ async def by_id(request: web.Request) -> web.Response:
     if not found:
         reason = f"no visualization has been asked for task {task_id}"
         return web.json_response({"error": reason}, status=404, headers=CORS)
-    return _answer(request, found)
+    return await _answer(request, found)
 
 
-def _answer(request: web.Request, found: list[Instance]) -> web.Response:
+async def _answer(request: web.Request, found: list[Instance]) -> web.Response:
     task_name = next((inst.task_name for inst in found if inst.task_name), None)
-    body = {
-        "task_id": found[0].task_id,
-        "task_name": task_name,
-        "instances": [
-            instance_json(
-                inst, absolute_permalink(request, task_name, inst.tool) if task_name else None
-            )
-            for inst in sorted(found, key=lambda i: i.tool)
-        ],
-    }
+    instances = []
+    for inst in sorted(found, key=lambda i: i.tool):
+        link = absolute_permalink(request, task_name, inst.tool) if task_name else None
+        shown = instance_json(inst, link)
+        if shown["url"] is not None and not (await decide(request, inst, count=False)).allowed:
+            shown["url"] = None
+        instances.append(shown)
+    body = {"task_id": found[0].task_id, "task_name": task_name, "instances": instances}
     return web.json_response(body, headers=CORS)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from idds_vis.deploy.kubernetes.settings import DNS_PORTS, UI_PORT, UI_USER, KubeSettings
 from idds_vis.domain.models import Instance
@@ -225,11 +226,31 @@ def ingress(inst: Instance, ks: KubeSettings, owner: Obj) -> Obj:
         spec["ingressClassName"] = ks.ingress_class
     if ks.tls_secret:
         spec["tls"] = [{"hosts": [ks.public_host], "secretName": ks.tls_secret}]
+    meta = _meta(inst, ks, owner)
+    if ks.web_url:
+        meta.setdefault("annotations", {}).update(forward_auth(inst, ks.web_url))
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "Ingress",
-        "metadata": _meta(inst, ks, owner),
+        "metadata": meta,
         "spec": spec,
+    }
+
+
+def forward_auth(inst: Instance, web_url: str) -> dict[str, str]:
+    """nginx ingress forward-auth (issue 17): each request to the UI is first checked by the
+    web app's ``/auth/check`` (2xx passes, 401 signs in, 403 refuses); a browser without a
+    session signs in at the web app and comes back to the UI's page (``next``, a path: the
+    web app sends a browser nowhere else, so the UI shares its host)."""
+    base = web_url.rstrip("/")
+    return {
+        "nginx.ingress.kubernetes.io/auth-url": f"{base}/auth/check",
+        "nginx.ingress.kubernetes.io/auth-method": "GET",
+        "nginx.ingress.kubernetes.io/auth-signin": (
+            f"{base}/auth/login?next={quote(inst.prefix + '/', safe='')}"
+        ),
+        # The signin URL names where to come back already: nginx adds no rd= of its own.
+        "nginx.ingress.kubernetes.io/auth-signin-redirect-param": "next",
     }
 
 

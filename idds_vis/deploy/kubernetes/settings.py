@@ -78,6 +78,10 @@ class KubeSettings:
     exposure: Literal["ingress", "route"] = "ingress"
     ingress_class: str | None = "nginx"
     tls_secret: str | None = None
+    # Issue 17: the web app's public base URL. With it, each UI's Ingress asks the web app's
+    # /auth/check before serving (nginx forward-auth) and sends a browser with no session to
+    # sign in there; it must share public_host, so the session cookie reaches both.
+    web_url: str | None = None
     # Pods of the ingress controller (or the OpenShift router) are the only callers admitted.
     ingress_namespace_labels: dict[str, str] = field(
         default_factory=lambda: {"kubernetes.io/metadata.name": "ingress-nginx"}
