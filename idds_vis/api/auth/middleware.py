@@ -136,7 +136,9 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         )
     _gate(request, config, who)
     changes = request.method not in SAFE_METHODS
-    if changes and via == "session" and not request.path.startswith(_PERMALINK) \
+    # The proxied UIs (/vis/, issue 17) post only read-only searches (the UI's gate refuses
+    # the rest), guarded by the same-origin check like the permalink's forms.
+    if changes and via == "session" and not request.path.startswith((_PERMALINK, "/vis/")) \
             and not await csrf_ok(request):
         raise web.HTTPForbidden(
             text=web.json_response({"error": "missing or wrong CSRF token: reload the page"}).text,
