@@ -39,6 +39,8 @@ install_requires = [
     "PyJWT[crypto]>=2.8,<3",
     "aiohttp-session[secure]>=2.12,<3",
     "limits>=5.8,<6",
+    # The real client behind trusted proxies (X-Forwarded-For honoured only from them).
+    "aiohttp-remotes>=1.3,<2",
 ]
 
 extras_require = {

@@ -76,6 +76,12 @@ class AgentMetrics:
             ["status"],
             registry=r,
         )
+        self.access_denied = Counter(
+            "idds_vis_access_denied_total",
+            "Requests the web app refused by its access rules, by reason (a fixed word)",
+            ["reason"],
+            registry=r,
+        )
 
     # -- observations -------------------------------------------------------------------------
     def phase_done(self, phase: Phase, started: datetime, ended: datetime) -> None:
@@ -105,6 +111,10 @@ class AgentMetrics:
 
     def kube_error(self, status: int) -> None:
         self.kube_errors.labels(str(status)).inc()
+
+    def denied(self, reason: str) -> None:
+        """``reason`` is one of a fixed set of words (``idds_vis.api.auth.denials``)."""
+        self.access_denied.labels(reason).inc()
 
     def count_live(self, instances: Iterable[Instance]) -> None:
         tally = Tally(i.tool for i in instances if i.phase in LIVE)

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from idds_vis.api.auth.denials import Denial, count
 from idds_vis.api.urls import public_base
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -37,6 +38,7 @@ async def same_origin(request: web.Request, handler: Handler) -> web.StreamRespo
         sent = request.headers.get("Origin") or request.headers.get("Referer")
         allowed = {_origin(public_base(request)), _origin(str(request.url))}
         if not sent or _origin(sent) not in allowed:
+            count(request.app, Denial.CROSS_SITE)
             raise web.HTTPForbidden(text="cross-site request refused: use the idds-vis page")
     return await handler(request)
 

@@ -34,10 +34,10 @@ def _who(claims: dict[str, Any]) -> Any:
         {**JANE, "aud": "idds-vis", "azp": ROBOT},  # a user signed in through the robot client
         {**JANE, "aud": "idds-vis", "client_id": ROBOT},  # device code through the robot client
         {"sub": "u-mallory", "preferred_username": "mallory", "aud": "idds-vis",
-         "client_id": ROBOT},  # fmt: skip
+         "client_id": ROBOT},
     ],
     ids=["aud-list", "aud-list-url", "aud-single", "azp-with-person", "client_id-with-person",
-         "client_id-with-username"],  # fmt: skip
+         "client_id-with-username"],
 )
 def test_a_person_token_naming_the_robot_is_not_the_robot(claims: dict[str, Any]) -> None:
     who = _who(claims)
@@ -53,7 +53,7 @@ def test_a_person_token_naming_the_robot_is_not_the_robot(claims: dict[str, Any]
         {"sub": ROBOT, "client_id": ROBOT, "aud": "idds-vis"},  # INDIGO IAM client credentials
         {"sub": ROBOT, "aud": "idds-vis"},  # sub alone
         {"sub": "5f1c-uuid", "azp": ROBOT, "preferred_username": f"service-account-{ROBOT}",
-         "aud": "idds-vis"},  # Keycloak's service account  # fmt: skip
+         "aud": "idds-vis"},  # Keycloak's service account
         {"sub": "5f1c-uuid", "client_id": ROBOT, "aud": "idds-vis"},
     ],
     ids=["iam", "sub-only", "keycloak", "client_id-only"],

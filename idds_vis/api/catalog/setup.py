@@ -1,5 +1,7 @@
 """Plugging login, the catalog and the quota queue into the web app (``make_app`` calls
-``install`` before it adds the other routes, so the guarded permalink relaunch comes first)."""
+``install`` before it adds the other routes, so the guarded permalink relaunch comes first),
+with the access rules every request meets: the real client behind ``trusted_proxies`` (the
+first middleware), the stream caps and the anonymous gate."""
 
 from __future__ import annotations
 
@@ -13,9 +15,12 @@ from aiohttp import web
 from idds_vis.agent.quotas import QuotaQueue
 from idds_vis.agent.service import Agent
 from idds_vis.api.auth.config import AUTH, auth_config
-from idds_vis.api.auth.middleware import LIMITER, authenticate
+from idds_vis.api.auth.forwarded import TRUSTED_PROXIES, TrustedProxies
+from idds_vis.api.auth.middleware import LIMITER, STREAM_CAPS, authenticate
 from idds_vis.api.auth.ratelimit import RateLimiter
 from idds_vis.api.auth.sessions import storage
+from idds_vis.api.auth.streams import StreamCaps
+from idds_vis.api.catalog.anonymous import ANONYMOUS, AnonymousGate, AnonymousLimits
 from idds_vis.api.catalog.guard import GuardedStarter
 from idds_vis.api.catalog.guard import routes as guarded_routes
 from idds_vis.api.catalog.service import CATALOG, Catalog, ToolOffer
@@ -71,6 +76,11 @@ def install(
     app[AUTH] = auth
     limiter = RateLimiter(settings.rate_limit)
     app[LIMITER] = limiter
+    app[STREAM_CAPS] = StreamCaps(settings.stream_limit_per_client, settings.stream_limit_total)
+    proxies = TrustedProxies(settings.trusted_proxies)
+    app[TRUSTED_PROXIES] = proxies
+    # First of all: every rule after it (same origin, rate limits, caps) sees the real client.
+    app.middlewares.insert(0, proxies.middleware)
     if auth.login:
         aiohttp_session.setup(app, storage(auth))
     app.middlewares.append(authenticate)
@@ -80,7 +90,9 @@ def install(
     queue = QuotaQueue(agent, ledger, limits(settings), poll_interval=queue_poll)
     catalog = Catalog(agent, ledger, queue, directory or NoDirectory(), offers(settings))
     app[CATALOG] = catalog
-    app[STARTER] = GuardedStarter(starter, catalog)
+    gate = AnonymousGate(AnonymousLimits.of(settings), agent, ledger)
+    app[ANONYMOUS] = gate
+    app[STARTER] = GuardedStarter(starter, catalog, gate)
 
     async def background(app: web.Application) -> AsyncIterator[None]:
         runner = asyncio.create_task(queue.run()) if queue.limits.any else None

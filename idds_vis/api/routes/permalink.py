@@ -1,5 +1,10 @@
 """The permalink: ``/t/<task name>/<tool>`` redirects to the live UI, or shows its progress
-(live, over Server-Sent Events), its expiry, or why it failed with a relaunch button."""
+(live, over Server-Sent Events), its expiry, or why it failed with a relaunch button.
+
+Streams of one task share one ledger watch (``task_feed``) and end after ``stream_lifetime``
+(up to a fifth sooner, so pages opened together do not all come back at once); the page's
+EventSource then reconnects and gets the current state at once. How many streams a client
+may hold open is capped by ``authenticate`` (``auth.streams``)."""
 
 from __future__ import annotations
 
@@ -7,14 +12,16 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 from datetime import datetime
 
 import aiohttp_jinja2
 from aiohttp import web
 from aiohttp_sse import sse_response
 
-from idds_vis.api.keys import AGENT, POLL_INTERVAL, REFUSALS, STARTER, STREAMS
+from idds_vis.api.keys import AGENT, POLL_INTERVAL, REFUSALS, SETTINGS, STARTER, STREAMS
 from idds_vis.api.page_state import page_state
+from idds_vis.api.task_feed import FEED, Snapshot, current, load
 from idds_vis.api.urls import permalink, root
 from idds_vis.domain.errors import InvalidTransition, NotFound, SourceUnreachable, VisError
 from idds_vis.domain.expiry import parse_duration
@@ -36,18 +43,11 @@ def _names(request: web.Request) -> tuple[str, str]:
 
 async def _current(request: web.Request, task_name: str, tool: str) -> Instance | None:
     """The newest record of that task name and tool (a resubmitted task reuses its name)."""
-    for inst in await request.app[AGENT].ledger.find(task_name=task_name):
-        if inst.tool == tool:
-            return inst
-    return None
+    return await current(request.app[AGENT], task_name, tool)
 
 
-async def _load(
-    request: web.Request, task_name: str, tool: str
-) -> tuple[Instance | None, list[PhaseEvent]]:
-    inst = await _current(request, task_name, tool)
-    history = await request.app[AGENT].ledger.history(inst.key) if inst else []
-    return inst, history
+async def _load(request: web.Request, task_name: str, tool: str) -> Snapshot:
+    return await load(request.app[AGENT], task_name, tool)
 
 
 def _context(
@@ -92,6 +92,9 @@ async def page(request: web.Request) -> web.StreamResponse:
 
 
 def _refusal_status(error: VisError) -> int:
+    status = getattr(error, "status", None)  # the anonymous gate's refusals say theirs
+    if isinstance(status, int):
+        return status
     if isinstance(error, NotFound):
         return 404
     if isinstance(error, SourceUnreachable):
@@ -141,30 +144,33 @@ async def relaunch(request: web.Request) -> web.StreamResponse:
 
 @routes.get(BASE + "/events")
 async def events(request: web.Request) -> web.StreamResponse:
-    """The page's live part, sent again whenever the record changes."""
+    """The page's live part, sent again whenever the record changes, for a bounded time."""
     task_name, tool = _names(request)
-    agent = request.app[AGENT]
-    queue = agent.events.subscribe()
     streams = request.app[STREAMS]
     this = asyncio.current_task()
     assert this is not None
-    streams.add(this)  # cancelled at shutdown: a page may stay open for days
+    streams.add(this)  # cancelled at shutdown
+    lifetime = request.app[SETTINGS].stream_lifetime.total_seconds() * random.uniform(0.8, 1.0)
+    wake = request.app[POLL_INTERVAL]  # how soon a closed page is noticed between changes
     try:
-        async with sse_response(request) as stream:
-            with contextlib.suppress(ConnectionResetError, TimeoutError):  # the page went away
-                sent: tuple[object, ...] | None = None
-                while stream.is_connected():
-                    inst, history = await _load(request, task_name, tool)
-                    seen = (inst.task_id, inst.attempt, inst.phase, inst.updated_at) if inst else ()
-                    if seen != sent:
-                        event = _state_event(request, task_name, tool, inst, history)
-                        await stream.send(event, event="state")
-                        sent = seen
-                    await _changed(queue, task_name, tool, request.app[POLL_INTERVAL])
+        async with request.app[FEED].follow(task_name, tool) as follower, \
+                sse_response(request) as stream:  # fmt: skip
+            with contextlib.suppress(ConnectionResetError, TimeoutError):  # page gone, or time up
+                async with asyncio.timeout(lifetime):
+                    while stream.is_connected() and not _gone(request):
+                        snapshot = await follower.next(wake)
+                        if snapshot is not None:
+                            event = _state_event(request, task_name, tool, *snapshot)
+                            await stream.send(event, event="state")
         return stream
     finally:
-        agent.events.unsubscribe(queue)
         streams.discard(this)
+
+
+def _gone(request: web.Request) -> bool:
+    """The page closed its connection (noticed at the next wake, not at the next ping)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _state_event(
@@ -178,15 +184,3 @@ def _state_event(
     html = aiohttp_jinja2.render_string("progress.html", request, context)
     body = {"phase": context["phase"], "url": context["url"], "attempt": context["attempt"]}
     return json.dumps({**body, "html": html})
-
-
-async def _changed(queue: asyncio.Queue[Instance], task_name: str, tool: str,
-                   poll_interval: float) -> None:  # fmt: skip
-    """Return when the agent reports a change of this task's record, or after the poll interval
-    (changes made by another process reach only the ledger)."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(poll_interval):
-            while True:
-                inst = await queue.get()
-                if inst.task_name == task_name and inst.tool == tool:
-                    return

@@ -188,8 +188,19 @@
     refresh();
   });
 
-  const events = new EventSource(`${root}/api/v1/visualizations/events`);
-  events.addEventListener("mine", (m) => render(JSON.parse(m.data)));
+  // A refused reconnection (429: too many open pages) closes the EventSource for good: open a
+  // new one after a pause that grows while refusals go on (ended streams reconnect by themselves).
+  let pause = 5000;
+  const listen = () => {
+    const events = new EventSource(`${root}/api/v1/visualizations/events`);
+    events.addEventListener("mine", (m) => { pause = 5000; render(JSON.parse(m.data)); });
+    events.addEventListener("error", () => {
+      if (events.readyState !== EventSource.CLOSED) return;
+      setTimeout(listen, pause + Math.random() * 1000);
+      pause = Math.min(pause * 2, 120000);
+    });
+  };
+  listen();
   setInterval(tick, 1000);
   refresh();
 })();

@@ -23,10 +23,23 @@
   const follow = (state) => {
     if (state.phase === "ready" && state.url && !stay) location.assign(state.url);
   };
-  const events = new EventSource(live.dataset.events);
-  events.addEventListener("state", (message) => {
-    const state = JSON.parse(message.data);
-    live.innerHTML = state.html;
-    follow(state);
-  });
+  // The server ends each stream after a few minutes and the browser reconnects by itself. A
+  // refused reconnection (429: too many open pages; the server restarting) closes the
+  // EventSource for good: open a new one after a pause that grows while refusals go on.
+  let pause = 5000;
+  const listen = () => {
+    const events = new EventSource(live.dataset.events);
+    events.addEventListener("state", (message) => {
+      pause = 5000;
+      const state = JSON.parse(message.data);
+      live.innerHTML = state.html;
+      follow(state);
+    });
+    events.addEventListener("error", () => {
+      if (events.readyState !== EventSource.CLOSED) return; // reconnecting by itself
+      setTimeout(listen, pause + Math.random() * 1000);
+      pause = Math.min(pause * 2, 120000);
+    });
+  };
+  listen();
 })();
