@@ -8,7 +8,6 @@ import logging
 import os
 import shutil
 import sqlite3
-import tarfile
 import tempfile
 import threading
 import zipfile
@@ -39,6 +38,7 @@ from idds_vis.staging.sources import (
     parse_source,
 )
 from idds_vis.staging.tar_extract import extract_tar
+from idds_vis.staging.tar_headers import is_tar
 from idds_vis.staging.unpack_tree import unpack_tree
 from idds_vis.staging.zip_extract import extract_zip
 
@@ -193,7 +193,7 @@ class ArchiveStager:
             elif not local.is_file():
                 raise NotAnArchive(f"artefact source {shown} is not a regular file")
             # Tar first: a tar whose last member is a zip also passes is_zipfile.
-            elif tarfile.is_tarfile(local):
+            elif is_tar(str(local), self.caps.max_entries):
                 extract_tar(local, dest, Budget(self.caps, "archive", stop))
             elif zipfile.is_zipfile(local):
                 extract_zip(local, dest, Budget(self.caps, "archive", stop))

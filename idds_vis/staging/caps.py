@@ -16,6 +16,13 @@ class Caps:
     max_bytes: int = 2 * GIB
     max_files: int = 20000
 
+    @property
+    def max_entries(self) -> int:
+        """Headers an archive may hold: up to max_files files and as many directories. Every
+        header counts, even one that creates nothing (a directory named again, an entry we
+        skip), since reading each costs memory and CPU before any cap on files is reached."""
+        return 2 * self.max_files
+
 
 class Budget:
     """Running totals for one staging; ``what`` names the thing in messages ("archive")."""

@@ -19,6 +19,7 @@ from idds_vis.staging.errors import NotAnArchive
 from idds_vis.staging.member_plan import Plan
 from idds_vis.staging.paths import entry_path, is_reserved, path_room
 from idds_vis.staging.safe_write import SafeTree, build
+from idds_vis.staging.tar_headers import open_checked
 
 _CORRUPT = (tarfile.ReadError, tarfile.CompressionError, EOFError, zlib.error, lzma.LZMAError)
 _CHUNK = 1 << 20
@@ -71,7 +72,7 @@ def _write(
 
 def extract_tar(archive: Path, dest: Path, budget: Budget) -> None:
     try:
-        with tarfile.open(archive, "r:*") as tar:
+        with open_checked(str(archive), budget.caps.max_entries) as tar:
             plan, regular = _plan(tar, dest, budget)
             build(
                 dest, plan, budget, lambda tree, rel: _write(tar, rel, regular[rel], tree, budget)

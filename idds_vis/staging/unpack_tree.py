@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import stat
-import tarfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
@@ -18,6 +17,7 @@ from idds_vis.domain.errors import StagingError, UnsafeArchive
 from idds_vis.staging.caps import Budget
 from idds_vis.staging.safe_write import SafeTree
 from idds_vis.staging.tar_extract import extract_tar
+from idds_vis.staging.tar_headers import is_tar
 from idds_vis.staging.zip_extract import extract_zip
 
 _SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tbz2", ".txz", ".tar", ".zip")
@@ -53,7 +53,9 @@ def unpack_tree(root: Path, dest: Path, budget: Budget) -> None:
                     tree.mkdir(rel)
                 elif not stat.S_ISREG(mode):
                     raise UnsafeArchive(f"downloaded '{rel}' is not a regular file")
-                elif tarfile.is_tarfile(path) or zipfile.is_zipfile(path):
+                elif (is_tarball := is_tar(str(path), budget.caps.max_entries)) or (
+                    zipfile.is_zipfile(path)
+                ):
                     target = rel.parent / unpacked_name(rel.name)
                     if tree.exists(target):
                         raise UnsafeArchive(
@@ -62,7 +64,7 @@ def unpack_tree(root: Path, dest: Path, budget: Budget) -> None:
                     budget.add_dir()
                     tree.mkdir(target)
                     # Tar first: a tar whose last member is a zip also passes is_zipfile.
-                    if tarfile.is_tarfile(path):
+                    if is_tarball:
                         extract_tar(path, dest / target, budget)
                     else:
                         extract_zip(path, dest / target, budget)
