@@ -179,12 +179,34 @@ class AddressPolicy:
             if ip.scope_id:  # fe80::1%eth0 and the like: never a public address
                 ip = ipaddress.IPv6Address(str(ip).split("%", 1)[0])
             # ::ffff:127.0.0.1 and 2002:7f00:1:: (6to4) reach the IPv4 address inside.
-            inner = ip.ipv4_mapped or ip.sixtofour
+            inner = ip.ipv4_mapped or ip.sixtofour or _nat64(ip)
             if inner is not None:
                 return self.allows(inner)
         if any(ip in net for net in self.networks):
             return True
+        if isinstance(ip, ipaddress.IPv6Address) and any(ip in net for net in _NOT_GLOBAL_V6):
+            return False
         return is_public(ip)
+
+
+# The well-known NAT64 prefix (RFC 6052): on an IPv6-only network with DNS64 (a common
+# Kubernetes set-up), 64:ff9b::10.0.0.1 is 10.0.0.1 reached through the NAT64 gateway.
+# ipaddress calls these global, so the IPv4 address inside is what is judged.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# Also called global by ipaddress (3.11), yet never a public destination: the local-use NAT64
+# prefix (RFC 8215, IPv4 addresses embedded where the operator chose), IPv4-compatible
+# (::a.b.c.d, deprecated) and IPv4-translated (::ffff:0:a.b.c.d, SIIT) addresses, and
+# site-local fec0::/10 (deprecated, private in practice).
+_NOT_GLOBAL_V6 = tuple(
+    ipaddress.IPv6Network(net)
+    for net in ("64:ff9b:1::/48", "::/96", "::ffff:0:0:0/96", "fec0::/10")
+)
+
+
+def _nat64(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if ip not in _NAT64:
+        return None
+    return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
 
 
 def is_public(ip: IPAddress) -> bool:
