@@ -24,7 +24,7 @@ command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || missing+=(
 # Podman and debootstrap (tests/images builds the images on a Debian base it makes: no registry).
 command -v podman >/dev/null || missing+=(podman runc conmon fuse-overlayfs netavark aardvark-dns catatonit uidmap)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
-# Debian's own Python (tests/packaging installs the wheel into a venv made from it).
+# Debian's own Python (tests/wheel_checks installs the wheel into a venv made from it).
 [ -x /usr/bin/python3.11 ] && /usr/bin/python3.11 -c 'import ensurepip' 2>/dev/null || missing+=(python3.11-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"

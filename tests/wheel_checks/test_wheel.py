@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.packaging.conftest import DEBIAN_PYTHON, ROOT, Dists, WheelVenv
+from tests.wheel_checks.conftest import DEBIAN_PYTHON, ROOT, Dists, WheelVenv
 
 pytestmark = pytest.mark.packaging
 PACKAGE = ROOT / "idds_vis"
