@@ -40,8 +40,20 @@ MAX_ROWS = 500_000
 MAX_VALUE_BYTES = 16 * 1024 * 1024
 _PROGRESS_STEPS = 10_000  # VM instructions between two budget checks (a few ms at most)
 
+# Bytes of text and blobs one query may return in all: the value cap bounds one value, not
+# a thousand of them (a real store's locations and names are a few MiB).
+MAX_RESULT_BYTES = 256 * 1024 * 1024
+_FETCH = 1000  # rows fetched at a time, so the byte cap stops a query early
+
 # The one trigger MLflow creates (store/db_migrations: secrets' ids are immutable).
 MLFLOW_TRIGGERS = {("prevent_secrets_aad_mutation", "secrets")}
+# The one generated column MLflow creates (spans.duration_ns, STORED: computed when a span is
+# written, never when read). Any other is refused: a VIRTUAL column is computed at every
+# read, so an 8 KiB store whose names are printf('%.*c', 8000000, 'x') made our reads
+# allocate 8 MB a row, outside any CPU budget's reach; a STORED one is computed, and
+# written to disk, by our rewrite's UPDATEs.
+MLFLOW_GENERATED = {("spans", "duration_ns")}
+_GENERATED_VIRTUAL, _GENERATED_STORED = 2, 3  # pragma_table_xinfo's "hidden"
 
 
 class HostileStore(StagingError):
@@ -73,6 +85,8 @@ class Schema:
     views: list[str] = field(default_factory=list)
     virtual: list[str] = field(default_factory=list)
     triggers: list[tuple[str, str]] = field(default_factory=list)  # (name, table)
+    generated: list[tuple[str, str, int]] = field(default_factory=list)  # (table, column, hidden)
+    expression_indexes: list[str] = field(default_factory=list)
 
     def has_table(self, name: str) -> bool:
         return name.lower() in self.tables
@@ -89,6 +103,16 @@ class Schema:
         foreign = self.foreign_triggers()
         if foreign:
             return f"it has a trigger {foreign[0]!r} that MLflow does not create"
+        for table, column, hidden in self.generated:
+            if hidden != _GENERATED_STORED or (table.lower(), column.lower()) not in (
+                MLFLOW_GENERATED
+            ):
+                return f"it has a generated column {table}.{column} that MLflow does not create"
+        if self.expression_indexes:
+            return (
+                f"it has an index on an expression {self.expression_indexes[0]!r}"
+                " (MLflow indexes columns only)"
+            )
         return None
 
 
@@ -133,12 +157,24 @@ class GuardedStore:
     def rows(
         self, sql: str, params: Sequence[Any] = (), max_rows: int = MAX_ROWS
     ) -> list[tuple[Any, ...]]:
+        out: list[tuple[Any, ...]] = []
+        size = 0
         with self._metered():
             cursor = self.conn.execute(sql, params)
-            out = cursor.fetchmany(max_rows + 1)
-            cursor.close()
-        if len(out) > max_rows:
-            raise HostileStore(f"{self.shown}: more than {max_rows} rows in one query")
+            try:
+                while batch := cursor.fetchmany(_FETCH):
+                    out.extend(batch)
+                    if len(out) > max_rows:
+                        raise HostileStore(f"{self.shown}: more than {max_rows} rows in one query")
+                    size += sum(
+                        len(v) for row in batch for v in row if isinstance(v, str | bytes)
+                    )
+                    if size > MAX_RESULT_BYTES:
+                        raise HostileStore(
+                            f"{self.shown}: more than {MAX_RESULT_BYTES} bytes in one query"
+                        )
+            finally:
+                cursor.close()
         return out
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
@@ -160,6 +196,22 @@ class GuardedStore:
                     found.virtual.append(name)
                 else:
                     found.tables[name.lower()] = name
+            # An index with sql (None: a constraint's own) whose key has an expression
+            # (cid -2), which every write evaluates.
+            elif (
+                kind == "index"
+                and sql is not None
+                and self.rows("SELECT 1 FROM pragma_index_xinfo(?) WHERE cid = -2", [name])
+            ):
+                found.expression_indexes.append(name)
+        for table in found.tables.values():
+            found.generated.extend(
+                (table, str(column), int(hidden))
+                for column, hidden in self.rows(
+                    "SELECT name, hidden FROM pragma_table_xinfo(?) WHERE hidden IN (?, ?)",
+                    [table, _GENERATED_VIRTUAL, _GENERATED_STORED],
+                )
+            )
         return found
 
     def columns(self, table: str) -> set[str]:

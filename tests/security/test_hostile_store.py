@@ -124,7 +124,10 @@ HOSTILE: dict[str, tuple[Callable[[Path], None], str]] = {
     "huge view": (huge_view, "mlflow.db is refused: it has a view 'runs'"),
     "trigger": (trigger, "it has a trigger 'grow' that MLflow does not create"),
     "virtual table": (virtual_table, "it has a virtual table 'experiments'"),
-    "generated column": (huge_generated_column, "not a readable SQLite store: string or blob"),
+    "generated column": (
+        huge_generated_column,
+        "it has a generated column experiments.name that MLflow does not create",
+    ),
     "corrupted": (corrupted, "job/mlflow.db is not a readable SQLite store"),
     "not sqlite": (not_sqlite, "job/mlflow.db is not an SQLite database"),
 }

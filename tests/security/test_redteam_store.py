@@ -1,0 +1,104 @@
+"""Red team, hostile mlflow.db: work the CPU budget does not see.
+
+The guard budgets SQLite's CPU and caps each value at 16 MiB, but a VIRTUAL generated column is
+computed at every read: an 8 KiB store whose 40 experiment names are
+``printf('%.*c', 8000000, 'x')`` made the layout check allocate 320 MB in Python (a thousand
+rows: 8 GB, in the agent every other request shares), each row cheap enough for the budget.
+An index on an expression is evaluated, and written to disk, by every UPDATE of the rewrite.
+Stored data is bounded too: one query may not bring more than MAX_RESULT_BYTES into memory.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import tracemalloc
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from idds_vis.staging import sqlite_guard
+from idds_vis.staging.layout import sqlite_experiments
+from idds_vis.staging.sqlite_guard import HostileStore, open_store
+
+MIB = 1 << 20
+
+
+def _store(db: Path, experiments_sql: str, rows: int = 40) -> None:
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute(experiments_sql)
+        conn.executemany(
+            "INSERT INTO experiments (experiment_id, lifecycle_stage) VALUES (?, 'active')",
+            [(i,) for i in range(rows)],
+        )
+
+
+def test_a_virtual_generated_column_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    db = tmp_path / "mlflow.db"
+    _store(
+        db,
+        "CREATE TABLE experiments (experiment_id INTEGER PRIMARY KEY, lifecycle_stage TEXT,"
+        " name TEXT GENERATED ALWAYS AS (printf('%.*c', 8000000, 'x')) VIRTUAL)",
+    )
+    assert db.stat().st_size < 64 * 1024
+    tracemalloc.start()
+    try:
+        with pytest.raises(HostileStore, match=r"generated column experiments\.name"):
+            sqlite_experiments(db, "mlflow.db")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * MIB, f"{peak} bytes allocated to refuse it"
+
+
+def test_a_stored_generated_column_mlflow_does_not_create_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "mlflow.db"
+    _store(
+        db,
+        "CREATE TABLE experiments (experiment_id INTEGER PRIMARY KEY, lifecycle_stage TEXT,"
+        " name TEXT, pad TEXT GENERATED ALWAYS AS (printf('%.*c', 1000, name)) STORED)",
+        rows=1,
+    )
+    with pytest.raises(HostileStore, match=r"generated column experiments\.pad"):
+        sqlite_experiments(db, "mlflow.db")
+
+
+def test_an_index_on_an_expression_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "mlflow.db"
+    _store(
+        db,
+        "CREATE TABLE experiments (experiment_id INTEGER PRIMARY KEY, lifecycle_stage TEXT,"
+        " name TEXT, artifact_location TEXT)",
+        rows=1,
+    )
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute(
+            "CREATE INDEX grow ON experiments (printf('%.*c', 8000000, artifact_location))"
+        )
+    with pytest.raises(HostileStore, match="index on an expression 'grow'"):
+        sqlite_experiments(db, "mlflow.db")
+
+
+def test_mlflows_own_generated_column_passes(tmp_path: Path) -> None:
+    db = tmp_path / "mlflow.db"
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute(
+            "CREATE TABLE spans (start_time_unix_nano BIGINT, end_time_unix_nano BIGINT,"
+            " duration_ns BIGINT GENERATED ALWAYS AS"
+            " (end_time_unix_nano - start_time_unix_nano) STORED)"
+        )
+        conn.execute("CREATE INDEX by_start ON spans (start_time_unix_nano)")
+    with open_store(db, "mlflow.db") as store:
+        assert store.check().generated == [("spans", "duration_ns", 3)]
+
+
+def test_one_query_brings_a_bounded_number_of_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_guard, "MAX_RESULT_BYTES", 1 * MIB)
+    db = tmp_path / "mlflow.db"
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("CREATE TABLE t (v TEXT)")
+        conn.executemany("INSERT INTO t VALUES (?)", [("x" * 4096,)] * 1024)  # 4 MiB
+    with open_store(db, "mlflow.db") as store, pytest.raises(HostileStore, match="bytes in one"):
+        store.rows("SELECT v FROM t")
