@@ -12,8 +12,10 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+from idds_vis.api.catalog.anonymous import AnonymousLimits
 from idds_vis.domain.models import InstanceKey
 from idds_vis.domain.phases import Phase
+from idds_vis.runtime.config import Settings, load_settings
 from tests.fakes import wait_for_phase
 from tests.security.access_support import LOOPBACK_PROXY, Site, path, via_proxy, web_app
 
@@ -98,3 +100,18 @@ async def test_relaunch_from_the_network_is_guarded_like_a_start(tmp_path: Path)
         assert again.attempt == 2
         trail = [(a.actor, a.action) for a in await site.agent.ledger.actions(InstanceKey("5000"))]
         assert trail[-1] == ("anonymous 127.0.0.1", "relaunch")
+
+
+def test_the_settings_read_from_yaml(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("allow_anonymous_starts: true\nanonymous_max_ttl: 2h\n"
+                      "anonymous_quota_per_address: 1\nstream_lifetime: 90s\n"
+                      "stream_limit_per_client: 3\ntrusted_proxies: [10.0.0.0/8]\n")  # fmt: skip
+    settings = load_settings(config)
+    assert (settings.anonymous_max_ttl, settings.stream_lifetime) == (
+        timedelta(hours=2), timedelta(seconds=90))
+    limits = AnonymousLimits.of(settings)
+    assert (limits.from_network, limits.per_address) == (True, 1)
+    assert settings.trusted_proxies == ["10.0.0.0/8"] and settings.stream_limit_per_client == 3
+    # The safe default: no anonymous starts from the network.
+    assert not AnonymousLimits.of(Settings()).from_network
