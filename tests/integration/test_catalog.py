@@ -86,7 +86,9 @@ async def test_the_owner_starts_follows_extends_and_stops_a_visualization(web: S
     status, mine = await get(web, VIS, jane)
     (entry,) = mine["visualizations"]
     assert entry["url"] == f"http://ui.example{inst.prefix}/"
-    assert await get(web, f"{VIS}/4242/mlflow", web.as_user(JOHN)) == (200, {"instance": entry})
+    assert await get(web, f"{VIS}/4242/mlflow", jane) == (200, {"instance": entry})
+    # Another user does not read her UI's record (issue 17: it carries the URL).
+    assert (await get(web, f"{VIS}/4242/mlflow", web.as_user(JOHN)))[0] == 403
     assert (await get(web, f"{VIS}/4243/mlflow", jane))[0] == 404
     assert entry["progress"] == {"step": 6, "of": 6, "label": "Ready"}
     assert 3 * 3600 - 60 < entry["seconds_left"] <= 3 * 3600
