@@ -37,13 +37,32 @@ def sqlite_experiments(db: Path, shown: str | None = None) -> tuple[str, ...] | 
     return tuple(sorted(str(r[0]) for r in rows))
 
 
+# An experiment's meta.yaml is a few hundred bytes; a bigger one is not read.
+MAX_META_BYTES = 64 * 1024
+
+
+def _scalar(value: object) -> bool:
+    # YAML aliases make a 1 KiB file a list of 10^9 strings that costs nothing until str()
+    # expands it (hours of CPU, GBs): only plain scalars are ever turned into text.
+    return isinstance(value, str | int | float) and not isinstance(value, bool)
+
+
+def _read_meta(path: Path) -> str | None:
+    with open(path, "rb") as meta:
+        data = meta.read(MAX_META_BYTES + 1)
+    return None if len(data) > MAX_META_BYTES else data.decode()
+
+
 def _experiment_meta(exp_dir: Path) -> dict[str, object] | None:
     """The experiment's meta.yaml, if exp_dir is an experiment (not a run or model) dir."""
     try:
-        meta = yaml.safe_load((exp_dir / "meta.yaml").read_text())
+        text = _read_meta(exp_dir / "meta.yaml")
+        meta = yaml.safe_load(text) if text is not None else None
     except (OSError, yaml.YAMLError, UnicodeDecodeError):
         return None
     if not isinstance(meta, dict) or "name" not in meta or "experiment_id" not in meta:
+        return None
+    if not _scalar(meta["name"]) or not _scalar(meta["experiment_id"]):
         return None
     # Run dirs also carry experiment_id and a legacy 'name'; only an experiment dir
     # is named after its own experiment id.

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from idds_vis.domain.errors import StagingError
 from idds_vis.domain.models import StagedArtefacts
+from idds_vis.staging.paths import shown
 from idds_vis.staging.permissions import make_read_only
 from idds_vis.staging.rewrite import rewrite_artifact_locations
 from idds_vis.staging.sqlite_guard import open_store
@@ -47,8 +49,43 @@ def prepare_store(staged: StagedArtefacts) -> Path:
     return db
 
 
+# MLflow's meta.yaml files are a few hundred bytes (a run's with its tags a few KiB).
+MAX_YAML_BYTES = 1024 * 1024
+
+
+def _check_yaml(mlruns: Path) -> None:
+    """Refuse YAML the migration must not read: MLflow writes plain mappings, never an alias,
+    and a 1 KiB file of nested aliases is 10^9 strings once MLflow's migration copies it
+    (hours of CPU and GBs of memory); nor a file bigger than any MLflow writes."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    for dirpath, _dirs, files in os.walk(mlruns):
+        for name in files:
+            if not name.endswith((".yaml", ".yml")):
+                continue
+            path = Path(dirpath, name)
+            where = shown(path.relative_to(mlruns).as_posix())
+            try:
+                if path.stat().st_size > MAX_YAML_BYTES:
+                    raise StagingError(
+                        f"the mlruns file store's {where} is over {MAX_YAML_BYTES} bytes"
+                    )
+                with open(path, "rb") as text:
+                    for event in yaml.parse(text, Loader=loader):
+                        if isinstance(event, yaml.AliasEvent):
+                            raise StagingError(
+                                f"the mlruns file store's {where} uses YAML aliases"
+                                " (MLflow writes none)"
+                            )
+            except (OSError, yaml.YAMLError):
+                continue  # unreadable or not YAML: the migration reports what it needs
+
+
 def _migrate_file_store(mlruns: Path, db: Path) -> None:
     from mlflow.store.fs2db import migrate
+
+    _check_yaml(mlruns)
 
     # migrate() wants the directory that holds mlruns/, so give it a view named that way.
     parent = mlruns.parent

@@ -17,9 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from idds_vis.domain.errors import StagingError
+from idds_vis.domain.models import StagedArtefacts
 from idds_vis.staging import sqlite_guard
-from idds_vis.staging.layout import sqlite_experiments
+from idds_vis.staging.layout import file_store_experiments, sqlite_experiments
 from idds_vis.staging.sqlite_guard import HostileStore, open_store
+from idds_vis.ui.store import prepare_store
 
 MIB = 1 << 20
 
@@ -102,3 +105,45 @@ def test_one_query_brings_a_bounded_number_of_bytes(
         conn.executemany("INSERT INTO t VALUES (?)", [("x" * 4096,)] * 1024)  # 4 MiB
     with open_store(db, "mlflow.db") as store, pytest.raises(HostileStore, match="bytes in one"):
         store.rows("SELECT v FROM t")
+
+
+# -- mlruns file stores: YAML aliases ---------------------------------------------------------
+
+
+def _alias_bomb(levels: int) -> list[str]:
+    """Anchors of ten aliases each: ``*a<levels>`` is 10**(levels + 1) strings once expanded."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, levels + 1):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
+    return lines
+
+
+def test_an_alias_bomb_in_an_experiments_meta_is_not_expanded(tmp_path: Path) -> None:
+    mlruns = tmp_path / "mlruns"
+    (mlruns / "1").mkdir(parents=True)
+    meta = [*_alias_bomb(5), "experiment_id: '1'", "name: *a5", "lifecycle_stage: active"]
+    (mlruns / "1" / "meta.yaml").write_text("\n".join(meta) + "\n")
+    assert (mlruns / "1" / "meta.yaml").stat().st_size < 1024
+    tracemalloc.start()
+    try:
+        found = file_store_experiments(mlruns)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert found is None  # not an experiment MLflow wrote
+    assert peak < 2 * MIB, f"{peak} bytes allocated reading a {1024}-byte file"
+
+
+def test_the_ui_refuses_yaml_aliases_before_mlflows_migration(tmp_path: Path) -> None:
+    root = tmp_path / "staged"
+    run = root / "mlruns" / "1" / ("ab" * 16)
+    run.mkdir(parents=True)
+    (root / "mlruns" / "1" / "meta.yaml").write_text(
+        "experiment_id: '1'\nname: train\nlifecycle_stage: active\n"
+        f"artifact_location: file://{root}/mlruns/1\n"
+    )
+    # Small (10**4 strings): the same file with 9 levels would be 10**10 once MLflow copies it.
+    (run / "meta.yaml").write_text("\n".join([*_alias_bomb(3), "run_name: *a3"]) + "\n")
+    staged = StagedArtefacts(str(root), "file-store", str(root / "mlruns"), ("train",), 1, 1)
+    with pytest.raises(StagingError, match="uses YAML aliases"):
+        prepare_store(staged)
