@@ -212,3 +212,14 @@ async def test_the_url_cannot_be_derived_from_the_task_id(web: LocalSite) -> Non
         # The name-derived path of before leads nowhere now, even for the owner.
         async with jane.get(f"/vis/{name}/", allow_redirects=False) as resp:
             assert resp.status == 404
+
+
+async def test_the_permalink_redirects_only_after_the_access_check(web: LocalSite) -> None:
+    permalink = "/t/user.jdoe.mnist%2F/mlflow"
+    async with jane_with_her_ui(web) as (jane, inst), browser(web) as john:
+        async with jane.get(permalink, allow_redirects=False) as resp:
+            assert (resp.status, resp.headers["Location"]) == (302, inst.url)
+        await sign_in(web, john, user=JOHN_USER)
+        async with john.get(permalink, allow_redirects=False) as resp:
+            assert resp.status == 403
+            assert inst.url is not None and inst.url not in await resp.text()

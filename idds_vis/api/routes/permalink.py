@@ -19,8 +19,10 @@ import aiohttp_jinja2
 from aiohttp import web
 from aiohttp_sse import sse_response
 
+from idds_vis.api.auth.middleware import login_url
 from idds_vis.api.keys import AGENT, POLL_INTERVAL, REFUSALS, SETTINGS, STARTER, STREAMS
 from idds_vis.api.page_state import page_state
+from idds_vis.api.routes.auth_check import decide
 from idds_vis.api.task_feed import FEED, Snapshot, current, load
 from idds_vis.api.urls import permalink, root
 from idds_vis.domain.errors import InvalidTransition, NotFound, SourceUnreachable, VisError
@@ -84,6 +86,12 @@ async def page(request: web.Request) -> web.StreamResponse:
     task_name, tool = _names(request)
     inst, history = await _load(request, task_name, tool)
     if inst is not None and inst.phase is Phase.READY and inst.url and "stay" not in request.query:
+        # Issue 17: to the UI only after the access check (the one every path to a UI asks).
+        decision = await decide(request, inst)
+        if decision.needs_sign_in:
+            raise web.HTTPSeeOther(login_url(request))
+        if not decision.allowed:
+            raise web.HTTPForbidden(text=decision.detail)
         raise web.HTTPFound(inst.url)
     ttl = request.query.get("ttl") or None
     owner = request.query.get("owner") or None
