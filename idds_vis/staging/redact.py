@@ -7,12 +7,23 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 _SECRET_KEY = re.compile(r"tok|secret|pass|pwd|key|sig|auth|cred|session|cookie", re.I)
 _PLAIN_ID = re.compile(r"[0-9]{1,20}")
+_KEY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,31}")
 
 
 def is_public_value(key: str, value: str) -> bool:
     """A query value shown as it is: numeric (a task or workload id) under a name that does
     not look like a credential's."""
     return bool(_PLAIN_ID.fullmatch(value)) and not _SECRET_KEY.search(key)
+
+
+def is_public_key(key: str, value: str) -> bool:
+    """A parameter's name may be shown, unless it may be the credential itself: ``?<token>``
+    has no value (some share links are just that), and no parameter name is long."""
+    return bool(value) and bool(_KEY_NAME.fullmatch(key))
+
+
+def _shown_key(key: str, value: str) -> str:
+    return key if is_public_key(key, value) else "***"
 
 
 def redact_url(url: str) -> str:
@@ -31,7 +42,7 @@ def redact_url(url: str) -> str:
     if port is not None:
         netloc += f":{port}"
     query = [
-        (k, v if is_public_value(k, v) else "***")
+        (_shown_key(k, v), v if is_public_value(k, v) else "***")
         for k, v in parse_qsl(parts.query, keep_blank_values=True)
     ]
     return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="*"), ""))

@@ -10,7 +10,7 @@ from urllib.parse import unquote, unquote_plus, urlsplit
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from idds_vis.staging.redact import is_public_value, redact_url
+from idds_vis.staging.redact import is_public_key, is_public_value, redact_url
 
 Scrub = Callable[[str], str]
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>\\]+")
@@ -59,6 +59,8 @@ def source_secrets(source: str) -> list[str]:
         return found
     for pair in parts.query.split("&"):
         key, _, value = pair.partition("=")
+        if key and not is_public_key(unquote_plus(key), unquote_plus(value)):
+            found += [key, unquote_plus(key)]  # `?<token>`: the name is the credential
         # A workload id is no secret, and blanking it would blank it in object names too
         # (`mlflow-4242-…` read `mlflow-***-…` in the real server's messages).
         if is_public_value(unquote_plus(key), unquote_plus(value)):
