@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from idds_vis.domain.errors import LimitExceeded
+from idds_vis.staging.member_plan import MAX_DEPTH
 from idds_vis.staging.paths import RESERVED, is_within
 
 # Directory names MLflow gives its artefact roots (file store, and `mlflow server` default).
@@ -21,6 +23,14 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
 _DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
 # URIs that name another row of the same store rather than a place.
 REFERENCE_SCHEMES = ("runs", "models")
+# Placement is Python work outside SQLite's CPU budget: a store's locations (each tried, suffix
+# by suffix, under each candidate base) times a tree's bases were unbounded, and 20 locations
+# 60 components deep in a tree of 2000 mlruns directories cost 114 s of CPU (100000 of them:
+# days, in a pipeline worker). Bases beyond the shallowest MAX_BASES say nothing more, no
+# suffix deeper than any staged path (MAX_DEPTH) can exist, and the whole placement may make
+# at most MAX_LOOKUPS lookups (a real store needs a few dozen a location).
+MAX_BASES = 64
+MAX_LOOKUPS = 2_000_000
 
 
 def location_scheme(location: str) -> str | None:
@@ -162,8 +172,8 @@ def candidate_bases(root: Path, db_path: Path) -> list[Path]:
             # Run dirs below an artefact root hold no further roots; skip the big subtrees.
             dirnames.remove(name)
     bases.extend(entry[-1] for entry in sorted(found))
-    bases.append(root)
-    return list(dict.fromkeys(bases))
+    bases = list(dict.fromkeys(bases))[: MAX_BASES - 1]
+    return list(dict.fromkeys([*bases, root]))
 
 
 class Placer:
@@ -175,10 +185,21 @@ class Placer:
         self._roots: Counter[Path] = Counter()
         # (kind, original path prefix) -> the staged directory that prefix turned out to be
         self._prefixes: dict[tuple[str, tuple[str, ...]], Path] = {}
+        self.lookups = 0
+        self.max_lookups = MAX_LOOKUPS
+
+    def _spend(self, n: int) -> None:
+        self.lookups += n
+        if self.lookups > self.max_lookups:
+            raise LimitExceeded(
+                f"placing the store's artefact locations needs more than {self.max_lookups}"
+                " lookups in the staged tree, not served"
+            )
 
     def find(self, want: Wanted) -> Path | None:
         parts = want.parts
-        for k in range(len(parts), max(want.min_suffix, 1) - 1, -1):
+        for k in range(min(len(parts), MAX_DEPTH), max(want.min_suffix, 1) - 1, -1):
+            self._spend(len(self.bases))
             for base in self.bases:
                 candidate = base.joinpath(*parts[-k:])
                 if candidate.exists() and is_within(self.root, candidate):
@@ -205,6 +226,7 @@ class Placer:
         return target if is_within(self.root, target) else self.root
 
     def _by_prefix(self, want: Wanted) -> Path | None:
+        self._spend(len(self._prefixes))
         best: tuple[int, Path] | None = None
         for (kind, prefix), base in self._prefixes.items():
             # An empty prefix means "everything": only sound for server-relative paths.

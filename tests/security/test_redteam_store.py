@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from idds_vis.domain.errors import StagingError
+from idds_vis.domain.errors import LimitExceeded, StagingError
 from idds_vis.domain.models import StagedArtefacts
-from idds_vis.staging import sqlite_guard
+from idds_vis.staging import locations, sqlite_guard
 from idds_vis.staging.layout import file_store_experiments, sqlite_experiments
+from idds_vis.staging.rewrite import rewrite_artifact_locations
 from idds_vis.staging.sqlite_guard import HostileStore, open_store
 from idds_vis.ui.store import prepare_store
 
@@ -147,3 +148,28 @@ def test_the_ui_refuses_yaml_aliases_before_mlflows_migration(tmp_path: Path) ->
     staged = StagedArtefacts(str(root), "file-store", str(root / "mlruns"), ("train",), 1, 1)
     with pytest.raises(StagingError, match="uses YAML aliases"):
         prepare_store(staged)
+
+
+# -- placing locations: Python work outside SQLite's budget ------------------------------------
+
+
+def test_placing_locations_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each location was tried suffix by suffix under every mlruns directory of the tree:
+    20 locations 60 components deep under 2000 mlruns directories took 114 s of CPU, and a
+    store may hold 100000. The lookups are bounded (lowered here so the test stays small)."""
+    monkeypatch.setattr(locations, "MAX_LOOKUPS", 5000, raising=False)
+    root = tmp_path / "staged"
+    for i in range(100):
+        (root / f"d{i}" / "mlruns").mkdir(parents=True)
+    db = root / "mlflow.db"
+    deep = "/" + "/".join(f"p{j}" for j in range(60))
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute(
+            "CREATE TABLE runs (run_uuid TEXT, experiment_id INTEGER, artifact_uri TEXT,"
+            " lifecycle_stage TEXT)"
+        )
+        conn.executemany(
+            "INSERT INTO runs VALUES (?, 1, ?, 'active')", [(f"r{i}", deep) for i in range(10)]
+        )
+    with pytest.raises(LimitExceeded, match="lookups in the staged tree"):
+        rewrite_artifact_locations(db, root)
