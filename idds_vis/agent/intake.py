@@ -331,7 +331,9 @@ class Intake:
         if sender.name is not None and sender.name in self.trust.production_senders:
             return True
         if sender.verified:
-            return inst.requested_by == sender.name
+            # Only what its own messages started: requested_by also holds PanDA task owners
+            # and web users, whose names a sender's may share without being the same person.
+            return inst.origin in MESSAGE_ORIGINS and inst.requested_by == sender.name
         # Unverified (message_auth off): only what an unverified message started itself.
         return inst.origin in MESSAGE_ORIGINS and inst.requested_by is None
 

@@ -9,13 +9,24 @@ factory and the resolver are asked directly, as aiohttp asks them.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from idds_vis.agent.intake import Intake, Outcome
+from idds_vis.agent.resolver import TaskResolver
+from idds_vis.domain.models import VisRequest
+from idds_vis.domain.phases import Phase
 from idds_vis.domain.source_policy import AddressPolicy, SourcePolicy
+from idds_vis.ledger import SqlLedger
 from idds_vis.staging.download import AddressRefused, GuardedResolver, guarded_socket_factory
+from tests.fakes import FakeDeployer, FakeStager, make_agent, wait_for_phase
+from tests.security.test_message_senders import HANG_GUARD, TRUST, body, delivery, signed
+from tests.security.test_message_sources import MemorySource
 
 INTERNAL_V6 = [
     "64:ff9b::a00:7",  # NAT64 of 10.0.0.7
@@ -65,3 +76,37 @@ def test_nat64_of_a_public_address_and_listed_networks_still_pass() -> None:
     assert AddressPolicy().allows("64:ff9b::5db8:d822")  # 93.184.216.34 through NAT64
     assert AddressPolicy.from_setting(["10.0.0.0/8"]).allows("64:ff9b::a00:7")
     assert AddressPolicy.from_setting(["fec0::/10"]).allows("fec0::1")
+
+
+# -- teardown: a sender's name is not a PanDA or web user's name ------------------------------
+
+
+@pytest.mark.parametrize("origin", ["panda", "permalink", "cli"])
+async def test_a_sender_named_like_a_user_cannot_end_that_users_ui(
+    tmp_path: Path, origin: str
+) -> None:
+    """``requested_by`` holds a PanDA task owner or a signed-in web user for the UIs those
+    start, and a verified sender's name for the UIs its messages start. A sender whose name
+    happens to be a user's (``alice`` in the keys file, ``alice`` in PanDA or the IdP) ended
+    that user's UIs: the name matched although the request never came from a message."""
+    ledger = SqlLedger(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
+    await ledger.open()
+    deployer = FakeDeployer(tmp_path / "ui")
+    agent = make_agent(ledger, deployer, FakeStager())
+    await agent.start()
+    try:
+        events = agent.events.subscribe()
+        task = "4242"
+        request = VisRequest(task, source="https://x.example/a.tgz", origin=origin)
+        await agent.submit(dataclasses.replace(request, requested_by="alice"))
+        intake = Intake(MemorySource(), agent, resolver=TaskResolver(), trust=TRUST)
+        async with asyncio.timeout(HANG_GUARD):
+            await wait_for_phase(agent, events, task, {Phase.READY})
+            teardown = signed("alice", body("vis_teardown", task))
+            assert await intake.handle(delivery(teardown)) is Outcome.IGNORED
+            # The production role still may.
+            prod = signed("prod", body("vis_teardown", task))
+            assert await intake.handle(delivery(prod, 1)) is Outcome.ENDED
+    finally:
+        await agent.stop()
+        await ledger.close()
