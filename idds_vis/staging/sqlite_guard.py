@@ -166,9 +166,7 @@ class GuardedStore:
                     out.extend(batch)
                     if len(out) > max_rows:
                         raise HostileStore(f"{self.shown}: more than {max_rows} rows in one query")
-                    size += sum(
-                        len(v) for row in batch for v in row if isinstance(v, str | bytes)
-                    )
+                    size += sum(len(v) for row in batch for v in row if isinstance(v, str | bytes))
                     if size > MAX_RESULT_BYTES:
                         raise HostileStore(
                             f"{self.shown}: more than {MAX_RESULT_BYTES} bytes in one query"

@@ -108,9 +108,7 @@ class CheckedTarInfo(tarfile.TarInfo):
             if isinstance(tar.fileobj, _Replay):  # a short header: never read back
                 tar.fileobj = tar.fileobj._inner
         if len(tar.pax_headers) > MAX_GLOBAL_RECORDS:
-            raise UnsafeArchive(
-                f"archive has more than {MAX_GLOBAL_RECORDS} global pax records"
-            )
+            raise UnsafeArchive(f"archive has more than {MAX_GLOBAL_RECORDS} global pax records")
         return result
 
     # Sparse members in every encoding (old GNU, pax 0.0, 0.1 and 1.0): their maps are read

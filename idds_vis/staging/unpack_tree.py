@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from idds_vis.domain.errors import StagingError, UnsafeArchive
 from idds_vis.staging.caps import Budget
+from idds_vis.staging.paths import is_reserved
 from idds_vis.staging.safe_write import SafeTree
 from idds_vis.staging.tar_extract import extract_tar
 from idds_vis.staging.tar_headers import is_tar
@@ -47,6 +48,11 @@ def unpack_tree(root: Path, dest: Path, budget: Budget) -> None:
             for path in sorted(root.rglob("*")):
                 budget.check_stop()
                 rel = PurePosixPath(path.relative_to(root).as_posix())
+                # Our bookkeeping (the prepared store and its marker, the manifest) is never
+                # taken from the source: a planted .idds-vis/prepared.json made the UI serve
+                # the source's own .idds-vis/store.db, unchecked and not rewritten.
+                if is_reserved(rel):
+                    continue
                 mode = path.lstat().st_mode
                 if stat.S_ISDIR(mode):
                     budget.add_dir()
@@ -57,6 +63,8 @@ def unpack_tree(root: Path, dest: Path, budget: Budget) -> None:
                     zipfile.is_zipfile(path)
                 ):
                     target = rel.parent / unpacked_name(rel.name)
+                    if is_reserved(target):  # '.idds-vis.tgz' would unpack into it
+                        continue
                     if tree.exists(target):
                         raise UnsafeArchive(
                             f"two downloaded files would unpack into '{target.name}'"

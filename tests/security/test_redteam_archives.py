@@ -17,6 +17,7 @@ Memory is measured with tracemalloc (bytes allocated, not time), so nothing here
 from __future__ import annotations
 
 import gzip
+import io
 import tarfile
 import tracemalloc
 import warnings
@@ -28,8 +29,10 @@ import pytest
 
 from idds_vis.domain.errors import LimitExceeded, StagingError, UnsafeArchive
 from idds_vis.staging.caps import Budget, Caps
+from idds_vis.staging.paths import RESERVED
 from idds_vis.staging.tar_extract import extract_tar
 from idds_vis.staging.tar_headers import MAX_EXTENSION_BYTES, is_tar
+from idds_vis.staging.unpack_tree import unpack_tree
 from idds_vis.staging.zip_extract import extract_zip
 
 SMALL = Caps(max_bytes=1 << 20, max_files=5)
@@ -197,3 +200,37 @@ def test_bad_archive_reasons_stay_one_line(tmp_path: Path) -> None:
     with pytest.raises(StagingError) as caught:
         extract_tar(archive, _dest(tmp_path), Budget(Caps(), "archive"))
     assert "\n" not in str(caught.value)
+
+
+# -- trees (S3 prefixes, Rucio datasets): our bookkeeping is not taken from the source --------
+
+
+def _tree_with_planted_store(tmp_path: Path, as_archive: bool) -> Path:
+    """A downloaded tree holding an ``.idds-vis`` of its own: a prepared-store marker and a
+    store.db, as an S3 prefix's keys or as an archive named ``.idds-vis.tgz``."""
+    tree = tmp_path / "tree"
+    (tree / "mlruns" / "0").mkdir(parents=True)
+    (tree / "mlruns" / "0" / "meta.yaml").write_text("experiment_id: '0'\nname: Default\n")
+    planted = {"prepared.json": b'{"layout": "sqlite"}', "store.db": b"SQLite format 3\0"}
+    if as_archive:
+        with tarfile.open(tree / ".idds-vis.tgz", "w:gz") as tar:
+            for name, data in planted.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    else:
+        (tree / ".idds-vis").mkdir()
+        for name, data in planted.items():
+            (tree / ".idds-vis" / name).write_bytes(data)
+    return tree
+
+
+@pytest.mark.parametrize("as_archive", [False, True], ids=["keys", "archive"])
+def test_a_tree_cannot_plant_the_prepared_store(tmp_path: Path, as_archive: bool) -> None:
+    """With ``.idds-vis/prepared.json`` in place, the UI's prepare_store took the source's own
+    ``.idds-vis/store.db`` as already prepared: no guard check, no location rewrite."""
+    tree = _tree_with_planted_store(tmp_path, as_archive)
+    dest = _dest(tmp_path)
+    unpack_tree(tree, dest, Budget(Caps(), "download"))
+    assert (dest / "mlruns" / "0" / "meta.yaml").exists()
+    assert not (dest / RESERVED).exists(), sorted(p.name for p in (dest / RESERVED).iterdir())
