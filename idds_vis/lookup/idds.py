@@ -24,6 +24,7 @@ from typing import Any
 from idds_vis.domain.errors import SourceUnreachable, VisError
 from idds_vis.domain.expiry import DEFAULT_TTL, parse_duration
 from idds_vis.domain.models import DEFAULT_TOOL, VisRequest
+from idds_vis.domain.placeholders import fill
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ def _request(
 ) -> VisRequest:
     task_id = str(vis.task_id) if vis.task_id else str(workload_id)
     source = (
-        vis.source.format(workload_id=workload_id, request_id=request_id, task_id=task_id)
+        fill(vis.source, {"workload_id": workload_id, "request_id": request_id, "task_id": task_id})
         if vis.source
         else _published_source(transform)
     )
