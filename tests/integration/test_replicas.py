@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ import psutil
 import pytest
 import stomp
 import yaml
+from aiohttp import web
 from sqlalchemy import select
 
 from idds_vis.agent.claims import agent_of
@@ -136,8 +138,20 @@ async def test_three_replicas_share_300_requests_and_survive_a_sigkill(
     run = uuid.uuid4().hex[:8]
     topic = f"idds-vis.test.replicas.{run}"
     state, journal = tmp_path / "state", tmp_path / "journal.jsonl"
-    source = tmp_path / "training"
-    make_file_store(source)
+    # A message may not name a local path (issue 15): the store is served over loopback HTTP,
+    # which the replicas are allowed to reach.
+    store = tmp_path / "training"
+    make_file_store(store)
+    archive = tmp_path / "training.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(store, arcname="training")
+    app = web.Application()
+    app.router.add_get("/training.tar.gz", lambda _: web.FileResponse(archive))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    source = f"http://127.0.0.1:{runner.addresses[0][1]}/training.tar.gz"
     base = {
         "state_dir": str(state),  # one machine: the replicas share the UIs' label and files
         "database_url": pg_url,
@@ -151,6 +165,7 @@ async def test_three_replicas_share_300_requests_and_survive_a_sigkill(
         "stomp_password": activemq_broker.password,
         "stomp_dead_letter": f"/queue/idds-vis.test.dlq.{run}",
         "stomp_relay_queue": f"/queue/idds-vis.test.relay.{run}",  # the replicas share it
+        "allow_private_addresses": ["127.0.0.1/32"],
     }
     for i in range(REPLICAS):
         port = _free_port()
@@ -172,7 +187,7 @@ async def test_three_replicas_share_300_requests_and_survive_a_sigkill(
                         await asyncio.sleep(0.2)
             await ledger.open()
             bodies = [json.dumps({"msg_type": "vis_request", "task_id": task, "tool": "mlflow",
-                                  "source": str(source), "ttl": f"{TTL}s"})
+                                  "source": source, "ttl": f"{TTL}s"})
                       for task in sorted(tasks)]  # fmt: skip
             # A steady stream; once the leader's reaper is ending UIs, at a moment the leader
             # has requests in flight, SIGKILL it.
@@ -245,6 +260,7 @@ async def test_three_replicas_share_300_requests_and_survive_a_sigkill(
         assert await leases.holder(LEADER_LEASE) is None  # given back on the way out
     finally:
         await ledger.close()
+        await runner.cleanup()
 
 
 async def paced(broker: BrokerAddress, destination: str, bodies: list[str]) -> None:
