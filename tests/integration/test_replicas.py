@@ -145,8 +145,11 @@ async def test_three_replicas_share_300_requests_and_survive_a_sigkill(
     archive = tmp_path / "training.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(store, arcname="training")
+    async def serve(_: web.Request) -> web.FileResponse:
+        return web.FileResponse(archive)
+
     app = web.Application()
-    app.router.add_get("/training.tar.gz", lambda _: web.FileResponse(archive))
+    app.router.add_get("/training.tar.gz", serve)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
