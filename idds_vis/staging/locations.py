@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,9 @@ REFERENCE_SCHEMES = ("runs", "models")
 # at most MAX_LOOKUPS lookups (a real store needs a few dozen a location).
 MAX_BASES = 64
 MAX_LOOKUPS = 2_000_000
+# The lookups allowed can still cost about a minute of CPU in the worst tree; the placement
+# also stops after this much CPU of its own thread (a hostile store's whole budget is ~10 s).
+MAX_PLACEMENT_CPU = 8.0
 
 
 def location_scheme(location: str) -> str | None:
@@ -187,6 +191,7 @@ class Placer:
         self._prefixes: dict[tuple[str, tuple[str, ...]], Path] = {}
         self.lookups = 0
         self.max_lookups = MAX_LOOKUPS
+        self.cpu_deadline = time.thread_time() + MAX_PLACEMENT_CPU
 
     def _spend(self, n: int) -> None:
         self.lookups += n
@@ -194,6 +199,11 @@ class Placer:
             raise LimitExceeded(
                 f"placing the store's artefact locations needs more than {self.max_lookups}"
                 " lookups in the staged tree, not served"
+            )
+        if time.thread_time() > self.cpu_deadline:
+            raise LimitExceeded(
+                f"placing the store's artefact locations took more than {MAX_PLACEMENT_CPU:g} s"
+                " of CPU, not served"
             )
 
     def find(self, want: Wanted) -> Path | None:

@@ -173,3 +173,22 @@ def test_placing_locations_is_bounded(tmp_path: Path, monkeypatch: pytest.Monkey
         )
     with pytest.raises(LimitExceeded, match="lookups in the staged tree"):
         rewrite_artifact_locations(db, root)
+
+
+def test_placing_locations_stops_at_its_cpu_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under the lookup cap the worst tree still cost about a minute of CPU; the placement also
+    stops at its own CPU budget (none here, so the first lookups already exceed it)."""
+    monkeypatch.setattr(locations, "MAX_PLACEMENT_CPU", -1.0)
+    root = tmp_path / "staged"
+    (root / "mlruns").mkdir(parents=True)
+    db = root / "mlflow.db"
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute(
+            "CREATE TABLE runs (run_uuid TEXT, experiment_id INTEGER, artifact_uri TEXT,"
+            " lifecycle_stage TEXT)"
+        )
+        conn.execute("INSERT INTO runs VALUES ('r1', 1, 's3://elsewhere/1/r1/artifacts', 'active')")
+    with pytest.raises(LimitExceeded, match="s of CPU, not served"):
+        rewrite_artifact_locations(db, root)
