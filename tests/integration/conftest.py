@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
+from idds_vis.deploy.kubernetes.client import KubeClient
+from idds_vis.deploy.kubernetes.deployer import KubernetesDeployer
+from idds_vis.deploy.kubernetes.settings import KubeSettings
 from tests.demo_data import make_demo_archive
+from tests.k8s_emulator import KubeEmulator
 
 
 @pytest.fixture(scope="session")
@@ -50,3 +54,22 @@ def no_ui_left_behind() -> Iterator[None]:
     assert leaked == {}, f"{len(names)} UI processes left behind: {names[:5]}" + (
         " ..." if len(names) > 5 else ""
     )
+
+
+# --- the Kubernetes API emulator and a deployer on it (test_kube_deployer, test_kube_lagging_gc)
+
+
+@pytest.fixture
+async def emu() -> AsyncIterator[KubeEmulator]:
+    async with KubeEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+async def deployer(emu: KubeEmulator, tmp_path: Path) -> AsyncIterator[KubernetesDeployer]:
+    from tests.integration.test_kube_deployer import NS
+
+    kubeconfig = emu.write_kubeconfig(tmp_path / "kubeconfig", NS)
+    kube = KubeClient(str(kubeconfig), call_timeout=5, retry_budget=10)
+    yield KubernetesDeployer(KubeSettings(namespace=NS), kube, watch_silence=2)
+    await kube.close()

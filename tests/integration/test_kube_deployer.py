@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,7 +10,6 @@ import pytest
 
 from idds_vis.agent.service import Agent
 from idds_vis.deploy.kubernetes import objects
-from idds_vis.deploy.kubernetes.client import KubeClient
 from idds_vis.deploy.kubernetes.deployer import KubernetesDeployer
 from idds_vis.deploy.kubernetes.settings import KubeSettings
 from idds_vis.domain.errors import DeployError
@@ -20,7 +18,6 @@ from idds_vis.domain.phases import Phase
 from idds_vis.runtime.config import Settings
 from idds_vis.runtime.wiring import build_deployer, build_ledger
 from tests.fakes import FakeProbe, FakeStager, SystemClock, wait_for_all, wait_for_phase
-from tests.k8s_emulator import KubeEmulator
 from tests.k8s_emulator.resources import resolve
 
 NS = "vis"
@@ -42,20 +39,6 @@ def kube_agent(tmp_path: Path, kubeconfig: Path, image: str = "idds-vis-ui:0.1.0
     return Agent(ledger=build_ledger(settings), stager=FakeStager(),
                  deployer=build_deployer(settings), probe=FakeProbe(), clock=SystemClock(),
                  poll_interval=0.05)  # fmt: skip
-
-
-@pytest.fixture
-async def emu() -> AsyncIterator[KubeEmulator]:
-    async with KubeEmulator() as emulator:
-        yield emulator
-
-
-@pytest.fixture
-async def deployer(emu: KubeEmulator, tmp_path: Path) -> AsyncIterator[KubernetesDeployer]:
-    kubeconfig = emu.write_kubeconfig(tmp_path / "kubeconfig", NS)
-    kube = KubeClient(str(kubeconfig), call_timeout=5, retry_budget=10)
-    yield KubernetesDeployer(KubeSettings(namespace=NS), kube, watch_silence=2)
-    await kube.close()
 
 
 async def test_deploy_waits_for_ready_and_delete_leaves_nothing(emu, deployer) -> None:

@@ -7,14 +7,12 @@ UI whose dependents vanished and starts it again. The emulator's collector is pa
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from idds_vis.deploy.kubernetes.client import KubeClient
 from idds_vis.deploy.kubernetes.deployer import KubernetesDeployer
-from idds_vis.deploy.kubernetes.settings import KubeSettings
 from idds_vis.domain.errors import DeployError
 from idds_vis.domain.models import VisRequest
 from idds_vis.domain.phases import Phase
@@ -24,20 +22,6 @@ from tests.k8s_emulator import KubeEmulator
 from tests.k8s_emulator.resources import resolve
 
 DEPENDENTS = ("secrets", "services", "ingresses", "networkpolicies")
-
-
-@pytest.fixture
-async def emu() -> AsyncIterator[KubeEmulator]:
-    async with KubeEmulator() as emulator:
-        yield emulator
-
-
-@pytest.fixture
-async def deployer(emu: KubeEmulator, tmp_path: Path) -> AsyncIterator[KubernetesDeployer]:
-    kubeconfig = emu.write_kubeconfig(tmp_path / "kubeconfig", NS)
-    kube = KubeClient(str(kubeconfig), call_timeout=5, retry_budget=10)
-    yield KubernetesDeployer(KubeSettings(namespace=NS), kube, watch_silence=2)
-    await kube.close()
 
 
 async def until(condition: Callable[[], bool], what: str) -> None:
