@@ -35,6 +35,8 @@ class Settings:
     reconcile_interval: timedelta = timedelta(minutes=1)
     # deployer: kubernetes
     namespace: str = "default"
+    # Where the UIs' objects go (issue 17: a namespace of their own); None: namespace.
+    ui_namespace: str | None = None
     kubeconfig: str | None = None  # None: the in-cluster service account
     ui_image: str = "idds-vis-ui:0.1.0"
     exposure: str = "ingress"  # or "route" (OpenShift)

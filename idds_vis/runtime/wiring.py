@@ -21,7 +21,12 @@ from idds_vis.agent.service import Agent
 from idds_vis.deploy.kubernetes.client import KubeClient
 from idds_vis.deploy.kubernetes.deployer import KubernetesDeployer
 from idds_vis.deploy.kubernetes.lease import KubeLeaseStore
-from idds_vis.deploy.kubernetes.settings import EgressRule, KubeSettings, parse_egress
+from idds_vis.deploy.kubernetes.settings import (
+    EgressRule,
+    KubeSettings,
+    parse_egress,
+    ui_namespace,
+)
 from idds_vis.deploy.local import SERVE_UI, STAND_IN_UI, LocalProcessDeployer
 from idds_vis.deploy.probe import HttpReadinessProbe
 from idds_vis.domain.errors import InvalidRequest
@@ -87,8 +92,12 @@ def build_deployer(
             raise InvalidRequest(
                 f"exposure must be 'ingress' or 'route', not {settings.exposure!r}"
             )
+        try:  # the UIs' namespace; the Lease stays in the agent's (build_coordination)
+            where = ui_namespace(settings.namespace, settings.ui_namespace)
+        except ValueError as exc:
+            raise InvalidRequest(f"setting {exc}") from None
         ks = KubeSettings(
-            namespace=settings.namespace,
+            namespace=where,
             image=settings.ui_image,
             public_host=settings.public_host,
             exposure="route" if settings.exposure == "route" else "ingress",

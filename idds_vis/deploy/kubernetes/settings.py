@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -69,8 +70,30 @@ def _rule(entry: Mapping[str, Any], where: str) -> EgressRule:
     return EgressRule(str(net), tuple(excepted), tuple(_port(p, f"{where}.ports") for p in ports))
 
 
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def ui_namespace(agent_namespace: str, ui_namespace: str | None) -> str:
+    """Where the UIs' objects go (issue 17, least privilege): the ``ui_namespace`` setting, or
+    the agent's own ``namespace`` when unset (the single-namespace layout). In a namespace of
+    their own, the agent's Role there grants exactly the deployer's calls and its own namespace
+    needs no Secret access at all (only its Lease). ValueError (one line) for a name the API
+    server would refuse."""
+    chosen = ui_namespace if ui_namespace not in (None, "") else agent_namespace
+    for name, value in (("namespace", agent_namespace), ("ui_namespace", chosen)):
+        if not isinstance(value, str) or not _DNS_LABEL.fullmatch(value):
+            raise ValueError(
+                f"{name} {value!r} is not a Kubernetes namespace name (a DNS label: lowercase"
+                " letters, digits and '-', at most 63)"
+            )
+    return chosen
+
+
 @dataclass(frozen=True)
 class KubeSettings:
+    # Where every object of a UI lives (the root Deployment and all it owns: owner references
+    # never cross namespaces). The agent's own namespace, with its Lease, may differ: see
+    # ``ui_namespace``.
     namespace: str
     image: str = "idds-vis-ui:0.1.0"
     public_host: str = "vis.example.org"
