@@ -75,6 +75,8 @@ extras_require = {
         "types-psutil>=5.9,<8",
         "types-aiobotocore[s3]>=3,<4",
     ],
+    # The documentation site (docs/, mkdocs.yml): `mkdocs build --strict` runs in tests/run.sh.
+    "docs": ["mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10"],
 }
 extras_require["all"] = sorted({d for deps in extras_require.values() for d in deps})
 

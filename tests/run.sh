@@ -35,7 +35,7 @@ fi
 [ -f /etc/containers/containers.conf ] || as_root install -D -m 644 tests/images/containers.conf /etc/containers/containers.conf
 
 # Python packages: the project with its UI runtime, demo, Rucio client, test and dev extras (pinned in setup.py).
-"$PY" -m pip install -q --disable-pip-version-check -e '.[ui,demo,rucio,test,dev]'
+"$PY" -m pip install -q --disable-pip-version-check -e '.[ui,demo,rucio,test,dev,docs]'
 # The real iDDS (server + agents) runs from a venv of its own, pinned in tests/idds_server.py:
 # built once here (about a minute) and cached; the test fixture would build it otherwise.
 "$PY" -c 'from tests.idds_server import ensure_venv; ensure_venv()'
@@ -49,4 +49,5 @@ if [ -z "${IDDS_VIS_K8S_ASSETS:-}" ] && [ -d ../shared/k8s ]; then
 fi
 echo "== ruff";        "$PY" -m ruff check idds_vis tests
 echo "== mypy";        "$PY" -m mypy
+echo "== mkdocs";      NO_MKDOCS_2_WARNING=1 "$PY" -m mkdocs build --strict -q --site-dir "$(mktemp -d)"
 echo "== pytest";      "$PY" -m pytest -q -p no:cacheprovider "$@"
