@@ -18,7 +18,7 @@ from idds_vis.api.catalog import setup as self_service
 from idds_vis.api.catalog.tasks import TaskDirectory
 from idds_vis.api.keys import AGENT, POLL_INTERVAL, REFUSALS, SETTINGS, STARTER, STREAMS
 from idds_vis.api.refusals import Refusals
-from idds_vis.api.routes import assets, auth_check, monitor, permalink, ui_proxy
+from idds_vis.api.routes import assets, auth_check, monitor, permalink, shares, ui_proxy
 from idds_vis.api.routes import health as health_routes
 from idds_vis.api.security import page_headers, same_origin
 from idds_vis.api.starter import Starter
@@ -57,6 +57,7 @@ def make_app(
     # Issue 17: who may see a UI (forward-auth for an ingress) and the local UIs' proxy.
     app.add_routes(auth_check.routes)
     ui_proxy.install(app)
+    shares.install(app)  # share links and visibility changes (issue 17)
     app.on_shutdown.append(_end_streams)
     # Probes and metrics for operators (no login: probes and Prometheus carry no identity).
     app.add_routes(health_routes.routes)

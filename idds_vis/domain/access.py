@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from idds_vis.domain.errors import InvalidRequest
 from idds_vis.domain.identity import Identity, normal_group
+from idds_vis.domain.share_links import SHARE_REASONS
 
 PRIVATE = "private"
 SIGNED_IN = "signed-in"
@@ -26,7 +27,8 @@ ANONYMOUS = "anonymous"
 NOT_SHARED = "not_shared"
 PUBLIC_NOT_ALLOWED = "public_not_allowed"
 UNKNOWN_INSTANCE = "unknown_instance"
-DENIAL_REASONS = (ANONYMOUS, NOT_SHARED, PUBLIC_NOT_ALLOWED, UNKNOWN_INSTANCE)
+# ... and a share link's refusals (domain/share_links.py).
+DENIAL_REASONS = (ANONYMOUS, NOT_SHARED, PUBLIC_NOT_ALLOWED, UNKNOWN_INSTANCE, *SHARE_REASONS)
 
 
 @dataclass(frozen=True)
@@ -120,3 +122,10 @@ def check_visibility(visibility: Visibility, *, public_allowed: bool) -> None:
 
 def groups_only(groups: Collection[str]) -> Visibility:
     return Visibility(_GROUPS, frozenset(normal_group(g) for g in groups))
+
+
+def may_share(who: Identity, grant: Grant) -> bool:
+    """Share a UI (links, visibility): its owners and the production role only. Not the tool's
+    manager groups (they may stop a UI, not hand its results to others), and never a share
+    link's holder, who has no identity here at all."""
+    return who.production or bool(who.user and who.user in (grant.owner, grant.requested_by))

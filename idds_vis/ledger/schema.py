@@ -134,3 +134,22 @@ locks = Table(
     Column("name", String(64), primary_key=True),
     Column("taken_at", UtcDateTime),
 )
+
+# Share links (issue 17, domain/share_links.py): one row per link, bound to one launch of a UI
+# (its path token). The link's token itself is never stored, only its SHA-256.
+shares = Table(
+    "vis_shares",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("task_id", String, nullable=False),
+    Column("tool", String(16), nullable=False),
+    Column("path_token", String(64), nullable=False),
+    Column("token_hash", String(64), nullable=False),
+    Column("created_by", String, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("revoked_at", UtcDateTime),
+    Column("revoked_by", String),
+    Column("label", Text),
+    Index("ix_vis_shares_key", "task_id", "tool"),
+)

@@ -30,10 +30,11 @@ from idds_vis.ledger.engine import make_engine
 from idds_vis.ledger.rows import EXPIRABLE, to_event, to_instance
 from idds_vis.ledger.runner import Runner
 from idds_vis.ledger.schema import events, instances
+from idds_vis.ledger.shares import ShareLedgerMixin
 from idds_vis.ledger.urls import parse_async_url, sqlite_file
 
 if TYPE_CHECKING:
-    from idds_vis.ports.ledger import AccessLedger, Ledger
+    from idds_vis.ports.ledger import AccessLedger, Ledger, ShareLedger
 
 # Serialises schema creation between processes on PostgreSQL, where two concurrent
 # CREATE TABLEs of one name fail instead of waiting. Any key no other code in the database uses.
@@ -42,7 +43,7 @@ _SCHEMA_LOCK = 0x1DD5_7150
 _OPEN_ATTEMPTS = 5
 
 
-class SqlLedger(AccessLedgerMixin):
+class SqlLedger(AccessLedgerMixin, ShareLedgerMixin):
     """The durable record of every request; see ``idds_vis.ports.ledger.Ledger`` (and
     ``AccessLedger`` for the self-service queue, ownership and audit)."""
 
@@ -337,4 +338,8 @@ def _implements_the_port(ledger: SqlLedger) -> Ledger:
 
 
 def _implements_access(ledger: SqlLedger) -> AccessLedger:
+    return ledger
+
+
+def _implements_shares(ledger: SqlLedger) -> ShareLedger:
     return ledger

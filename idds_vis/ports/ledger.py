@@ -9,6 +9,7 @@ from idds_vis.domain.audit import Action
 from idds_vis.domain.models import Instance, InstanceKey, PhaseEvent, VisRequest
 from idds_vis.domain.phases import Phase
 from idds_vis.domain.quotas import Admission, Holding, Limits, Waiting
+from idds_vis.domain.share_links import Share
 
 
 class Ledger(Protocol):
@@ -151,4 +152,24 @@ class AccessLedger(Protocol):
 
     async def holdings(self, now: datetime) -> builtins.list[Holding]:
         """Every live record as the quotas count it."""
+        ...
+
+
+@runtime_checkable
+class ShareLedger(Protocol):
+    """Share links (issue 17, ``domain/share_links.py``): each creation and revocation is
+    committed together with its audit entry."""
+
+    async def add_share(self, share: Share, *, attempt: int | None, detail: str) -> Share: ...
+
+    async def get_share(self, share_id: str) -> Share | None: ...
+
+    async def shares_of(self, key: InstanceKey) -> builtins.list[Share]:
+        """Every share of one (task, tool), of any launch; newest first."""
+        ...
+
+    async def revoke_share(
+        self, share_id: str, by: str, now: datetime, *, detail: str
+    ) -> Share | None:
+        """Mark the share revoked (at once for every later use); None if there is none."""
         ...

@@ -23,6 +23,7 @@ class Denial(StrEnum):
     ANONYMOUS_TOTAL = "anonymous_total"
     STREAMS_PER_CLIENT = "streams_per_client"
     STREAMS_TOTAL = "streams_total"
+    SHARE_RATE_LIMIT = "share_rate_limit"  # too many share links made by one person
 
 
 def count(app: web.Application, reason: Denial) -> None:

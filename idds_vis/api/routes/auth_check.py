@@ -7,6 +7,10 @@ and ``Authorization`` header and the original request's URI in ``X-Original-URI`
 403 (signed in, but not one of the people the UI is for). The local proxy
 (``routes/ui_proxy.py``), the record API and the monitor's JSON ask the same ``decide``,
 which asks ``domain.access.may_view``; every refusal is counted by its reason.
+
+At a UI itself (this endpoint and the local proxy, ``decide_ui``), a share link's cookie
+(``api/auth/share_links.py``) lets its holder in too, to view that one UI only; a refused
+share link is a 403 with its reason, counted and audited.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
+from idds_vis.api.auth import share_links
 from idds_vis.api.auth.config import AUTH
 from idds_vis.api.auth.middleware import identity
 from idds_vis.api.catalog.service import CATALOG
@@ -31,6 +36,7 @@ from idds_vis.domain.access import (
 )
 from idds_vis.domain.errors import InvalidRequest
 from idds_vis.domain.models import Instance
+from idds_vis.domain.share_links import REFUSAL_WORDS, SHARE_REASONS
 
 routes = web.RouteTableDef()
 ORIGINAL_URI = "X-Original-URI"
@@ -76,6 +82,29 @@ async def decide(request: web.Request, inst: Instance, *, count: bool = True) ->
     return decision
 
 
+async def decide_ui(request: web.Request, inst: Instance, segment: str) -> Decision:
+    """``decide`` at the UI itself (``/vis/<segment>/...``): whoever ``decide`` refuses may
+    still hold a share link's cookie for this UI (viewing only). A refused share's reason
+    replaces the other one: the holder is told why the link no longer works."""
+    decision = await decide(request, inst, count=False)
+    token = request.cookies.get(share_links.COOKIE)
+    if not decision.allowed and token:
+        checked = await share_links.check(request, token, segment)
+        if checked.allowed:
+            return Decision(True)
+        await share_links.audit_use(request, checked, "auth-check"
+                                    if request.path == CHECK_PATH else "proxy")  # fmt: skip
+        assert checked.reason is not None
+        decision = Decision(False, checked.reason, REFUSAL_WORDS[checked.reason])
+    if not decision.allowed and decision.reason is not None:
+        count_denial(request, decision.reason)
+    return decision
+
+
+def share_refused(decision: Decision) -> bool:
+    return decision.reason in SHARE_REASONS
+
+
 def path_segment(uri: str) -> str | None:
     """``<segment>`` of ``/vis/<segment>/...`` (a path or a full URL), else None."""
     path = urlsplit(uri).path
@@ -89,7 +118,10 @@ async def instance_at(request: web.Request, segment: str) -> Instance | None:
     return await request.app[CATALOG].ledger.get_by_path(segment)
 
 
-@routes.get("/auth/check")
+CHECK_PATH = "/auth/check"
+
+
+@routes.get(CHECK_PATH)
 async def check(request: web.Request) -> web.Response:
     uri = request.headers.get(ORIGINAL_URI) or request.headers.get("X-Original-URL") or ""
     segment = path_segment(uri)
@@ -101,7 +133,7 @@ async def check(request: web.Request) -> web.Response:
         count_denial(request, UNKNOWN_INSTANCE)
         return web.json_response({"error": "no UI lives at this path"}, status=403,
                                  headers=_NO_STORE)  # fmt: skip
-    decision = await decide(request, inst)
+    decision = await decide_ui(request, inst, segment)
     if decision.allowed:
         return web.Response(status=204, headers=_NO_STORE)
     if decision.needs_sign_in:

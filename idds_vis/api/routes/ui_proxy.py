@@ -22,9 +22,10 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from idds_vis.api.auth import share_links
 from idds_vis.api.auth.middleware import login_url, unauthorized
 from idds_vis.api.keys import AGENT
-from idds_vis.api.routes.auth_check import count_denial, decide, instance_at
+from idds_vis.api.routes.auth_check import count_denial, decide_ui, instance_at, share_refused
 from idds_vis.deploy.local import LocalProcessDeployer
 from idds_vis.domain.access import UNKNOWN_INSTANCE
 
@@ -71,12 +72,19 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     deployer = request.app[AGENT].deployer
     if not isinstance(deployer, LocalProcessDeployer):
         raise web.HTTPNotFound(text="UIs are not served by this web app")
-    inst = await instance_at(request, request.match_info["segment"])
+    segment = request.match_info["segment"]
+    inst = await instance_at(request, segment)
     if inst is None:
         count_denial(request, UNKNOWN_INSTANCE)
+        if request.cookies.get(share_links.COOKIE):
+            # A share link's UI that has ended: say so, and forget the link's cookie.
+            return share_refusal(request, "the UI this link was shared for has ended",
+                                 f"/vis/{segment}/", status=404)  # fmt: skip
         raise web.HTTPNotFound(text="no UI lives at this address (it may have expired)")
-    decision = await decide(request, inst)
+    decision = await decide_ui(request, inst, segment)
     if not decision.allowed:
+        if share_refused(decision):
+            return share_refusal(request, decision.detail, share_links.ui_path(inst))
         if decision.needs_sign_in:
             if request.method in ("GET", "HEAD"):
                 raise web.HTTPSeeOther(login_url(request, request.path_qs))
@@ -90,6 +98,15 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     origin, secret = target
     # The UI serves under the same /vis/<segment>/ prefix: the path goes on as it came.
     return await _pass_on(request, URL(origin + request.raw_path, encoded=True), secret)
+
+
+def share_refusal(request: web.Request, words: str, path: str, status: int = 403
+                  ) -> web.Response:  # fmt: skip
+    """A share link that no longer opens this UI: a page that says why (403), and the cookie
+    dropped (the next visit is an ordinary one: sign in, or nothing)."""
+    response = share_links.refusal_page(request, words, status)
+    share_links.clear_cookie(response, request, path)
+    return response
 
 
 async def _pass_on(request: web.Request, url: URL, secret: dict[str, str]) -> web.StreamResponse:

@@ -1,0 +1,228 @@
+"""Issue 17: share links and visibility changes, attacked through ``/auth/check`` (the
+Kubernetes forward-auth) and the local deployer's proxy.
+
+A share link opens one UI, for viewing only, until it is revoked or it or its UI expires, and
+never another UI or a relaunched one; its token is in no log and no audit text; only the owner
+(or production) makes, lists and revokes them, and not too fast. Each test fails without the
+defence it names."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jwt
+import pytest
+import pytest_asyncio
+from sqlalchemy import update
+from yarl import URL
+
+from idds_vis.api.auth import share_links
+from idds_vis.domain.models import Instance, InstanceKey
+from idds_vis.domain.phases import Phase
+from idds_vis.ledger import SqlLedger
+from idds_vis.ledger.schema import shares
+from tests.catalog_support import JANE, JOHN, Site, site
+from tests.oidc_issuer import running_issuer
+from tests.security.test_ui_access_local import (  # noqa: F401 (the fixture)
+    LocalSite,
+    browser,
+    jane_with_her_ui,
+    web,
+)
+
+CHECK = "/auth/check"
+VIS = "/api/v1/visualizations"
+
+
+@pytest_asyncio.fixture
+async def k8s(tmp_path: Path) -> AsyncIterator[Site]:
+    async with running_issuer() as issuer, site(tmp_path, issuer) as running:
+        yield running
+
+
+async def ui_of(at: Site, task_id: str, user: str = JANE) -> Instance:
+    async with at.http.post(VIS, json={"task_id": task_id}, headers=at.as_user(user)) as resp:
+        assert resp.status == 201, await resp.text()
+    return await at.until(task_id, {Phase.READY})
+
+
+async def make_link(at: Site, task_id: str, headers: dict[str, str] | None = None,
+                    **body: Any) -> tuple[int, dict[str, Any]]:  # fmt: skip
+    async with at.http.post(f"{VIS}/{task_id}/mlflow/shares", json=body,
+                             headers=headers or at.as_user(JANE)) as resp:  # fmt: skip
+        return resp.status, await resp.json()
+
+
+async def open_link(at: Site, link: str) -> tuple[int, SimpleCookie, str, str]:
+    """A colleague's fresh browser at the link: status, cookies set, Location, body."""
+    async with aiohttp.ClientSession() as colleague, colleague.get(
+        link, allow_redirects=False
+    ) as resp:
+        cookies: SimpleCookie = SimpleCookie()
+        for header in resp.headers.getall("Set-Cookie", []):
+            cookies.load(header)
+        return resp.status, cookies, resp.headers.get("Location", ""), await resp.text()
+
+
+def token_of(link: str) -> str:
+    return URL(link).path.removeprefix("/s/")
+
+
+async def check(at: Site, inst: Instance, token: str | None, **headers: str) -> int:
+    sent = {"X-Original-URI": f"{inst.prefix}/static-files/main.js", **headers}
+    if token is not None:
+        sent["Cookie"] = f"{share_links.COOKIE}={token}"
+    async with at.http.get(CHECK, headers=sent) as resp:
+        return resp.status
+
+
+async def denied(at: Site) -> dict[str, float]:
+    async with at.http.get("/metrics") as resp:
+        text = await resp.text()
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("idds_vis_ui_access_denied_total{"):
+            reason = line.split('reason="', 1)[1].split('"', 1)[0]
+            found[reason] = float(line.rsplit(" ", 1)[1])
+    return found
+
+
+async def audit(at: Site, task_id: str) -> list[tuple[str, str, str]]:
+    actions = await at.agent.ledger.actions(InstanceKey(task_id))  # type: ignore[attr-defined]
+    return [(a.action, a.actor, a.detail or "") for a in actions]
+
+
+async def test_a_link_opens_its_ui_for_viewing_only_and_every_use_is_audited(
+    k8s: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    inst = await ui_of(k8s, "4242")
+    status, body = await make_link(k8s, "4242", label="for Ana")
+    assert status == 201, body
+    link, share = body["link"], body["share"]
+    assert link.startswith(f"{k8s.url}/s/") and share["expires_at"] == inst.expires_at.isoformat()
+    token = token_of(link)
+    status, cookies, location, _ = await open_link(k8s, link + "?x=1")
+    assert (status, location) == (303, inst.url)
+    cookie = cookies[share_links.COOKIE]
+    assert cookie.value == token and cookie["path"] == f"{inst.prefix}/"
+    assert cookie["httponly"] and cookie["samesite"] == "Lax"
+    assert inst.expires_at is not None
+    left = (inst.expires_at - k8s.agent.clock.now()).total_seconds()
+    assert 0 < int(cookie["max-age"]) <= left
+    # The cookie lets the colleague (no session, or another user's) see that UI ...
+    assert await check(k8s, inst, token) == 204
+    assert await check(k8s, inst, token, **k8s.as_user(JOHN, groups=["cms"])) == 204
+    assert await check(k8s, inst, None) == 401  # ... and nothing else does
+    # ... and never act on it: the API knows no share holders.
+    cookie_only = {"Cookie": f"{share_links.COOKIE}={token}", "Origin": k8s.url}
+    for path, body_ in [("extend", {"by": "1h"}), ("stop", {}), ("shares", {})]:
+        async with k8s.http.post(f"{VIS}/4242/mlflow/{path}", json=body_,
+                                 headers=cookie_only) as resp:  # fmt: skip
+            assert resp.status == 401, (path, await resp.text())
+    async with k8s.http.get(f"{VIS}/4242/mlflow/shares", headers=cookie_only) as resp:
+        assert resp.status == 401
+    assert (await k8s.agent.ledger.get(inst.key)).phase is Phase.READY  # type: ignore[union-attr]
+    # Audited: the creation by Jane and the use by an anonymous address, by share id.
+    trail = await audit(k8s, "4242")
+    assert ("share-create", JANE) in [(a, b) for a, b, _ in trail]
+    uses = [t for t in trail if t[0] == "share-use"]
+    assert len(uses) == 1 and uses[0][1] == "anonymous 127.0.0.1"
+    assert share["id"] in uses[0][2] and "127.0.0.1" in uses[0][2]
+    # The token is in no log line and no audit field; the share id is.
+    assert token not in caplog.text and token.split(".")[2] not in caplog.text
+    assert share["id"] in caplog.text
+    assert not any(token in field or token.split(".")[2] in field
+                   for entry in trail for field in entry)  # fmt: skip
+
+
+def _forged(token: str, **changes: Any) -> str:
+    claims = jwt.decode(token, options={"verify_signature": False})
+    return jwt.encode({**claims, **changes}, b"k" * 32, algorithm="HS256")
+
+
+async def test_forged_altered_and_foreign_tokens_are_refused(k8s: Site) -> None:
+    inst = await ui_of(k8s, "4242")
+    other = await ui_of(k8s, "4243")
+    _, body = await make_link(k8s, "4242")
+    token = token_of(body["link"])
+    header, payload, signature = token.split(".")
+    claims = jwt.decode(token, options={"verify_signature": False})
+    unsigned = jwt.encode(claims, None, algorithm="none")  # type: ignore[arg-type]
+    resigned = jwt.encode({**claims, "sub": other.path_token}, b"k" * 32, algorithm="HS256")
+    bad = [
+        _forged(token),  # its claims, another key
+        resigned,
+        unsigned,
+        f"{header}.{payload}.{signature[:-2]}AA",  # altered signature
+        f"{header}.{jwt.utils.base64url_encode(b'{}').decode()}.{signature}",  # altered claims
+        "not-a-token",
+        "x" * 5000,
+    ]
+    for forged in bad:
+        status, cookies, _, text = await open_link(k8s, f"{k8s.url}/s/{forged}")
+        assert status == 403 and "not valid" in text and share_links.COOKIE not in cookies
+        assert await check(k8s, inst, forged) == 403
+    # A good token for 4242 opens nothing at 4243's path.
+    assert await check(k8s, other, token) == 403
+    seen = await denied(k8s)
+    assert seen["share_invalid"] == 2 * len(bad) and seen["share_wrong_instance"] == 1
+    refused = [t for t in await audit(k8s, "4242") if t[0] == "share-refused"]
+    assert len(refused) == 1 and "share_wrong_instance" in refused[0][2]
+
+
+async def test_revoked_and_expired_links_and_a_relaunched_ui_refuse(k8s: Site) -> None:
+    inst = await ui_of(k8s, "4242")
+    _, first = await make_link(k8s, "4242", expires_in="1h")
+    _, second = await make_link(k8s, "4242", expires_in="3d")  # capped at the UI's expiry
+    assert first["share"]["expires_at"] < second["share"]["expires_at"]
+    assert second["share"]["expires_at"] == inst.expires_at.isoformat()  # type: ignore[union-attr]
+    one, two = token_of(first["link"]), token_of(second["link"])
+    assert await check(k8s, inst, one) == 204
+    # Revoked: at once, at the link and with the cookie already set.
+    async with k8s.http.post(f"{VIS}/4242/mlflow/shares/{first['share']['id']}/revoke",
+                             headers=k8s.as_user(JANE)) as resp:  # fmt: skip
+        assert resp.status == 200 and (await resp.json())["share"]["state"] == "revoked"
+    status, _, _, text = await open_link(k8s, first["link"])
+    assert status == 403 and "revoked" in text
+    assert await check(k8s, inst, one) == 403
+    assert await check(k8s, inst, two) == 204
+    # Expired by its own time: the clock passes the share's expiry (moved in the ledger).
+    _, third = await make_link(k8s, "4242", expires_in="1h")
+    now = k8s.agent.clock.now()
+    await past(k8s, third["share"]["id"], now - timedelta(seconds=1))
+    status, _, _, text = await open_link(k8s, third["link"])
+    assert status == 403 and "expired" in text
+    assert await check(k8s, inst, token_of(third["link"])) == 403
+    # Expired with its UI: the UI's expiry passes (the reaper ends it).
+    await k8s.agent.ledger.set_expiry(inst.key, now - timedelta(seconds=1), now)
+    await k8s.until("4242", {Phase.EXPIRED})
+    assert await check(k8s, inst, two) == 403
+    status, _, _, text = await open_link(k8s, second["link"])
+    assert status == 403 and "expired" in text
+    # Relaunched: a new path; the old link opens neither the old nor the new one.
+    await k8s.agent.relaunch(inst.key)
+    again = await k8s.until("4242", {Phase.READY})
+    assert again.path_token != inst.path_token
+    assert await check(k8s, again, two) == 403
+    status, _, _, _ = await open_link(k8s, second["link"])
+    assert status == 403
+    seen = await denied(k8s)
+    assert seen["share_revoked"] == 2 and seen["share_expired"] >= 2
+    assert seen["share_wrong_instance"] + seen["share_ended"] >= 2
+    actions = [a for a, _, _ in await audit(k8s, "4242")]
+    assert actions.count("share-revoke") == 1 and actions.count("share-refused") >= 4
+
+
+
+async def past(at: Site, share_id: str, when: datetime) -> None:
+    ledger = at.agent.ledger
+    assert isinstance(ledger, SqlLedger)
+    async with ledger.engine.begin() as conn:
+        await conn.execute(update(shares).where(shares.c.id == share_id).values(expires_at=when))
