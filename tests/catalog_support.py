@@ -117,7 +117,7 @@ class Site:
 
 @contextlib.asynccontextmanager
 async def site(tmp_path: Path, issuer: Issuer, *, ledger_url: str | None = None,
-               **changes: Any) -> AsyncIterator[Site]:  # fmt: skip
+               poll_interval: float = 0.05, **changes: Any) -> AsyncIterator[Site]:  # fmt: skip
     """The web app and an agent; several sites on one ledger URL are like agent replicas."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     settings = settings_for(tmp_path, issuer, **changes)
@@ -127,8 +127,8 @@ async def site(tmp_path: Path, issuer: Issuer, *, ledger_url: str | None = None,
     await agent.start()
     permalink_tasks = {t.task_name or "": Task(t.task_id, source=t.source)
                        for t in TASKS.values()}  # fmt: skip
-    app = make_app(agent, settings, TableStarter(agent, permalink_tasks), poll_interval=0.05,
-                   directory=TableDirectory(TASKS))  # fmt: skip
+    app = make_app(agent, settings, TableStarter(agent, permalink_tasks),
+                   poll_interval=poll_interval, directory=TableDirectory(TASKS))  # fmt: skip
     try:
         async with serving(app, "127.0.0.1", 0) as url, aiohttp.ClientSession(url) as http:
             yield Site(agent, deployer, issuer, url, http)

@@ -29,8 +29,13 @@ def page_state(
     *,
     refusal: str | None = None,
     ttl: str | None = None,
+    withheld: str | None = None,
 ) -> dict[str, Any]:
-    """The template context of the page's live part; ``phase`` and ``url`` also drive the JS."""
+    """The template context of the page's live part; ``phase`` and ``url`` also drive the JS.
+
+    ``withheld``: the caller may not see the UI (issue 17), so its URL, which carries the
+    instance's unguessable path, is left out and this says why and whom to ask.
+    """
     label = TOOL_LABELS.get(tool, tool)
     state: dict[str, Any] = {
         "task_name": task_name,
@@ -44,6 +49,7 @@ def page_state(
         "action": None,
         "detail": "",
         "expires": None,
+        "withheld": False,
     }
     if inst is None:
         if refusal:
@@ -56,7 +62,9 @@ def page_state(
     elif inst.phase in IN_FLIGHT:
         state.update(headline=f"Starting the {label} UI", detail=_WORKING[inst.phase])
     elif inst.phase is Phase.READY:
-        state.update(headline=f"The {label} UI is live", url=inst.url)
+        state.update(headline=f"The {label} UI is live", url=None if withheld else inst.url)
+        if withheld:
+            state.update(detail=withheld, withheld=True)
         if inst.expires_at is not None:
             left = in_text(inst.expires_at - now)
             state["expires"] = f"{when_text(inst.expires_at)} (in {left})"

@@ -4,7 +4,9 @@
 - ``GET /api/v1/catalog``: the tools on offer with their default and maximum TTL, the caller.
 - ``GET /api/v1/capacity``: used and free slots, overall and the caller's.
 - ``GET /api/v1/visualizations``: the caller's visualizations (phase, URL, expiry, progress)
-  and queued requests (with their queue position); ``.../events`` streams it (SSE).
+  and queued requests (with their queue position); ``.../events`` streams it (SSE): one
+  shared ledger watch per person, each stream ends after ``stream_lifetime``, capped per
+  client and in all by ``authenticate``.
 - ``POST /api/v1/visualizations`` ``{task_id, tool, ttl}``: start; 201 started, 200 already
   live, 202 queued (over a quota), 403 not the owner's, a group's or production's.
 - ``POST /api/v1/visualizations/{task_id}/{tool}/extend`` ``{by}`` and ``.../stop``.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 from datetime import datetime
 from typing import Any
 
@@ -29,8 +32,9 @@ from idds_vis.api.auth.config import AUTH
 from idds_vis.api.auth.middleware import identity, require, unauthorized
 from idds_vis.api.auth.sessions import csrf_token
 from idds_vis.api.catalog.service import CATALOG
-from idds_vis.api.keys import AGENT, POLL_INTERVAL, STREAMS
+from idds_vis.api.keys import AGENT, POLL_INTERVAL, SETTINGS, STREAMS
 from idds_vis.api.routes.auth_check import decide
+from idds_vis.api.task_feed import FEED, Mine
 from idds_vis.api.urls import absolute_permalink, root
 from idds_vis.api.views import STEPS, instance_json
 from idds_vis.domain.errors import InvalidTransition, NotFound, SourceUnreachable, VisError
@@ -85,8 +89,11 @@ def entry(request: web.Request, inst: Instance, now: datetime) -> dict[str, Any]
 
 
 async def _mine(request: web.Request, who: Identity) -> dict[str, Any]:
-    catalog = request.app[CATALOG]
-    instances, queued = await catalog.mine(who)
+    return _listing(request, *await request.app[CATALOG].mine(who))
+
+
+def _listing(request: web.Request, instances: list[Instance], queued: list[Waiting]
+             ) -> dict[str, Any]:  # fmt: skip
     now = request.app[AGENT].clock.now()
     return {
         "visualizations": [entry(request, inst, now) for inst in instances],
@@ -178,38 +185,46 @@ async def one(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/visualizations/events")
 async def events(request: web.Request) -> web.StreamResponse:
-    """The caller's list, sent again whenever one of its records changes: the page's progress."""
+    """The caller's list, sent again whenever one of its records changes: the page's progress.
+
+    Every stream of one person shares one ledger watch (``task_feed.follow_mine``: one read per
+    change or poll interval, however many tabs), and each ends after ``stream_lifetime`` (up to
+    a fifth sooner, so tabs opened together do not all come back at once); the page's
+    EventSource reconnects and gets the list at once. ``authenticate`` caps how many are open.
+    """
     who = identity(request)
     if who is None:
         raise unauthorized(request, "sign in to follow your visualizations")
-    agent = request.app[AGENT]
-    queue = agent.events.subscribe()
+    catalog = request.app[CATALOG]
     streams = request.app[STREAMS]
     this = asyncio.current_task()
     assert this is not None
     streams.add(this)  # cancelled at shutdown: the page may stay open for days
+    lifetime = request.app[SETTINGS].stream_lifetime.total_seconds() * random.uniform(0.8, 1.0)
+    wake = request.app[POLL_INTERVAL]  # how soon a closed page is noticed between changes
+
+    async def read() -> Mine:
+        return await catalog.mine(who)
+
     try:
-        async with sse_response(request) as stream:
-            with contextlib.suppress(ConnectionResetError, TimeoutError):
-                sent = None
-                while stream.is_connected():
-                    body = await _mine(request, who)
-                    seen = json.dumps({k: v for k, v in body.items() if k != "now"})
-                    if seen != sent:
-                        await stream.send(json.dumps(body), event="mine")
-                        sent = seen
-                    await _changed(queue, request.app[POLL_INTERVAL])
+        async with request.app[FEED].follow_mine(who.user, read) as follower, \
+                sse_response(request) as stream:  # fmt: skip
+            with contextlib.suppress(ConnectionResetError, TimeoutError):  # gone, or time up
+                async with asyncio.timeout(lifetime):
+                    while stream.is_connected() and not _gone(request):
+                        mine = await follower.next(wake)
+                        if mine is not None:
+                            body = _listing(request, *mine)
+                            await stream.send(json.dumps(body), event="mine")
         return stream
     finally:
-        agent.events.unsubscribe(queue)
         streams.discard(this)
 
 
-async def _changed(queue: asyncio.Queue[Instance], poll_interval: float) -> None:
-    """Until the agent reports any change, or the poll interval (other processes' changes)."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(poll_interval):
-            await queue.get()
+def _gone(request: web.Request) -> bool:
+    """The page closed its connection (noticed at the next wake, not at the next ping)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 # -- changes ------------------------------------------------------------------------------

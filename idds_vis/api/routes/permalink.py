@@ -4,7 +4,14 @@
 Streams of one task share one ledger watch (``task_feed``) and end after ``stream_lifetime``
 (up to a fifth sooner, so pages opened together do not all come back at once); the page's
 EventSource then reconnects and gets the current state at once. How many streams a client
-may hold open is capped by ``authenticate`` (``auth.streams``)."""
+may hold open is capped by ``authenticate`` (``auth.streams``).
+
+Who sees the UI's URL (issue 17): it carries the instance's unguessable path, so the page (also
+with ``?stay``), its stream and the redirect give it only to those ``domain.access.may_view``
+lets see the UI. Others see the progress and the expiry, and are told to sign in or whom to ask.
+
+A name of digits only also finds the record of that task id (``task_feed.current``): a UI
+started from the CLI or the catalog may have no task name (issue 19)."""
 
 from __future__ import annotations
 
@@ -25,6 +32,7 @@ from idds_vis.api.page_state import page_state
 from idds_vis.api.routes.auth_check import decide
 from idds_vis.api.task_feed import FEED, Snapshot, current, load
 from idds_vis.api.urls import permalink, root
+from idds_vis.domain.access import Decision
 from idds_vis.domain.errors import InvalidTransition, NotFound, SourceUnreachable, VisError
 from idds_vis.domain.expiry import parse_duration
 from idds_vis.domain.models import Instance, PhaseEvent
@@ -62,9 +70,11 @@ def _context(
     refusal: str | None = None,
     ttl: str | None = None,
     owner: str | None = None,
+    withheld: str | None = None,
 ) -> dict[str, object]:
     link = permalink(request, task_name, tool)
-    state = page_state(task_name, tool, inst, history, _now(request), refusal=refusal, ttl=ttl)
+    state = page_state(task_name, tool, inst, history, _now(request), refusal=refusal, ttl=ttl,
+                       withheld=withheld)  # fmt: skip
     state.update(
         root=root(request),
         owner=owner,
@@ -81,22 +91,48 @@ def _now(request: web.Request) -> datetime:
     return request.app[AGENT].clock.now()
 
 
+async def _access(request: web.Request, inst: Instance | None, *, count: bool
+                  ) -> Decision | None:  # fmt: skip
+    """The access check of a live UI (None: nothing live, no URL to give or withhold)."""
+    if inst is None or inst.phase is not Phase.READY or not inst.url:
+        return None
+    return await decide(request, inst, count=count)
+
+
+def _withheld(decision: Decision | None) -> str | None:
+    """Why the URL is left out, for the person (None: it is theirs to see)."""
+    if decision is None or decision.allowed:
+        return None
+    if decision.needs_sign_in:
+        return ("Sign in to open it: a UI shows its task's results only to the task's owner, "
+                "the groups the owner shares it with, and production.")  # fmt: skip
+    return (f"{decision.detail}. Ask the task's owner to share it with one of your groups, "
+            "or to send you a share link.")  # fmt: skip
+
+
 @routes.get(BASE)
 async def page(request: web.Request) -> web.StreamResponse:
     task_name, tool = _names(request)
     inst, history = await _load(request, task_name, tool)
-    if inst is not None and inst.phase is Phase.READY and inst.url and "stay" not in request.query:
-        # Issue 17: to the UI only after the access check (the one every path to a UI asks).
-        decision = await decide(request, inst)
+    stay = "stay" in request.query
+    # Issue 17: to the UI, or its URL on the page, only after the access check (the one every
+    # path to a UI asks). Refused redirects are counted; a page that only leaves it out is not.
+    decision = await _access(request, inst, count=not stay)
+    status = 200
+    if decision is not None and not stay:
         if decision.needs_sign_in:
             raise web.HTTPSeeOther(login_url(request))
-        if not decision.allowed:
-            raise web.HTTPForbidden(text=decision.detail)
-        raise web.HTTPFound(inst.url)
+        if decision.allowed:
+            assert inst is not None and inst.url
+            raise web.HTTPFound(inst.url)
+        status = 403  # the progress, without the URL, and whom to ask
     ttl = request.query.get("ttl") or None
     owner = request.query.get("owner") or None
-    context = _context(request, task_name, tool, inst, history, ttl=ttl, owner=owner)
-    return aiohttp_jinja2.render_template("permalink.html", request, context)
+    context = _context(request, task_name, tool, inst, history, ttl=ttl, owner=owner,
+                       withheld=_withheld(decision))  # fmt: skip
+    response = aiohttp_jinja2.render_template("permalink.html", request, context, status=status)
+    response.headers["Cache-Control"] = "no-store"  # it may carry the URL: never a shared cache
+    return response
 
 
 def _refusal_status(error: VisError) -> int:
@@ -168,7 +204,7 @@ async def events(request: web.Request) -> web.StreamResponse:
                     while stream.is_connected() and not _gone(request):
                         snapshot = await follower.next(wake)
                         if snapshot is not None:
-                            event = _state_event(request, task_name, tool, *snapshot)
+                            event = await _state_event(request, task_name, tool, *snapshot)
                             await stream.send(event, event="state")
         return stream
     finally:
@@ -181,14 +217,17 @@ def _gone(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
-def _state_event(
+async def _state_event(
     request: web.Request,
     task_name: str,
     tool: str,
     inst: Instance | None,
     history: list[PhaseEvent],
 ) -> str:
-    context = _context(request, task_name, tool, inst, history)
+    """One ``state`` event for this stream's caller: the shared snapshot, the URL only when
+    the access check lets them see the UI (asked again at each change: sharing may change)."""
+    withheld = _withheld(await _access(request, inst, count=False))
+    context = _context(request, task_name, tool, inst, history, withheld=withheld)
     html = aiohttp_jinja2.render_string("progress.html", request, context)
     body = {"phase": context["phase"], "url": context["url"], "attempt": context["attempt"]}
     return json.dumps({**body, "html": html})
