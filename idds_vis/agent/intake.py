@@ -3,7 +3,7 @@
 For each delivery: parse it (never raises); a malformed one is dead-lettered with its reason, an
 irrelevant one acked; a trigger is resolved to a request (``resolver``; returning None means
 "not a visualization task": ack and skip), submitted to the agent, and acked only once the
-agent has committed it (ack after durable, DESIGN.md §3). A failure that may pass (database
+agent has committed it (ack after durable, docs/architecture.md). A failure that may pass (database
 down) gives the message back for a later retry (``nack``); one that will not (``VisError``:
 the request itself is wrong) dead-letters it. Nothing a message does stops the loop.
 

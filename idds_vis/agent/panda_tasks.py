@@ -14,7 +14,7 @@ Where the artefacts are, first match wins:
    container (``s3://bucket/{scope}/{container}/`` stages a prefix, unpacking every archive);
 3. otherwise the output container as a Rucio DID, ``rucio://{scope}:{container}``.
 
-The Rucio scope of a name is DESIGN.md §6's rule (``idds_vis.domain.dids``).
+The Rucio scope of a name follows docs/upstream-facts.md (``idds_vis.domain.dids``).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@
 - ``Ignore``: a well-formed message that is not for us (a running task, a job status...): ack it;
 - ``Reject``: a malformed message: dead-letter it, with ``reason`` naming the field at fault.
 
-Choices made here (DESIGN.md §5, §6):
+Choices made here (docs/upstream-facts.md):
 
 - PanDA ``task_status`` triggers on the statuses in ``ParseOptions.panda_statuses`` (``done`` by
   default; ``finished`` may be added). Only those two final *successful* statuses can be

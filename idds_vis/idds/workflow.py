@@ -24,7 +24,7 @@ def add_visualization(
     The visualization starts when training finishes (``is_finished``: a failed training has
     nothing to show). The teardown runs when the visualization terminates in any way
     (``is_terminated``), so a failed visualization is still cleaned up; a ``false_work`` would
-    fire before its predecessor ran (DESIGN.md §5), so none is used.
+    fire before its predecessor ran (docs/upstream-facts.md), so none is used.
     Declares the ``user_vis_*`` global parameters through which the URL, the key and the
     expiry reach the teardown (and anything else in the workflow that wants the URL).
     """

@@ -4,7 +4,7 @@ iDDS rebuilds a work on its server by importing this module and calling the clas
 ``loading=True`` (``idds.common.dict_class.DictClass.load_instance``), then setting every
 attribute it serialized; so every parameter has a default, and state lives in attributes.
 Both works are non-blocking: ``submit_processing`` sends one message and
-``poll_processing_updates`` makes one HTTP GET, each with a timeout (DESIGN.md §5).
+``poll_processing_updates`` makes one HTTP GET, each with a timeout (docs/upstream-facts.md).
 
 How the key is found: iDDS sets ``parent_workload_id`` on a work it triggers to the workload id
 of the work whose condition fired (``Workflow.enable_next_works``). For the VisualizationWork

@@ -1,7 +1,7 @@
 """Reads iDDS requests and transforms with idds-client's ClientManager, off the event loop.
 
 A ``work_processing`` message names a request and a transform, never the work's role, and its
-``output`` is always empty (DESIGN.md §5). So: read the request's workflow; if it holds a
+``output`` is always empty (docs/upstream-facts.md). So: read the request's workflow; if it holds a
 VisualizationWork, read the transform, and if its work is that VisualizationWork's training
 work, return the request the VisualizationWork itself would send (same key, tool, TTL and
 source), so the UI starts as soon as training ends and the later vis_request finds it.

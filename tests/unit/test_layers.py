@@ -1,4 +1,4 @@
-"""The layer contracts of DESIGN.md §2, checked by import-linter on every test run."""
+"""The layer contracts of docs/architecture.md, checked by import-linter on every test run."""
 
 from __future__ import annotations
 

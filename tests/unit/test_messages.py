@@ -1,6 +1,6 @@
 """Broker message parsing: the real PanDA/iDDS bodies, every reject reason, and fuzzing.
 
-The fixtures are copies of the shared captures (DESIGN.md §5/§6) in tests/fixtures/messages.
+The fixtures are copies of the shared captures (docs/upstream-facts.md) in tests/fixtures/messages.
 """
 
 from __future__ import annotations
