@@ -12,7 +12,7 @@ or at once if the visualization failed. With ``with_visualization`` the task's p
 BigPanDA monitor also carries a permanent link to the UI.
 
 The iDDS server must have idds-vis installed and know where the agent is (environment of the
-iDDS agents: IDDS_VIS_BROKERS, IDDS_VIS_DESTINATION, IDDS_VIS_API; see the README).
+iDDS agents: IDDS_VIS_BROKERS, IDDS_VIS_DESTINATION, IDDS_VIS_API; see workflows/README.md).
 """
 
 from __future__ import annotations

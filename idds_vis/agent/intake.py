@@ -7,7 +7,7 @@ agent has committed it (ack after durable, docs/architecture.md). A failure that
 down) gives the message back for a later retry (``nack``); one that will not (``VisError``:
 the request itself is wrong) dead-letters it. Nothing a message does stops the loop.
 
-Messages are written by whoever can publish, so (README "Artefact sources from messages"):
+Messages are written by whoever can publish, so (docs/how-to/broker-messages.md):
 
 - a ``vis_request``/``vis_teardown`` must carry a sender credential the agent verifies when
   ``message_auth`` is on (``idds_vis.domain.senders``); a missing or bad one is dead-lettered

@@ -1,7 +1,7 @@
 """Which artefact sources a broker message may name, and which addresses staging may reach.
 
 A message is written by whoever can publish to the broker, so the source it names is hostile
-until checked (README "Artefact sources from messages"). Two decisions live here, both pure:
+until checked (docs/how-to/broker-messages.md). Two decisions live here, both pure:
 
 - ``SourcePolicy.check_message_source``: the source string a message (a ``vis_request``, an iDDS
   VisualizationWork) names, against the operator's allowlist (``message_sources``). Local

@@ -293,7 +293,7 @@ def build_panda(settings: Settings) -> PandaClientTasks | None:
     return PandaClientTasks(panda)
 
 
-# -- trust in broker messages (README "Artefact sources from messages") ------------------------
+# -- trust in broker messages (docs/how-to/broker-messages.md) --------------------------------
 
 
 def source_policy(settings: Settings) -> SourcePolicy:

@@ -40,7 +40,7 @@ NODE = "fake-node"
 # The UIs' public host: a name of the reserved .test domain, which resolves nowhere; only the
 # agent processes of these tests map it to the stand-in ingress on loopback (agent_main.py).
 INGRESS_HOST = "vis.idds-vis.test"
-# Guards against a hang only (the README measures 10-20 s on 2 cores), not timing assertions.
+# Guards against a hang only (it takes 10-20 s on 2 cores), not timing assertions.
 START_GUARD = 120.0
 STOP_GUARD = 20.0
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
