@@ -13,6 +13,8 @@ install_requires = [
     "asyncpg>=0.29,<0.33",
     "psutil>=5.9,<8",
     "PyYAML>=6,<7",
+    # Settings checked against a schema (types, ranges, choices) at start (issue 19).
+    "pydantic>=2.7,<3",
     # STOMP intake (PanDA/iDDS brokers): the client, and reconnect backoff with jitter.
     "stomp.py>=8.2,<10",  # tested with 8.2.0 and 9.0.0
     "tenacity>=8.2,<10",
