@@ -23,6 +23,7 @@ from sqlalchemy import update
 from yarl import URL
 
 from idds_vis.api.auth import share_links
+from idds_vis.api.routes.shares import SHARES_RATE
 from idds_vis.domain.models import Instance, InstanceKey
 from idds_vis.domain.phases import Phase
 from idds_vis.ledger import SqlLedger
@@ -226,3 +227,119 @@ async def past(at: Site, share_id: str, when: datetime) -> None:
     assert isinstance(ledger, SqlLedger)
     async with ledger.engine.begin() as conn:
         await conn.execute(update(shares).where(shares.c.id == share_id).values(expires_at=when))
+
+
+async def test_only_the_owner_or_production_makes_lists_and_revokes_links(k8s: Site) -> None:
+    await ui_of(k8s, "4242")
+    _, made = await make_link(k8s, "4242")
+    sid = made["share"]["id"]
+    john = k8s.as_user(JOHN, groups=["cms"])
+    manager = k8s.as_user(JOHN, groups=["atlas/ml-support"])  # may stop it, not share it
+    for who in (john, manager):
+        status, body = await make_link(k8s, "4242", headers=who)
+        assert status == 403 and "may not share" in body["error"]
+        async with k8s.http.get(f"{VIS}/4242/mlflow/shares", headers=who) as resp:
+            assert resp.status == 403
+        async with k8s.http.post(f"{VIS}/4242/mlflow/shares/{sid}/revoke", headers=who) as resp:
+            assert resp.status == 403
+        async with k8s.http.post(f"{VIS}/4242/mlflow/visibility", headers=who,
+                                 json={"visibility": "signed-in"}) as resp:  # fmt: skip
+            assert resp.status == 403
+    async with k8s.http.post(f"{VIS}/4242/mlflow/shares", json={}) as resp:
+        assert resp.status in (401, 403)  # nobody signed in (and no Origin: cross-site)
+    # A share of one UI cannot be revoked through another's address.
+    await ui_of(k8s, "4243")
+    async with k8s.http.post(f"{VIS}/4243/mlflow/shares/{sid}/revoke",
+                             headers=k8s.as_user(JANE)) as resp:  # fmt: skip
+        assert resp.status == 404
+    production = k8s.as_user("Pat Prod", groups=["atlas/production"])
+    status, _ = await make_link(k8s, "4242", headers=production)
+    assert status == 201
+    async with k8s.http.get(f"{VIS}/4242/mlflow/shares", headers=k8s.as_user(JANE)) as resp:
+        listed = await resp.json()
+    assert len(listed["shares"]) == 2 and all("token" not in str(s) for s in listed["shares"])
+    assert [s["state"] for s in listed["shares"]] == ["active", "active"]
+    # Bad input: one line each.
+    for body in ({"expires_in": "soon"}, {"expires_in": "10s"}, {"label": "x" * 200}):
+        status, answer = await make_link(k8s, "4242", **body)
+        assert status == 400 and "\n" not in answer["error"], body
+
+
+async def test_making_links_is_rate_limited_per_person(k8s: Site) -> None:
+    await ui_of(k8s, "4242")
+    allowed = int(SHARES_RATE.split("/")[0])
+    for _ in range(allowed):
+        status, _ = await make_link(k8s, "4242")
+        assert status == 201
+    status, body = await make_link(k8s, "4242")
+    assert status == 429 and "too many share links" in body["error"]
+    async with k8s.http.get("/metrics") as resp:
+        assert 'idds_vis_access_denied_total{reason="share_rate_limit"} 1.0' in await resp.text()
+    status, _ = await make_link(k8s, "4242", headers=k8s.as_user("Pat Prod",
+                                                                  groups=["atlas/production"]))
+    assert status == 201  # another person's budget
+
+
+async def test_changing_the_visibility_takes_effect_at_once(k8s: Site) -> None:
+    inst = await ui_of(k8s, "4242")
+    john = k8s.as_user(JOHN, groups=["cms"])
+    assert await check(k8s, inst, None, **john) == 403
+
+    async def change(visibility: str) -> tuple[int, dict[str, Any]]:
+        async with k8s.http.post(f"{VIS}/4242/mlflow/visibility", json={"visibility": visibility},
+                                 headers=k8s.as_user(JANE)) as resp:  # fmt: skip
+            return resp.status, await resp.json()
+
+    status, body = await change("groups:cms")
+    assert (status, body["visibility"]) == (200, "groups:cms")
+    assert await check(k8s, inst, None, **john) == 204
+    status, body = await change("public")  # the operator has not allowed public UIs
+    assert status == 400 and "not allowed" in body["error"]
+    status, body = await change("everyone!")
+    assert status == 400 and "\n" not in body["error"]
+    assert await check(k8s, inst, None, **john) == 204  # unchanged by the refusals
+    status, _ = await change("private")
+    assert status == 200 and await check(k8s, inst, None, **john) == 403
+    trail = [(a, d) for a, _, d in await audit(k8s, "4242") if a == "visibility"]
+    assert trail == [("visibility", "private -> groups:cms"),
+                     ("visibility", "groups:cms -> private")]  # fmt: skip
+
+
+async def test_public_visibility_where_the_operator_allows_it(tmp_path: Path) -> None:
+    async with running_issuer() as issuer, site(tmp_path, issuer, allow_public_uis=True) as at:
+        inst = await ui_of(at, "4242")
+        async with at.http.post(f"{VIS}/4242/mlflow/visibility", json={"visibility": "public"},
+                                headers=at.as_user(JANE)) as resp:  # fmt: skip
+            assert resp.status == 200
+        assert await check(at, inst, None) == 204
+
+
+async def test_a_link_through_the_local_proxy_until_revoked(web: LocalSite) -> None:  # noqa: F811
+    async with jane_with_her_ui(web) as (jane, inst), browser(web) as colleague:
+        assert inst.url is not None
+        async with jane.get("/api/v1/me") as resp:
+            csrf = {"X-CSRF-Token": (await resp.json())["csrf_token"]}
+        async with jane.post(f"{VIS}/4242/mlflow/shares", json={}, headers=csrf) as resp:
+            assert resp.status == 201, await resp.text()
+            made = await resp.json()
+        # The colleague (no session) follows the link to the UI, through the proxy.
+        async with colleague.get(made["link"]) as resp:
+            assert resp.status == 200 and "stand-in UI" in await resp.text()
+            assert str(resp.url) == inst.url
+        async with colleague.post(inst.url + "ajax-api/2.0/mlflow/experiments/search",
+                                  json={"max_results": 10}) as resp:  # fmt: skip
+            assert resp.status == 200
+        # Only this UI's path carries the cookie; elsewhere the colleague is nobody.
+        async with colleague.get(f"{VIS}/4242/mlflow") as resp:
+            assert resp.status == 401
+        sid = made["share"]["id"]
+        async with jane.post(f"{VIS}/4242/mlflow/shares/{sid}/revoke", headers=csrf) as resp:
+            assert resp.status == 200
+        async with colleague.get(inst.url, allow_redirects=False) as resp:
+            assert resp.status == 403 and "revoked" in await resp.text()
+            assert "stand-in" not in await resp.text()
+        # The refused cookie is dropped: the next visit is an ordinary one (sign in).
+        async with colleague.get(inst.url, allow_redirects=False) as resp:
+            assert resp.status == 303 and "/auth/login" in resp.headers["Location"]
+        trail = [a.action for a in await web.agent.ledger.actions(inst.key)]  # type: ignore[attr-defined]
+        assert trail.count("share-use") == 1 and trail.count("share-refused") == 1
