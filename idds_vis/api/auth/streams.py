@@ -5,7 +5,14 @@ The rate limit counts requests, and a stream is one request that then stays open
 330 anonymous streams were all accepted. A stream holds a slot from its opening to its end
 (``authenticate`` takes it for every ``.../events`` GET and gives it back when the handler
 returns). Taking and giving back are plain code between awaits, so no two streams race for the
-last slot. Each replica counts its own streams.
+last slot. Both kinds of stream count: the permalink's and the catalog's.
+
+Each replica counts its own streams, in memory: with N replicas of the web app, up to
+N x ``total`` streams are open in all, and one client may hold up to N x ``per_client`` when
+the load balancer spreads its connections (``per_client`` with session affinity). That is on
+purpose: what the caps protect (a replica's sockets, memory and event loop) is per replica, and
+a count shared through the database would cost a write at every opening and end of a stream and
+leases for the slots of a crashed replica. docs/how-to/live-progress.md says how to size them.
 """
 
 from __future__ import annotations
