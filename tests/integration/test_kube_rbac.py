@@ -1,10 +1,13 @@
-"""conf/role.yaml grants exactly what the deployer and the leader lease really call (read off
-the emulator's log)."""
+"""conf/role.yaml grants exactly what the deployer and the leader lease really call, namespace
+by namespace (read off the emulator's log): the Lease in the agent's namespace, the deployer's
+calls in the UIs' (issue 17, least privilege), nothing cluster-wide and no Secret in the agent's
+namespace."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -21,7 +24,10 @@ from tests.fakes import ManualClock
 from tests.k8s_emulator import KubeEmulator
 
 ROOT = Path(__file__).resolve().parents[2]
-NS = "vis"
+CONF = ROOT / "conf"
+# conf/'s two namespaces (configmap.yaml: namespace, ui_namespace), used as they are here.
+AGENT_NS, UI_NS = "idds-vis", "idds-vis-ui"
+NS = UI_NS
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 # OpenShift admission permissions, not calls: a Route's spec.host; blockOwnerDeletion on an
 # owner reference (OwnerReferencesPermissionEnforcement).
@@ -42,9 +48,33 @@ def instance(task_id: str) -> Instance:
     )
 
 
-def granted() -> set[tuple[str, str]]:
-    role = yaml.safe_load((ROOT / "conf" / "role.yaml").read_text())
-    return {(res, verb) for rule in role["rules"] for res in rule["resources"]
+def conf_docs(name: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((CONF / name).read_text()) if d]
+
+
+def _kustomize_namespace() -> str | None:
+    value = yaml.safe_load((CONF / "kustomization.yaml").read_text()).get("namespace")
+    return str(value) if value else None
+
+
+def agent_config() -> dict[str, Any]:
+    (configmap,) = conf_docs("configmap.yaml")
+    config: dict[str, Any] = yaml.safe_load(configmap["data"]["config.yaml"])
+    return config
+
+
+def roles() -> dict[str, list[dict[str, Any]]]:
+    """Each Role's rules by the namespace it lands in (kustomize's `namespace:` if it sets one)."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for doc in conf_docs("role.yaml"):
+        assert doc["kind"] == "Role", f"conf/role.yaml holds a {doc['kind']}: nothing cluster-wide"
+        ns = _kustomize_namespace() or doc["metadata"]["namespace"]
+        found.setdefault(ns, []).extend(doc["rules"])
+    return found
+
+
+def granted(namespace: str) -> set[tuple[str, str]]:
+    return {(res, verb) for rule in roles().get(namespace, []) for res in rule["resources"]
             for verb in rule["verbs"]}  # fmt: skip
 
 
@@ -79,7 +109,7 @@ async def exercise_the_lease(kubeconfig: str) -> None:
     """Create, renew, take over after the holder lapsed, release."""
     kube = KubeClient(kubeconfig, call_timeout=5, retry_budget=5)
     clock = ManualClock()
-    store = KubeLeaseStore(kube, NS, clock)
+    store = KubeLeaseStore(kube, AGENT_NS, clock)
     try:
         assert await store.try_acquire("rbac-leader", "a", 15)
         assert await store.try_acquire("rbac-leader", "a", 15)
@@ -92,16 +122,40 @@ async def exercise_the_lease(kubeconfig: str) -> None:
 
 
 async def test_the_role_lists_exactly_the_calls_the_deployer_makes(tmp_path: Path) -> None:
+    config = agent_config()
+    assert (config["namespace"], config["ui_namespace"]) == (AGENT_NS, UI_NS)
     async with KubeEmulator() as emu:
-        kubeconfig = str(emu.write_kubeconfig(tmp_path / "kubeconfig", NS))
+        kubeconfig = str(emu.write_kubeconfig(tmp_path / "kubeconfig", AGENT_NS))
+        emu.ensure_namespace(UI_NS)
         for exposure in ("ingress", "route"):
             await exercise(emu, kubeconfig, exposure)
         await exercise_the_lease(kubeconfig)
-        used = {
-            (r.resource, r.verb) for r in emu.faults.log if r.resource and r.verb != "discovery"
-        }
-    assert used - granted() == set(), "calls the Role does not allow"
-    assert granted() - used - NOT_A_CALL == set(), "grants no call needs"
+        calls = [r for r in emu.faults.log if r.resource and r.verb != "discovery"]
+    assert [r for r in calls if r.namespace is None] == [], "cluster-wide calls"
+    for ns in (AGENT_NS, UI_NS):
+        used = {(r.resource, r.verb) for r in calls if r.namespace == ns}
+        assert used - granted(ns) == set(), f"calls the Role in {ns} does not allow"
+        assert granted(ns) - used - NOT_A_CALL == set(), f"grants in {ns} no call needs"
+    assert set(roles()) == {AGENT_NS, UI_NS}, "a Role in a namespace the agent does not use"
+
+
+def test_the_agent_namespace_grants_no_secret_access() -> None:
+    """The agent's own namespace holds its Lease and nothing it needs to read besides; the
+    only Secrets it can reach are the UIs', in the UIs' namespace (issue 17)."""
+    config = agent_config()
+    agent_ns = config["namespace"]
+    assert config.get("ui_namespace") not in (None, agent_ns), "the UIs share the agent's namespace"
+    for rule in roles().get(agent_ns, []):
+        assert not {"secrets", "*"} & set(rule["resources"]), rule
+        assert "*" not in rule["verbs"] and "*" not in rule.get("apiGroups", []), rule
+    for rule in roles()[config["ui_namespace"]]:
+        assert "*" not in {*rule["resources"], *rule["verbs"], *rule["apiGroups"]}, rule
+    # Each binding gives the agent's ServiceAccount one Role in that Role's own namespace.
+    for binding in conf_docs("rolebinding.yaml"):
+        assert binding["kind"] == "RoleBinding" and binding["roleRef"]["kind"] == "Role"
+        (subject,) = binding["subjects"]
+        assert (subject["kind"], subject["name"]) == ("ServiceAccount", "idds-vis-agent")
+        assert subject.get("namespace", agent_ns) == agent_ns
 
 
 @pytest.mark.parametrize("exposure", ["ingress", "route"])
@@ -120,4 +174,4 @@ def test_the_role_may_block_owner_deletion_of_every_owner_it_names(exposure: str
         for ref in obj["metadata"]["ownerReferences"]
         if ref.get("blockOwnerDeletion")
     }
-    assert needed and needed <= granted()
+    assert needed and needed <= granted(UI_NS)

@@ -69,16 +69,23 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         )  # fmt: skip
 
 
-def conf_rbac(plane: ControlPlane, namespace: str) -> list[dict[str, object]]:
-    """conf/'s ServiceAccount, Role and RoleBinding as kustomize renders them, moved to
-    ``namespace`` (kustomize itself would also move the agent's Deployment, not wanted here)."""
+CONF_AGENT_NS, CONF_UI_NS = "idds-vis", "idds-vis-ui"  # conf/namespace.yaml
+
+
+def conf_rbac(
+    plane: ControlPlane, namespace: str, ui_namespace: str | None = None
+) -> list[dict[str, object]]:
+    """conf/'s ServiceAccount, Roles and RoleBindings as kustomize renders them, moved to
+    ``namespace`` (the agent's) and ``ui_namespace`` (the UIs'; None: the agent's too, the
+    single-namespace layout). kustomize itself would also move the agent's Deployment."""
     rendered = plane.kubectl("kustomize", str(CONF)).stdout
+    moved = {CONF_AGENT_NS: namespace, CONF_UI_NS: ui_namespace or namespace}
     picked = []
     for doc in yaml.safe_load_all(rendered):
         if doc and doc.get("kind") in ("ServiceAccount", "Role", "RoleBinding"):
-            doc["metadata"]["namespace"] = namespace
+            doc["metadata"]["namespace"] = moved[doc["metadata"]["namespace"]]
             for subject in doc.get("subjects") or []:
-                subject["namespace"] = namespace
+                subject["namespace"] = moved[subject["namespace"]]
             picked.append(doc)
     assert {d["kind"] for d in picked} == {"ServiceAccount", "Role", "RoleBinding"}, picked
     return picked
@@ -89,6 +96,11 @@ class AgentAccess:
     namespace: str
     kubeconfig: Path  # the ServiceAccount's token, not the admin's certificate
     token: str
+    ui_namespace: str = ""  # the UIs' namespace; "": the agent's (single-namespace layout)
+
+    @property
+    def uis(self) -> str:
+        return self.ui_namespace or self.namespace
 
 
 @pytest.fixture
@@ -104,6 +116,23 @@ def agent_access(k8s: ControlPlane, tmp_path: Path) -> Iterator[AgentAccess]:
     yield AgentAccess(ns, kubeconfig, token)
     # Background: the namespace controller empties it while later tests run.
     k8s.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+@pytest.fixture
+def split_access(k8s: ControlPlane, tmp_path: Path) -> Iterator[AgentAccess]:
+    """conf/'s two-namespace layout (issue 17), in a fresh pair of namespaces per test: the
+    ServiceAccount and its Lease Role in the agent's, the deployer's Role in the UIs'."""
+    tag = uuid.uuid4().hex[:10]
+    ns, ui_ns = f"a-{tag}", f"u-{tag}"
+    for name in (ns, ui_ns):
+        k8s.kubectl("create", "namespace", name)
+    objs = {"apiVersion": "v1", "kind": "List", "items": conf_rbac(k8s, ns, ui_ns)}
+    k8s.kubectl("apply", "-f", "-", stdin=json.dumps(objs))
+    token = k8s.kubectl("create", "token", SA, "-n", ns, "--duration=1h").stdout.strip()
+    kubeconfig = k8s.token_kubeconfig(tmp_path / "agent.kubeconfig", ns, token)
+    yield AgentAccess(ns, kubeconfig, token, ui_ns)
+    for name in (ns, ui_ns):
+        k8s.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 @pytest_asyncio.fixture
