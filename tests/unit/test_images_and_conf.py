@@ -90,18 +90,23 @@ def test_the_agent_config_in_the_configmap_is_readable(tmp_path: Path) -> None:
 def test_apply_k_creates_the_namespace_everything_else_goes_into() -> None:
     """`kubectl apply -k conf` on a fresh cluster: without a Namespace object every namespaced
     object is refused (namespaces "idds-vis" not found)."""
-    kustomization = yaml.safe_load((ROOT / "conf" / "kustomization.yaml").read_text())
     docs = [d for _, d in conf_documents()]
     namespaces = [d for d in docs if d["kind"] == "Namespace"]
-    assert [n["metadata"]["name"] for n in namespaces] == [kustomization["namespace"]]  # type: ignore[index]
-    assert docs[0]["kind"] == "Namespace"  # listed first: applied before what lives in it
+    used = {d["metadata"]["namespace"] for d in docs if d["kind"] != "Namespace"}  # type: ignore[index]
+    # Two since issue 17: the agent's and the UIs' (each object names its own).
+    assert {n["metadata"]["name"] for n in namespaces} == used  # type: ignore[index]
+    # Listed first: applied before what lives in them.
+    assert [d["kind"] for d in docs[: len(namespaces)]] == ["Namespace"] * len(namespaces)
 
 
 def test_the_agent_deploys_uis_into_the_namespace_its_role_is_for(tmp_path: Path) -> None:
-    kustomization = yaml.safe_load((ROOT / "conf" / "kustomization.yaml").read_text())
     docs = dict((d["kind"], d) for _, d in conf_documents())  # type: ignore[index]
     config = tmp_path / "config.yaml"
     config.write_text(docs["ConfigMap"]["data"]["config.yaml"])  # type: ignore[index]
     settings = load_settings(config)
-    assert settings.namespace == kustomization["namespace"]
+    # Issue 17: the Lease's Role in the agent's namespace, the deployer's in the UIs'.
+    roles = {str(r["metadata"]["namespace"]): str(r["rules"]) for _, r in conf_documents()  # type: ignore[index]
+             if r["kind"] == "Role"}  # fmt: skip
+    assert "leases" in roles[settings.namespace]
+    assert settings.ui_namespace and "deployments" in roles[settings.ui_namespace]
     assert settings.ui_egress == []
