@@ -177,20 +177,22 @@ async def test_the_catalog_streams_of_one_person_share_one_ledger_read(
             assert 1 < len(reads) <= 1 + changes.qsize()
 
 
-async def test_a_catalog_stream_ends_by_itself_and_streams_are_capped(
+async def test_catalog_streams_are_capped_and_end_by_themselves(
     tmp_path: Path, issuer: Issuer
 ) -> None:
-    settings: dict[str, Any] = {"stream_lifetime": timedelta(milliseconds=300),
-                                "stream_limit_per_client": 2}  # fmt: skip
-    async with site(tmp_path, issuer, **settings) as web:
+    async with site(tmp_path / "capped", issuer, stream_limit_per_client=2) as web:
         jane = web.as_user(JANE)
         async with catalog_streams(web, jane, 3) as (one, two, three):
             assert [one.status, two.status, three.status] == [200, 200, 429]
             assert "live pages already" in await three.text()
-            await first(one, "mine")
-            async with asyncio.timeout(30):  # a hang guard: before, the stream never ended
-                await one.content.read()
-            assert one.content.at_eof()
+    async with (
+        site(tmp_path / "short", issuer, stream_lifetime=timedelta(milliseconds=300)) as web,
+        catalog_streams(web, web.as_user(JANE), 1) as (one,),
+    ):
+        assert one.status == 200
+        async with asyncio.timeout(30):  # a hang guard: before, the stream never ended
+            await one.content.read()
+        assert one.content.at_eof()
     script = (Path(__file__).parents[2] / "idds_vis/api/static/catalog.js").read_text()
     # A refused reconnection (429) closes an EventSource for good: the page opens a new one.
     assert "EventSource.CLOSED" in script and "setTimeout(listen" in script

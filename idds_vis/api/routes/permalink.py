@@ -105,7 +105,7 @@ def _withheld(decision: Decision | None) -> str | None:
         return None
     if decision.needs_sign_in:
         return ("Sign in to open it: a UI shows its task's results only to the task's owner, "
-                "the groups the owner shares it with, and production.")  # fmt: skip
+                "the groups it is shared with, and the production role.")  # fmt: skip
     return (f"{decision.detail}. Ask the task's owner to share it with one of your groups, "
             "or to send you a share link.")  # fmt: skip
 
