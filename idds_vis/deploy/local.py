@@ -1,4 +1,4 @@
-"""Local-process deployer: one ``idds-vis serve-ui`` process per instance, on its own port."""
+"""Local-process deployer: one UI process (``ui/uvicorn_server.py``) per instance, own port."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ from idds_vis.domain.ui_environment import ui_environment
 from idds_vis.staging.info import write_staged_info
 from idds_vis.staging.permissions import make_writable
 
-SERVE_UI = ("-m", "idds_vis", "serve-ui")
+# The UI process itself (ui/uvicorn_server.py): prepares the staged store and serves it, MLflow
+# imported once; not through ``idds-vis serve-ui``, whose CLI costs ~2 s of CPU to import.
+SERVE_UI = ("-m", "idds_vis.ui.uvicorn_server")
 # For tests and benchmarks only (setting ui_stub): a tiny process answering what the readiness
 # probe checks, with the same arguments and environment (idds_vis/ui/stub.py).
 STAND_IN_UI = ("-m", "idds_vis.ui.stub")

@@ -1,9 +1,9 @@
 """What uvicorn serves in a UI process: MLflow's ASGI app behind the read-only gate, and in
 front of both, when the local deployer set a secret, the proxy guard (``ui/proxy_guard.py``).
 
-``idds-vis serve-ui`` execs ``uvicorn idds_vis.ui.gated_app:app`` with the environment
-``ui/serve.py`` builds; the instance's prefix is MLflow's own static-prefix variable, so the gate
-and MLflow always agree on it.
+``ui/uvicorn_server.py`` imports it, once it has set the switches MLflow reads, and serves it
+with uvicorn in the same process; the instance's prefix is MLflow's own static-prefix
+variable, so the gate and MLflow always agree on it.
 """
 
 from __future__ import annotations
