@@ -3,36 +3,48 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
-import signal
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import click
 
-from idds_vis.agent.health import add_running_checks, health_of
+from idds_vis.agent.quotas import QuotaQueue
 from idds_vis.agent.service import Agent
+from idds_vis.cli import exits
+from idds_vis.cli.checks import SOURCE, TASK_NAME
 from idds_vis.cli.common import (
     DURATION,
     emit_json,
-    instances_table,
     ledger_session,
     make_settings,
+    note,
+    print_instances,
     run,
     settings_from,
     setup_logging,
     stderr,
 )
-from idds_vis.cli.web import serve_web_alone, start_web
+from idds_vis.cli.web import run_service, serve_agent, serve_web_alone
 from idds_vis.deploy.kubernetes.settings import KubeSettings
-from idds_vis.domain.models import DEFAULT_TOOL, Instance, InstanceKey, VisRequest
+from idds_vis.domain.errors import InvalidRequest, NotFound
+from idds_vis.domain.expiry import format_duration
+from idds_vis.domain.identity import Identity
+from idds_vis.domain.models import DEFAULT_TOOL, TOOLS, Instance, InstanceKey, VisRequest
 from idds_vis.domain.phases import TERMINAL, Phase
-from idds_vis.runtime.wiring import build_agent, build_intake, credential_files
+from idds_vis.domain.quotas import Limits
+from idds_vis.ports.ledger import AccessLedger
+from idds_vis.runtime.config import SettingsError
+from idds_vis.runtime.logs import fail
+from idds_vis.runtime.wiring import credential_files
 
 
 @click.group(
-    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "IDDS_VIS"}
+    context_settings={
+        "help_option_names": ["-h", "--help"],
+        "auto_envvar_prefix": "IDDS_VIS",
+        "show_default": True,
+    },
+    epilog=exits.epilog(),
 )
 @click.option(
     "--config",
@@ -58,7 +70,10 @@ from idds_vis.runtime.wiring import build_agent, build_intake, credential_files
 def cli(ctx: click.Context, config: Path | None, state_dir: Path | None,
         database_url: str | None, verbose: bool) -> None:  # fmt: skip
     """Dedicated, read-only MLflow UIs for finished PanDA/iDDS training tasks."""
-    settings = make_settings(config, state_dir, database_url)
+    try:  # a bad settings file or value: one line naming the setting, exit 2 (issue 19)
+        settings = make_settings(config, state_dir, database_url)
+    except SettingsError as exc:
+        fail(str(exc), 2)
     ctx.obj = {"settings": settings, "verbose": verbose}
     setup_logging(verbose, secrets=settings.secrets())
 
@@ -69,39 +84,7 @@ def agent(ctx: click.Context) -> None:
     """Run the agent: pipeline workers, reaper and reconciler, until SIGTERM or Ctrl-C."""
     settings = settings_from(ctx)
     setup_logging(ctx.obj["verbose"], secrets=settings.secrets(), log_format=settings.log_format)
-
-    async def main() -> None:
-        service = build_agent(settings)
-        intake = build_intake(settings, service)
-        # Everything built so far lives as long as the process: keep it out of the collector's
-        # scans (reconcile of 10,000 UIs: ~1.9 s CPU -> ~1.2 s, tests/bench/bench_kube.py).
-        gc.freeze()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await service.start()
-        add_running_checks(health_of(service), service, intake[0] if intake else None)
-        intake_task = None
-        if intake is not None:
-            source, consumer = intake
-            await source.start()
-            intake_task = asyncio.create_task(consumer.run())
-            await source.wait_connected()  # subscribed: from now on nothing sent is missed
-        web_app = await start_web(settings, service)  # None unless web_port is set
-        stderr.print(f"agent running; ledger {settings.db_url}")
-        await stop.wait()
-        if web_app is not None:
-            await web_app.stop()
-        if intake is not None and intake_task is not None:
-            intake_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await intake_task
-            await intake[0].stop()
-        await service.stop()
-        await service.ledger.close()
-
-    run(main)
+    run_service(lambda: serve_agent(settings))
 
 
 @cli.command()
@@ -111,17 +94,51 @@ def agent(ctx: click.Context) -> None:
 @click.pass_context
 def web(ctx: click.Context, host: str | None, port: int | None, public_url: str | None) -> None:
     """Serve the web app alone (permalink pages, the monitor's JSON) over the agent's ledger."""
-    settings = settings_from(ctx).replace(web_host=host, web_port=port, web_url=public_url)
-    run(lambda: serve_web_alone(settings))
+    try:
+        settings = settings_from(ctx).replace(web_host=host, web_port=port, web_url=public_url)
+    except SettingsError as exc:
+        fail(str(exc), 2)
+    setup_logging(ctx.obj["verbose"], secrets=settings.secrets(), log_format=settings.log_format)
+    run_service(lambda: serve_web_alone(settings))
 
 
 task_option = click.option(
     "--task", "task_id", required=True, help="Task id (PanDA jediTaskID or any id)."
 )
 tool_option = click.option(
-    "--tool", default=DEFAULT_TOOL, show_default=True, help="Visualization tool."
+    "--tool",
+    type=click.Choice(sorted(TOOLS)),
+    default=DEFAULT_TOOL,
+    show_default=True,
+    help="Visualization tool.",
 )
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON for scripts (else a table; TSV in a pipe)."
+)
+wait_option = click.option(
+    "--wait/--no-wait", default=False, help="Wait until the UI is ready or failed."
+)
+timeout_option = click.option(
+    "--timeout", type=DURATION, default="10m", show_default=True, help="How long --wait waits."
+)
+claim_wait_option = click.option(
+    "--claim-wait",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long to wait for an agent to pick the request up before saying that none has "
+    "(0: look once).",
+)
+POLL = 0.2  # seconds between looks at the ledger while a command waits
+
+
+def _what(key: InstanceKey) -> str:
+    return f"task {key.task_id} ({key.tool})"
+
+
+def _ended(inst: Instance) -> str:
+    return inst.phase.value + (f": {inst.reason}" if inst.reason else "")
 
 
 async def _wait_for(
@@ -135,87 +152,195 @@ async def _wait_for(
             return inst
         if loop.time() > deadline:
             phase = inst.phase.value if inst else "missing"
-            raise click.ClickException(
+            raise exits.TimedOut(
                 f"still {phase} after {timeout:.0f} s: is an agent running on this ledger?"
             )
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(POLL)
+
+
+async def _await_claim(service: Agent, inst: Instance, seconds: float) -> Instance:
+    """Up to ``seconds`` for an agent to take the request (it leaves ``requested``); if none
+    does, say so: not an error, the request stays and any agent started later takes it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    announced = False
+    while inst.phase is Phase.REQUESTED:
+        if loop.time() >= deadline:
+            note(
+                f"no agent has picked {_what(inst.key)} up yet; is `idds-vis agent` running on "
+                "this ledger? (the request stays recorded and starts once one runs)"
+            )
+            break
+        if not announced:
+            note(f"waiting up to {seconds:g} s for an agent to pick {_what(inst.key)} up…")
+            announced = True
+        await asyncio.sleep(min(POLL, max(deadline - loop.time(), 0)))
+        inst = await service.ledger.get(inst.key) or inst
+    return inst
+
+
+async def _after_start(
+    service: Agent, inst: Instance, claim_wait: float, wait: bool, timeout: timedelta
+) -> Instance:
+    inst = await _await_claim(service, inst, claim_wait)
+    if wait:
+        inst = await _wait_for(service, inst.key, {Phase.READY, *TERMINAL},
+                               timeout.total_seconds())  # fmt: skip
+    return inst
 
 
 def _show(inst: Instance, as_json: bool) -> None:
-    if as_json:
-        emit_json(inst.as_json())
-    else:
-        stderr.print(instances_table([inst]))
+    print_instances([inst], as_json, one=True)
 
 
-@cli.command()
+SOURCE_HELP = (
+    "a directory or an archive (a relative path is made absolute here and must exist), "
+    "an http(s) URL of one, s3://bucket/key-or-prefix or rucio://scope:name."
+)
+
+
+@cli.command(epilog=exits.epilog())
 @task_option
 @tool_option
+@click.option("--source", type=SOURCE, required=True, help="Artefacts: " + SOURCE_HELP)
 @click.option(
-    "--source",
-    required=True,
-    help="Artefacts: a directory, an archive, an http(s) URL of one, "
-    "s3://bucket/key-or-prefix or rucio://scope:name.",
+    "--task-name",
+    type=TASK_NAME,
+    help="The task's name (PanDA taskName), stored with the record: the permalink "
+    "/t/<task name>/<tool> then finds this UI.",
 )
 @click.option(
     "--ttl",
     type=DURATION,
     default=None,
-    help="Lifetime once ready, e.g. 24h, 90m (default from config).",
+    help="Lifetime once ready, e.g. 24h, 90m (default: the default_ttl setting, 24h).",
 )
-@click.option("--wait/--no-wait", default=False, help="Wait until the UI is ready or failed.")
-@click.option(
-    "--timeout", type=DURATION, default="10m", show_default=True, help="How long --wait waits."
-)
+@wait_option
+@timeout_option
+@claim_wait_option
 @json_option
 @click.pass_context
-def request(ctx: click.Context, task_id: str, tool: str, source: str, ttl: timedelta | None,
-            wait: bool, timeout: timedelta, as_json: bool) -> None:  # fmt: skip
-    """Ask for a UI (idempotent: asking again for the same task and tool changes nothing)."""
+def request(ctx: click.Context, task_id: str, tool: str, source: str, task_name: str | None,
+            ttl: timedelta | None, wait: bool, timeout: timedelta, claim_wait: float,
+            as_json: bool) -> None:  # fmt: skip
+    """Ask for a UI. Idempotent: asking again for a live one changes nothing (exit 0); a record
+    that ended (failed or expired) is started again only by `idds-vis relaunch` (exit 1)."""
     settings = settings_from(ctx)
 
-    async def main() -> None:
+    async def main() -> int:
         async with ledger_session(settings) as service:
-            req = VisRequest(task_id=task_id, tool=tool, source=source,
+            req = VisRequest(task_id=task_id, tool=tool, source=source, task_name=task_name,
                              ttl=ttl or settings.default_ttl, origin="cli")  # fmt: skip
             inst, created = await service.submit(req)
-            if not created and not as_json:
-                stderr.print(f"{inst.name} already has a record ({inst.phase.value}); nothing new")
-            if wait:
-                inst = await _wait_for(service, req.key, {Phase.READY, *TERMINAL},
-                                       timeout.total_seconds())  # fmt: skip
+            if not created:
+                if task_name is not None and inst.task_name is None:
+                    inst = await service.ledger.name_task(inst.key, task_name)
+                elif task_name is not None and inst.task_name != task_name:
+                    note(f"the record keeps its task name {inst.task_name!r}")
+                if inst.phase in TERMINAL:
+                    _show(inst, as_json)
+                    note(f"{_what(req.key)} already has a record that ended ({_ended(inst)}); "
+                         f"nothing new: `idds-vis relaunch --task {task_id} --tool {tool}` "
+                         "starts it again (--source and --ttl may change)")  # fmt: skip
+                    return exits.FAILED
+                note(f"{_what(req.key)} already has a live record ({inst.phase.value}); "
+                     "nothing new")  # fmt: skip
+                if inst.source != source:
+                    note("it keeps its own source; --source was not used")
+            inst = await _after_start(service, inst, claim_wait, wait, timeout)
             _show(inst, as_json)
-            if inst.phase is Phase.FAILED:
-                raise SystemExit(1)
+            return exits.FAILED if inst.phase is Phase.FAILED else exits.OK
 
-    run(main)
+    raise SystemExit(run(main))
 
 
-@cli.command(name="list")
+@cli.command(epilog=exits.epilog())
+@task_option
+@tool_option
+@click.option(
+    "--source", type=SOURCE, help="New artefacts (default: the record's own): " + SOURCE_HELP
+)
+@click.option(
+    "--ttl", type=DURATION, default=None, help="New lifetime once ready (default: the record's)."
+)
+@wait_option
+@timeout_option
+@claim_wait_option
+@json_option
+@click.pass_context
+def relaunch(ctx: click.Context, task_id: str, tool: str, source: str | None,
+             ttl: timedelta | None, wait: bool, timeout: timedelta, claim_wait: float,
+             as_json: bool) -> None:  # fmt: skip
+    """Start a failed or expired UI again (attempt + 1, a new URL), as the web page's Relaunch
+    button does. The record keeps its origin and task name; a live UI is left as it is (exit 0)."""
+    settings = settings_from(ctx)
+
+    async def main() -> int:
+        async with ledger_session(settings) as service:
+            key = InstanceKey(task_id, tool)
+            inst = await service.ledger.get(key)
+            if inst is None:
+                raise NotFound(f"no visualization for {_what(key)}: `idds-vis request` asks "
+                               "for one")  # fmt: skip
+            if inst.phase not in TERMINAL:
+                _show(inst, as_json)
+                note(f"{_what(key)} is {inst.phase.value}: nothing to relaunch")
+                return exits.OK
+            # The catalog's relaunch (api/catalog/guard.py): the quota queue's start moves the
+            # ended record back to requested with the lifetime and source asked for; the
+            # origin stays, so a source a broker message named is still staged as one.
+            ledger = service.ledger
+            assert isinstance(ledger, AccessLedger)  # the SQL ledger the commands open
+            queue = QuotaQueue(service, ledger, Limits())
+            again = VisRequest(task_id, source=source or inst.source, tool=tool,
+                               ttl=ttl or inst.ttl, origin=inst.origin, requested_by=CLI_USER,
+                               task_name=inst.task_name)  # fmt: skip
+            admission = await queue.request(again, CLI_IDENTITY, None)
+            if admission.instance is None or not admission.started:
+                raise InvalidRequest(f"{_what(key)} was not relaunched: it changed meanwhile "
+                                     "(another relaunch?); `idds-vis list` shows it")  # fmt: skip
+            inst = await _after_start(service, admission.instance, claim_wait, wait, timeout)
+            _show(inst, as_json)
+            return exits.FAILED if inst.phase is Phase.FAILED else exits.OK
+
+    raise SystemExit(run(main))
+
+
+# Who a relaunch from the command line is requested by (as a web relaunch is by the person who
+# clicks): exempt from the catalog's quotas, like `request`, which goes straight to the agent.
+CLI_USER = "cli"
+CLI_IDENTITY = Identity(user=CLI_USER, subject=CLI_USER, production=True)
+
+
+@cli.command(name="list", epilog=exits.epilog())
 @click.option("--phase", "phases", multiple=True, type=click.Choice([p.value for p in Phase]),
               help="Only these phases (repeatable).")  # fmt: skip
 @json_option
 @click.pass_context
 def list_(ctx: click.Context, phases: tuple[str, ...], as_json: bool) -> None:
-    """List visualizations and their phases."""
+    """List visualizations and their phases: a table on a terminal (URLs whole, never cut),
+    tab-separated lines with a header in a pipe, JSON with --json."""
     settings = settings_from(ctx)
 
     async def main() -> None:
         async with ledger_session(settings) as service:
             wanted = [Phase(p) for p in phases] or None
             instances = await service.ledger.list(wanted)
-        if as_json:
-            emit_json([inst.as_json() for inst in instances])
-        else:
-            stderr.print(instances_table(instances))
+        print_instances(instances, as_json)
 
     run(main)
 
 
-@cli.command()
+@cli.command(epilog=exits.epilog())
 @task_option
 @tool_option
-@click.option("--by", type=DURATION, required=True, help="How much longer, e.g. 2h.")
+@click.option(
+    "--by",
+    type=DURATION,
+    required=True,
+    help="How much longer, e.g. 2h. A UI's remaining lifetime may be at most the max_ttl "
+    "setting (7d unless configured).",
+)
 @json_option
 @click.pass_context
 def extend(ctx: click.Context, task_id: str, tool: str, by: timedelta, as_json: bool) -> None:
@@ -224,9 +349,35 @@ def extend(ctx: click.Context, task_id: str, tool: str, by: timedelta, as_json: 
 
     async def main() -> None:
         async with ledger_session(settings) as service:
-            _show(await service.extend(InstanceKey(task_id, tool), by), as_json)
+            key = InstanceKey(task_id, tool)
+            inst = await service.ledger.get(key)
+            if inst is None:
+                raise NotFound(f"no visualization for {_what(key)}")
+            if inst.phase in TERMINAL:
+                raise InvalidRequest(
+                    f"{_what(key)} has ended ({_ended(inst)}): only a live UI can be extended; "
+                    f"`idds-vis relaunch --task {task_id} --tool {tool} --ttl …` starts it again"
+                )
+            _check_room(inst, by, service.max_ttl, service.clock.now())
+            _show(await service.extend(key, by), as_json)
 
     run(main)
+
+
+def _check_room(inst: Instance, by: timedelta, maximum: timedelta | None, now: datetime) -> None:
+    """Refuse, naming the maximum and what is left of it, an extension past ``max_ttl``."""
+    if maximum is None or inst.expires_at is None:
+        return  # no maximum; or not ready yet, and the agent says so
+    room = now + maximum - max(inst.expires_at, now)
+    if by <= room:
+        return
+    most = format_duration(timedelta(seconds=int(room.total_seconds()) // 60 * 60))
+    can = f"can be extended by at most {most}" if room >= timedelta(minutes=1) else (
+        "cannot be extended any further")  # fmt: skip
+    raise InvalidRequest(
+        f"the maximum lifetime is {format_duration(maximum)} from now (max_ttl): "
+        f"{_what(inst.key)} {can}, not by {format_duration(by)}"
+    )
 
 
 backend_option = click.option(
@@ -241,7 +392,7 @@ kubeconfig_option = click.option(
 namespace_option = click.option("--namespace", default="default", show_default=True)
 
 
-@cli.command()
+@cli.command(epilog=exits.epilog())
 @task_option
 @tool_option
 @backend_option
@@ -263,15 +414,21 @@ def teardown(ctx: click.Context, task_id: str, tool: str, backend: str, kubeconf
         emit_json(run(lambda: kube.teardown(ks, kubeconfig, task_id, timeout.total_seconds())))
         return
 
-    async def main() -> None:
+    async def main() -> int:
         async with ledger_session(settings) as service:
             key = InstanceKey(task_id, tool)
             inst = await service.teardown(key)
+            if inst.phase in TERMINAL:  # it had ended before: nothing runs, nothing to stop
+                _show(inst, as_json)
+                note(f"{_what(key)} already ended ({_ended(inst)}): nothing to stop; `idds-vis "
+                     f"relaunch --task {task_id} --tool {tool}` starts it again")  # fmt: skip
+                return exits.OK
             if wait:
                 inst = await _wait_for(service, key, set(TERMINAL), timeout.total_seconds())
             _show(inst, as_json)
+            return exits.FAILED if inst.phase is Phase.FAILED else exits.OK
 
-    run(main)
+    raise SystemExit(run(main))
 
 
 @cli.command()

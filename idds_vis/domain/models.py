@@ -6,11 +6,22 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from idds_vis.domain.errors import InvalidRequest
 from idds_vis.domain.expiry import DEFAULT_TTL
 from idds_vis.domain.naming import instance_name, url_prefix
 from idds_vis.domain.phases import Phase
 
 DEFAULT_TOOL = "mlflow"
+# The tools an idds-vis can start: the one list every way in (the CLI, the web API, messages,
+# the permalink) checks against, so an unknown tool is refused before anything is recorded.
+TOOLS: frozenset[str] = frozenset({DEFAULT_TOOL})
+
+
+def check_tool(tool: str) -> str:
+    if tool not in TOOLS:
+        known = ", ".join(sorted(TOOLS))
+        raise InvalidRequest(f"unknown visualization tool {tool!r}: idds-vis serves {known}")
+    return tool
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,9 @@ class VisRequest:
     requested_by: str | None = None
     # The PanDA task name, when known: the permalink is keyed by it (the id comes later).
     task_name: str | None = None
+
+    def __post_init__(self) -> None:
+        check_tool(self.tool)  # a request for a tool idds-vis cannot start is never recorded
 
     @property
     def key(self) -> InstanceKey:

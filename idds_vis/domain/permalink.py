@@ -15,8 +15,11 @@ from idds_vis.domain.errors import InvalidRequest
 from idds_vis.domain.expiry import format_duration, parse_duration
 from idds_vis.domain.models import DEFAULT_TOOL
 
-# The tools an idds-vis can start; refused at submission rather than after the task has run.
-TOOLS: frozenset[str] = frozenset({DEFAULT_TOOL})
+# The tools an idds-vis can start: one list, in the models (refused at submission rather than
+# after the task has run).
+from idds_vis.domain.models import TOOLS as TOOLS
+from idds_vis.domain.models import check_tool as check_tool
+
 PATH_MARK = "/t/"
 
 
@@ -26,13 +29,6 @@ class Permalink(NamedTuple):
     ttl: timedelta | None  # None: the server's default
     # The task's userName: PanDA searches task names among one owner's tasks only.
     owner: str | None = None
-
-
-def check_tool(tool: str) -> str:
-    if tool not in TOOLS:
-        known = ", ".join(sorted(TOOLS))
-        raise InvalidRequest(f"unknown visualization tool {tool!r}: idds-vis serves {known}")
-    return tool
 
 
 def check_base_url(base_url: str) -> str:

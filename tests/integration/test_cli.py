@@ -54,7 +54,7 @@ def test_agent_and_commands_share_the_ledger(tmp_path: Path, demo_archive: Path)
         assert ready["phase"] == "ready", ready
         again = json.loads(
             idds_vis(
-                "request", "--task", "900", "--source", "elsewhere", "--json", state=state
+                "request", "--task", "900", "--source", str(tmp_path), "--json", state=state
             ).stdout
         )
         assert again["name"] == ready["name"] and again["source"] == ready["source"]
@@ -65,17 +65,18 @@ def test_agent_and_commands_share_the_ledger(tmp_path: Path, demo_archive: Path)
         listed = json.loads(idds_vis("list", "--json", state=state).stdout)
         assert [(i["task_id"], i["phase"]) for i in listed] == [("900", "ready")]
 
+        # A missing path is refused at request time (usage error, exit 2: issue 19).
         bad = idds_vis("request", "--task", "901", "--source", str(tmp_path / "none.tgz"),
                        "--wait", "--json", state=state, check=False)  # fmt: skip
-        assert bad.returncode == 1
-        assert "none.tgz" in json.loads(bad.stdout)["reason"]
+        assert bad.returncode == 2
+        assert "none.tgz does not exist" in bad.stderr
 
         gone = json.loads(idds_vis("teardown", "--task", "900", "--json", state=state).stdout)
         assert gone["phase"] == "expired"
         assert ready["name"] not in ui_processes().values()
 
         unknown = idds_vis("extend", "--task", "nope", "--by", "1h", state=state, check=False)
-        assert unknown.returncode == 1 and "no visualization for task nope" in unknown.stderr
+        assert unknown.returncode == 3 and "no visualization for task nope" in unknown.stderr
     finally:
         agent.send_signal(signal.SIGTERM)
         assert agent.wait(timeout=60) == 0, agent.stderr.read() if agent.stderr else ""
