@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from datetime import datetime, timedelta
 
+from idds_vis.api.views import scrub_paths
+
 
 class Refusals:
     def __init__(self, keep: timedelta = timedelta(minutes=10), size: int = 1000) -> None:
@@ -15,7 +17,7 @@ class Refusals:
 
     def remember(self, task_name: str, reason: str, now: datetime) -> None:
         self._seen.pop(task_name, None)
-        self._seen[task_name] = (reason, now)
+        self._seen[task_name] = (scrub_paths(reason), now)
         while len(self._seen) > self._size:
             self._seen.popitem(last=False)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,13 +28,36 @@ def instance_json(inst: Instance, permalink: str | None) -> dict[str, Any]:
         "phase": inst.phase.value,
         "url": inst.url,
         "expires_at": iso(inst.expires_at),
-        "reason": inst.reason,
+        "reason": scrub_paths(inst.reason) if inst.reason else inst.reason,
         "name": inst.name,
         "created_at": iso(inst.created_at),
         "updated_at": iso(inst.updated_at),
         "attempt": inst.attempt,
         "permalink": permalink,
     }
+
+
+# A server path in a reason ("cannot read /srv/idds-vis/state/ui/x/ui.log"): absolute POSIX
+# paths (not the path part of a URL: "/" right after a word character, ":" or "/" is not a
+# start), file: URIs, home-relative and Windows paths. Each becomes "…/<last name>".
+_PATH = re.compile(
+    r"file:/{0,3}[^\s'\"<>]*"
+    r"|(?<![\w:/.~-])~?/(?:[^\s/'\"<>]+/)*[^\s/'\"<>]*"
+    r"|\b[A-Za-z]:\\(?:[^\s\\'\"<>]+\\)*[^\s\\'\"<>]*"
+)
+
+
+def scrub_paths(text: str) -> str:
+    """``text`` with the server's file paths cut to their last name: reasons shown on pages and
+    in the JSON tell what went wrong without telling where the agent keeps its files."""
+
+    def short(match: re.Match[str]) -> str:
+        found = match.group(0).rstrip(".,;:)")
+        tail = match.group(0)[len(found) :]
+        name = re.split(r"[/\\]", found.rstrip("/\\"))[-1]
+        return ("…/" + name if name and not name.endswith(":") else "…") + tail
+
+    return _PATH.sub(short, text)
 
 
 def iso(when: datetime | None) -> str | None:
@@ -75,6 +99,11 @@ def steps(inst: Instance | None, history: list[PhaseEvent]) -> list[Step]:
             reached[event.phase] = event.at
     order = [phase for phase, _ in STEPS]
     last_reached = max((order.index(p) for p in reached if p in order), default=-1)
+    if inst is not None and inst.phase in order:
+        # The record and its history are read one after the other: a step the history has
+        # already but the record not yet waits for the record, so the list and the headline
+        # (made from the record) always tell the same step.
+        last_reached = min(last_reached, order.index(inst.phase))
     out = []
     for index, (phase, label) in enumerate(STEPS):
         at = reached.get(phase)

@@ -11,6 +11,17 @@ other request is answered 403 "this UI is read-only" before MLflow sees it.
 Matching is on the decoded path MLflow routes on (``scope["path"]``), exact segment by segment,
 so ``//``, ``.``/``..`` segments, encoded slashes and trailing slashes never match an allowed
 route. Pure ASGI and no MLflow import: unit-tested without a server.
+
+The landing (issue 19): MLflow 3.17 opens on its GenAI home (demo, prompts, gateway, an
+assistant, a telemetry notice). The gate adds one script of its own to MLflow's page
+(``<prefix>/idds-vis/landing.js``, before MLflow's deferred bundle runs) which sets the UI's
+own local-storage switches (read from MLflow 3.17.2's bundle: ``mlflow.workflowType_v1``,
+``mlflow.telemetry.info.alert.dismissed_v1``, ``mlflow.assistant.*``,
+``mlflow.detectIssues.guidanceShown_v1``) and, when the page is opened at its root, replaces
+the address with the task's experiment's runs in the model-training mode
+(``#/experiments/<id>/runs?workflowType=machine_learning``). The experiment is found by the
+gate asking the wrapped app the same search the UI makes (the task's only experiment besides
+an empty Default; the experiments list when there are several).
 """
 
 from __future__ import annotations
@@ -29,6 +40,27 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 READ_ONLY = "this UI is read-only"
+LANDING_SCRIPT = "idds-vis/landing.js"  # answered by the gate itself, under the prefix
+ML_MODE = "workflowType=machine_learning"
+DEFAULT_EXPERIMENT = "0"
+# MLflow 3.17.2's local-storage switches (its useLocalStorage: JSON under "<key>_v<version>"):
+# the model-training mode, the telemetry notice dismissed and telemetry off, the assistant
+# pane closed and never opened by itself, the "Detect Issues" tip already seen, "Getting
+# started" folded.
+UI_DEFAULTS: dict[str, object] = {
+    "mlflow.telemetry.info.alert.dismissed_v1": True,
+    "mlflow.settings.telemetry.enabled_v1": False,
+    "mlflow.assistant.panelOpen_v1": False,
+    "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": True,
+    "mlflow.detectIssues.guidanceShown_v1": True,
+    "mlflow.home.getting-started.collapsed_v1": True,
+}
+WORKFLOW_KEY = "mlflow.workflowType_v1"
+# The assistant's button shows on a loopback address whatever the server says (MLflow decides
+# on window.location.hostname): hidden by its component id. Nothing of it works here anyway
+# (the gate refuses the assistant's endpoints).
+HIDDEN_CSS = '[data-component-id^="mlflow.assistant"]{display:none!important}'
+
 BAD_PATH = "this UI is read-only: an artefact path must stay inside the artefacts"
 
 ONE = "{}"  # one path segment (an id)
@@ -181,6 +213,14 @@ class ReadOnlyGate:
         if scope["type"] != "http":  # a WebSocket: nothing the UI needs
             await send({"type": "websocket.close", "code": 1008})
             return
+        method = str(scope.get("method", ""))
+        path = str(scope.get("path", ""))
+        if method in ("GET", "HEAD") and path == f"{self.prefix}/{LANDING_SCRIPT}":
+            await self._landing_script(scope, send)
+            return
+        if method in ("GET", "HEAD") and path == self.prefix + "/":
+            await self._page(scope, receive, send)
+            return
         verdict = self.decide(
             str(scope.get("method", "")),
             str(scope.get("path", "")),
@@ -208,6 +248,63 @@ class ReadOnlyGate:
             return Verdict(400, BAD_PATH)
         return PASS
 
+    async def _page(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """MLflow's page, with the landing script before MLflow's own (deferred) bundle."""
+        inner = dict(scope)
+        # Uncompressed, so the page can be read and changed here.
+        inner["headers"] = [(k, v) for k, v in scope.get("headers", [])
+                            if bytes(k).lower() != b"accept-encoding"]  # fmt: skip
+        start, body = await _collect(self.app, inner, receive)
+        headers = [(bytes(k), bytes(v)) for k, v in start.get("headers", [])]
+        html = any(k.lower() == b"content-type" and v.startswith(b"text/html")
+                   for k, v in headers)  # fmt: skip
+        if start.get("status") == 200 and html and b"</head>" in body:
+            tag = f'<script src="{LANDING_SCRIPT}"></script>'.encode()
+            body = body.replace(b"</head>", tag + b"</head>", 1)
+            dropped = {b"content-length", b"etag", b"last-modified", b"content-encoding"}
+            headers = [(k, v) for k, v in headers if k.lower() not in dropped]
+            headers += [(b"content-length", str(len(body)).encode()),
+                        (b"cache-control", b"no-store")]  # fmt: skip
+        await send({**start, "headers": headers})
+        await send({"type": "http.response.body",
+                    "body": b"" if scope.get("method") == "HEAD" else body})  # fmt: skip
+
+    async def _landing_script(self, scope: Scope, send: Send) -> None:
+        target = await self.landing(scope)
+        body = landing_script(target).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/javascript; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"cache-control", b"no-store"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body",
+                    "body": b"" if scope.get("method") == "HEAD" else body})  # fmt: skip
+
+    async def landing(self, scope: Scope) -> str:
+        """Where the page opens: the task's experiment's runs, in the model-training mode."""
+        inner = dict(scope)
+        path = f"{self.prefix}/{_V2}experiments/search"
+        inner.update(method="GET", path=path, raw_path=path.encode(),
+                     query_string=b"max_results=50&view_type=ACTIVE_ONLY")  # fmt: skip
+        inner["headers"] = [(k, v) for k, v in scope.get("headers", [])
+                            if bytes(k).lower() not in (b"accept-encoding", b"cookie")]  # fmt: skip
+
+        async def nothing() -> Message:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        try:
+            start, body = await _collect(self.app, inner, nothing)
+            found = json.loads(body) if start.get("status") == 200 else {}
+        except ValueError:
+            found = {}
+        return landing_target(found.get("experiments") if isinstance(found, dict) else None)
+
     def _methods(self, path: str) -> frozenset[str]:
         """The methods allowed on ``path``: every route it matches counts, so a literal route
         (``logged-models/search``, POST) is not shadowed by one with an id there (GET)."""
@@ -221,6 +318,60 @@ class ReadOnlyGate:
         else:
             return frozenset()
         return frozenset().union(*(r.methods for r in self.routes if r.matches(parts)))
+
+
+def landing_target(experiments: object) -> str:
+    """The hash route to open: one experiment's runs (an empty Default besides it does not
+    count), else the experiments list; always in the model-training mode."""
+    ids = []
+    if isinstance(experiments, list):
+        for exp in experiments:
+            if isinstance(exp, dict) and isinstance(exp.get("experiment_id"), str):
+                ids.append(exp["experiment_id"])
+    named = [i for i in ids if i != DEFAULT_EXPERIMENT] or ids
+    if len(named) == 1 and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", named[0]):
+        return f"/experiments/{named[0]}/runs?{ML_MODE}"
+    return f"/experiments?{ML_MODE}"
+
+
+def landing_script(target: str) -> str:
+    """The script the gate adds to MLflow's page (no user data in it: ids are checked)."""
+    return f"""// idds-vis: open on the task's runs, in the model-training mode (issue 19).
+"use strict";
+(() => {{
+  try {{
+    const defaults = {json.dumps(UI_DEFAULTS)};
+    for (const [key, value] of Object.entries(defaults)) {{
+      localStorage.setItem(key, JSON.stringify(value));
+    }}
+    if (localStorage.getItem({json.dumps(WORKFLOW_KEY)}) === null) {{
+      localStorage.setItem({json.dumps(WORKFLOW_KEY)}, JSON.stringify("machine_learning"));
+    }}
+  }} catch (e) {{ /* no storage (a private window): MLflow's own defaults */ }}
+  const style = document.createElement("style");
+  style.textContent = {json.dumps(HIDDEN_CSS)};
+  document.head.appendChild(style);
+  if (["", "#", "#/"].includes(location.hash)) {{
+    history.replaceState(null, "", "#" + {json.dumps(target)});
+  }}
+}})();
+"""
+
+
+async def _collect(app: ASGIApp, scope: Scope, receive: Receive) -> tuple[Message, bytes]:
+    """Run ``app`` on one request; its response start message and whole body."""
+    start: Message = {"type": "http.response.start", "status": 500, "headers": []}
+    chunks: list[bytes] = []
+
+    async def keep(message: Message) -> None:
+        nonlocal start
+        if message["type"] == "http.response.start":
+            start = message
+        elif message["type"] == "http.response.body":
+            chunks.append(bytes(message.get("body", b"")))
+
+    await app(scope, receive, keep)
+    return start, b"".join(chunks)
 
 
 def _paths_stay_inside(query: bytes) -> bool:
