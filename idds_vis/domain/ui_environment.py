@@ -52,13 +52,21 @@ NO_CLOUD_DISCOVERY = {
 }
 
 
+# MLflow's own switches for what a read-only UI of one training has no use for (MLflow 3.17):
+# the AI Gateway (its pages and the "features" the UI reads from server-info) and telemetry.
+MLFLOW_OFF = {
+    "MLFLOW_ENABLE_AI_GATEWAY": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+}
+
+
 def ui_environment(
     parent: Mapping[str, str], *, home: str, extra: Mapping[str, str] | None = None
 ) -> dict[str, str]:
     """The UI process's environment: allowlisted names of ``parent``, a private HOME, no clouds.
 
     ``extra`` (the switches the caller sets itself) goes in last, so it wins; it cannot turn
-    cloud discovery back on nor move HOME.
+    cloud discovery, the gateway or telemetry back on nor move HOME.
     """
     env = {
         name: value
@@ -73,6 +81,7 @@ def ui_environment(
             "CLOUDSDK_CONFIG": f"{home}/.config/gcloud",
             "AZURE_CONFIG_DIR": f"{home}/.azure",
             **NO_CLOUD_DISCOVERY,
+            **MLFLOW_OFF,
         }
     )
     return env

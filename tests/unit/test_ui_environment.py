@@ -42,6 +42,8 @@ def test_only_allowlisted_names_are_inherited_and_clouds_are_off() -> None:
         "AWS_CONFIG_FILE": "/dev/null",
         "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
         "NO_GCE_CHECK": "true",
+        "MLFLOW_ENABLE_AI_GATEWAY": "false",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
     }
 
 
