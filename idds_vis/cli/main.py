@@ -22,7 +22,6 @@ from idds_vis.cli.common import (
     run,
     settings_from,
     setup_logging,
-    stderr,
 )
 from idds_vis.cli.web import run_service, serve_agent, serve_web_alone
 from idds_vis.deploy.kubernetes.settings import KubeSettings
@@ -389,7 +388,9 @@ kubeconfig_option = click.option(
     type=click.Path(dir_okay=False),
     help="Kubeconfig file (default: in-cluster credentials).",
 )
-namespace_option = click.option("--namespace", default="default", show_default=True)
+namespace_option = click.option(
+    "--namespace", default="default", show_default=True, help="The cluster namespace of the UI."
+)
 
 
 @cli.command(epilog=exits.epilog())
@@ -399,13 +400,16 @@ namespace_option = click.option("--namespace", default="default", show_default=T
 @kubeconfig_option
 @namespace_option
 @click.option("--wait/--no-wait", default=True, help="Wait until it is gone.")
-@click.option("--timeout", type=DURATION, default="2m", show_default=True)
+@click.option(
+    "--timeout", type=DURATION, default="2m", show_default=True, help="How long --wait waits."
+)
 @json_option
 @click.pass_context
 def teardown(ctx: click.Context, task_id: str, tool: str, backend: str, kubeconfig: str | None,
              namespace: str, wait: bool, timeout: timedelta, as_json: bool) -> None:  # fmt: skip
-    """End a UI now. With the agent its expiry becomes now and the reaper removes it; with
-    ``--backend kubernetes`` its objects are deleted and the command returns once they are gone."""
+    """End a UI now. With the agent its expiry becomes now and the reaper removes it (one that
+    already ended is left as it is, exit 0); with `--backend kubernetes` its objects are deleted
+    and the command returns once they are gone."""
     settings = settings_from(ctx)
     if backend == "kubernetes":
         from idds_vis.cli import kube
@@ -440,15 +444,26 @@ def teardown(ctx: click.Context, task_id: str, tool: str, backend: str, kubeconf
     "or rucio://scope:name (credentials from --config go into a Secret).",
 )
 @click.option(
-    "--backend", type=click.Choice(["kubernetes"]), default="kubernetes", show_default=True
+    "--backend",
+    type=click.Choice(["kubernetes"]),
+    default="kubernetes",
+    show_default=True,
+    help="Where the UI runs (only kubernetes: the agent's own UIs come from `request`).",
 )
 @kubeconfig_option
 @namespace_option
 @click.option("--image", default=KubeSettings.image, show_default=True, help="The UI image.")
-@click.option("--public-host", default=KubeSettings.public_host, show_default=True)
-@click.option("--ttl", type=DURATION, default="24h", show_default=True)
+@click.option(
+    "--public-host",
+    default=KubeSettings.public_host,
+    show_default=True,
+    help="The host name the UI is reached by (its Ingress or Route).",
+)
+@click.option("--ttl", type=DURATION, default="24h", show_default=True, help="Lifetime.")
 @click.option("--wait/--no-wait", default=True, help="Wait until the UI's pod is ready.")
-@click.option("--timeout", type=DURATION, default="3m", show_default=True)
+@click.option(
+    "--timeout", type=DURATION, default="3m", show_default=True, help="How long --wait waits."
+)
 @click.pass_context
 def deploy(
     ctx: click.Context,
@@ -486,7 +501,7 @@ def deploy(
 )
 @click.option("--prefix", required=True, help="URL path prefix, e.g. /vis/mlflow-123-abcdef12.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", type=int, required=True)
+@click.option("--port", type=click.IntRange(1, 65535), required=True, help="Port to bind.")
 @click.option(
     "--allowed-host",
     "allowed_hosts",
@@ -504,8 +519,20 @@ def deploy(
     type=click.Path(path_type=Path, file_okay=False),
     help="Private directory for staged data (default: a new temporary one).",
 )
-@click.option("--max-bytes", type=int, default=2 * 1024**3, show_default=True)
-@click.option("--max-files", type=int, default=20_000, show_default=True)
+@click.option(
+    "--max-bytes",
+    type=click.IntRange(min=1),
+    default=2 * 1024**3,
+    show_default=True,
+    help="Most bytes the staged artefacts may hold.",
+)
+@click.option(
+    "--max-files",
+    type=click.IntRange(min=1),
+    default=20_000,
+    show_default=True,
+    help="Most files the staged artefacts may hold.",
+)
 @click.option(
     "--guard-addresses",
     is_flag=True,
@@ -538,19 +565,20 @@ def serve_ui(source: str | None, staged: Path | None, prefix: str, host: str, po
         serve(source=source, staged_dir=staged, prefix=prefix, host=host, port=port,
               allowed_hosts=allowed_hosts, cors_origins=cors_origins, workdir=workdir,
               max_bytes=max_bytes, max_files=max_files, guard=guard)  # fmt: skip
-    except VisError as exc:
-        stderr.print(f"[red]error:[/red] {exc}")
-        raise SystemExit(2) from exc
+    except VisError as exc:  # the artefacts could not be staged or served: a failure, not usage
+        note(f"error: {exc}")
+        raise SystemExit(exits.FAILED) from exc
 
 
 @cli.command()
 @click.option(
     "--ttl", type=DURATION, default="10m", show_default=True, help="Lifetime of the demo UI."
 )
-@json_option
+@click.option("--json", "as_json", is_flag=True, help="Print each phase as a JSON line.")
 @click.pass_context
 def demo(ctx: click.Context, ttl: timedelta, as_json: bool) -> None:
-    """Train a tiny model, stage its artefacts, and bring up its UI through the real pipeline."""
+    """Train a tiny model, stage its artefacts, and bring up its UI through the real pipeline
+    (exit 0 once it has expired, 1 if it failed, 130 on Ctrl-C)."""
     from idds_vis.cli.demo import run_demo
 
     raise SystemExit(

@@ -97,5 +97,5 @@ async def test_serve_ui_refuses_a_source_without_mlflow_data(tmp_path: Path) -> 
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     _, err = await proc.communicate()
-    assert proc.returncode == 2
+    assert proc.returncode == 1  # a failure (exits.FAILED), not a usage error
     assert b"no MLflow data" in err
