@@ -8,8 +8,10 @@ keep-alive client session. A browser without a session is sent to sign in and co
 here; a signed-in person the UI is not for gets 403. The visitor's cookies and bearer token
 are not passed on: they are the web app's, not the UI's.
 
-Only with the local deployer (``LocalProcessDeployer.upstream``); on Kubernetes the ingress
-routes ``/vis/`` to the UI pods and asks ``/auth/check`` first.
+With the local deployer (``LocalProcessDeployer.upstream``), and on OpenShift, where a Route
+has no forward-auth, with the web app as the Route's backend (``KubernetesDeployer.upstream``:
+the UI's Service and its secret header); behind an nginx ingress the ingress routes ``/vis/``
+to the UI pods and asks ``/auth/check`` first.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from idds_vis.api.auth import share_links
 from idds_vis.api.auth.middleware import login_url, unauthorized
 from idds_vis.api.keys import AGENT
 from idds_vis.api.routes.auth_check import count_denial, decide_ui, instance_at, share_refused
+from idds_vis.deploy.kubernetes import objects
+from idds_vis.deploy.kubernetes.deployer import KubernetesDeployer
 from idds_vis.deploy.local import LocalProcessDeployer
 from idds_vis.domain.access import UNKNOWN_INSTANCE
 
@@ -70,7 +74,9 @@ async def bare(request: web.Request) -> web.StreamResponse:
 @routes.route("*", "/vis/{segment}/{tail:.*}")
 async def proxy(request: web.Request) -> web.StreamResponse:
     deployer = request.app[AGENT].deployer
-    if not isinstance(deployer, LocalProcessDeployer):
+    if not isinstance(deployer, LocalProcessDeployer) and not (
+        isinstance(deployer, KubernetesDeployer) and objects.proxied(deployer.ks)
+    ):
         raise web.HTTPNotFound(text="UIs are not served by this web app")
     segment = request.match_info["segment"]
     inst = await instance_at(request, segment)

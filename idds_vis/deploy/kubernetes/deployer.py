@@ -10,7 +10,10 @@ what the current root owns and waits for the rest to go.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ from idds_vis.deploy.kubernetes.settings import KubeSettings
 from idds_vis.deploy.kubernetes.status import Scrub, scrubber, source_secrets, status_message
 from idds_vis.domain.errors import DeployError
 from idds_vis.domain.models import Deployment, Instance, RunningUI, StagedArtefacts
+from idds_vis.domain.naming import PROXY_HEADER, PROXY_SECRET_ENV
 from idds_vis.ports.lease import WatchObserver
 
 SecretsFor = Callable[[str], dict[str, str] | None]
@@ -44,6 +48,21 @@ def _stale(meta: dict[str, Any], owner_uid: str | None) -> str | None:
     if owner_uid is not None and not _owned_by(meta, owner_uid):
         return "is left from an earlier, deleted UI"
     return None
+
+
+def _proxy_secret(secret: dict[str, Any], name: str) -> str:
+    """The proxy secret a UI's Secret holds (the API returns ``data``, base64)."""
+    encoded = (secret.get("data") or {}).get(PROXY_SECRET_ENV)
+    try:
+        value = base64.b64decode(encoded or "", validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        value = ""
+    if not value:
+        raise DeployError(
+            f"the Secret of {name} holds no proxy secret (made before the web app proxied"
+            " UIs?): tear the UI down and start it again"
+        )
+    return value
 
 
 class KubernetesDeployer:
@@ -73,6 +92,8 @@ class KubernetesDeployer:
         # How long a redeploy waits for the garbage collector to remove a deleted UI's objects
         # (measured on kube-controller-manager v1.36: 0.3-1.6 s; a busy one takes longer).
         self.leftover_wait = leftover_wait
+        # (name, root uid) -> the proxy secret of a UI the web app proxies (OpenShift, issue 17).
+        self._proxy_secrets: dict[tuple[str, str], str] = {}
 
     def staging_dir(self, instance: Instance) -> Path | None:
         return None
@@ -88,7 +109,10 @@ class KubernetesDeployer:
         if self.secrets_for is not None:
             # In a thread: finding the values may read credential files.
             secret_values = await asyncio.to_thread(self.secrets_for, source)
-        scrub = scrubber([*source_secrets(source), *(secret_values or {}).values()])
+        # OpenShift with a web app: the UI answers only its proxy, which sends this (issue 17).
+        proxy_secret = secrets.token_urlsafe(32) if objects.proxied(self.ks) else None
+        scrub = scrubber([*source_secrets(source), *(secret_values or {}).values(),
+                          *([proxy_secret] if proxy_secret else [])])  # fmt: skip
         body = objects.deployment(
             instance, self.ks, source, instance.expires_at, bool(secret_values)
         )
@@ -98,12 +122,51 @@ class KubernetesDeployer:
         await self._same_expiry(instance, root, scrub)
         made = [{"kind": "Deployment", "name": instance.name}]
         uid = root["metadata"]["uid"]
-        for dependent in objects.dependents(instance, self.ks, root, secret_values):
-            await self._create_or_adopt(table[dependent["kind"]], dependent, uid, deadline, scrub)
+        values = secret_values
+        if proxy_secret is not None:
+            values = {**(secret_values or {}), PROXY_SECRET_ENV: proxy_secret}
+        for dependent in objects.dependents(instance, self.ks, root, values):
+            obj = await self._create_or_adopt(
+                table[dependent["kind"]], dependent, uid, deadline, scrub
+            )
+            if dependent["kind"] == "Secret" and proxy_secret is not None:
+                # An adopted Secret keeps the secret it was made with: the pod has that one.
+                proxy_secret = _proxy_secret(obj, instance.name)
+                self._proxy_secrets[(instance.name, uid)] = proxy_secret
             made.append({"kind": dependent["kind"], "name": dependent["metadata"]["name"]})
         url = objects.public_url(instance, self.ks)
         handle = {"namespace": self.ks.namespace, "uid": uid, "objects": made}
-        return Deployment(url=url, health_url=url + "health", handle=handle)
+        if not self.ks.web_url:
+            return Deployment(url=url, health_url=url + "health", handle=handle)
+        # Behind forward-auth or the web app's proxy the public URL asks for a sign-in: the
+        # agent probes the UI's Service (its NetworkPolicy admits the agent's pods).
+        direct = f"{objects.service_origin(instance, self.ks)}{instance.prefix}/"
+        headers = {PROXY_HEADER: proxy_secret} if proxy_secret else {}
+        return Deployment(url=url, health_url=direct + "health", handle=handle,
+                          probe_url=direct, probe_headers=headers)  # fmt: skip
+
+    async def upstream(self, instance: Instance) -> tuple[str, dict[str, str]] | None:
+        """Where the web app's ``/vis/`` proxy reaches a UI it proxies (OpenShift with a web
+        app, ``objects.proxied``) and the header it must add; None otherwise, or when the UI
+        has no Secret (not deployed, or gone)."""
+        if not objects.proxied(self.ks):
+            return None
+        key = (instance.name, str(instance.handle.get("uid") or ""))
+        secret = self._proxy_secrets.get(key)
+        if secret is None:
+            table = await self._kinds()
+            scrub = scrubber(source_secrets(instance.source or ""))
+            found = await self._read(table["Secret"], "Secret", instance.name, scrub)
+            if found is None:
+                return None
+            try:
+                secret = _proxy_secret(found, instance.name)
+            except DeployError:
+                return None
+            if len(self._proxy_secrets) > 4096:  # bounded: stale entries of ended UIs go
+                self._proxy_secrets.clear()
+            self._proxy_secrets[key] = secret
+        return objects.service_origin(instance, self.ks), {PROXY_HEADER: secret}
 
     async def _same_expiry(self, instance: Instance, root: dict[str, Any], scrub: Scrub) -> None:
         """An adopted root keeps the expiry it was created with: give it this one, so the
@@ -309,6 +372,8 @@ class KubernetesDeployer:
         await self.delete_by_name(instance.name)
 
     async def delete_by_name(self, name: str) -> None:
+        for key in [k for k in self._proxy_secrets if k[0] == name]:
+            del self._proxy_secrets[key]
         apps = client.AppsV1Api(await self.kube.api())
         try:
             await self.kube.call(
@@ -361,11 +426,8 @@ class KubernetesDeployer:
                 return False
         return True
 
-    def _exposure_kind(self) -> str:
-        return "Route" if self.ks.exposure == "route" else "Ingress"
-
     def _dependent_kinds(self) -> tuple[str, ...]:
-        return (*objects.DEPENDENT_KINDS, self._exposure_kind())
+        return (*objects.DEPENDENT_KINDS, *objects.exposure_kinds(self.ks))
 
     async def running(self) -> list[RunningUI]:
         """Every UI's root; healthy only with a ready pod *and* every object it owns (a

@@ -1,5 +1,12 @@
 """The objects of one UI: a Deployment (the root) owning Service, Ingress/Route, Secret, policy.
 
+Access (issue 17): with the web app's ``web_url``, an Ingress asks the web app's ``/auth/check``
+before each request (nginx forward-auth annotations). An OpenShift Route has no forward-auth of
+its own, so there the web app is the Route's backend for the UIs' host and proxies ``/vis/``
+to each UI's Service after the same check (``proxied``): the UI gets no Route, answers only
+requests carrying its per-instance secret header (kept in its Secret), and its NetworkPolicy
+admits the web app's pods only.
+
 Pure builders returning plain dicts (the JSON the API server receives), so they are validated
 against the Kubernetes OpenAPI schemas in tests without a cluster.
 """
@@ -13,6 +20,7 @@ from urllib.parse import quote
 
 from idds_vis.deploy.kubernetes.settings import DNS_PORTS, UI_PORT, UI_USER, KubeSettings
 from idds_vis.domain.models import Instance
+from idds_vis.domain.naming import PROXY_SECRET_ENV
 from idds_vis.domain.source_policy import MESSAGE_ORIGINS
 from idds_vis.staging.redact import redact_url
 
@@ -44,6 +52,20 @@ def labels(inst: Instance) -> dict[str, str]:
 
 def public_url(inst: Instance, ks: KubeSettings) -> str:
     return f"{ks.scheme}://{ks.public_host}{inst.prefix}/"
+
+
+def proxied(ks: KubeSettings) -> bool:
+    """OpenShift with a web app: the web app proxies ``/vis/`` to the UI (no Route per UI)."""
+    return ks.exposure == "route" and bool(ks.web_url)
+
+
+def service_host(inst: Instance, ks: KubeSettings) -> str:
+    """The UI's Service as pods of any namespace reach it (cluster DNS)."""
+    return f"{inst.name}.{ks.namespace}.svc"
+
+
+def service_origin(inst: Instance, ks: KubeSettings) -> str:
+    return f"http://{service_host(inst, ks)}"
 
 
 def shown_source(source: str) -> str:
@@ -120,6 +142,8 @@ def deployment(
             "--max-files",
             str(ks.max_files),
             *_guard_args(inst, ks),
+            # The web app's proxy and the agent's probe name the Service as the Host.
+            *(["--allowed-host", service_host(inst, ks)] if ks.web_url else []),
         ],
         "ports": [{"name": "http", "containerPort": UI_PORT, "protocol": "TCP"}],
         "env": [
@@ -154,6 +178,16 @@ def deployment(
     }
     if secret:
         container["envFrom"] = [{"secretRef": {"name": inst.name}}]
+    if proxied(ks):
+        # The UI answers only requests with this secret (ui/proxy_guard.py); the kubelet's
+        # probes cannot carry it without writing it into this object, so they only connect.
+        container["env"].append({
+            "name": PROXY_SECRET_ENV,
+            "valueFrom": {"secretKeyRef": {"name": inst.name, "key": PROXY_SECRET_ENV}},
+        })  # fmt: skip
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            container[probe] = {**container[probe], "tcpSocket": {"port": "http"}}
+            del container[probe]["httpGet"]
     meta = _meta(inst, ks, None)
     meta["annotations"] = annotations_for(inst, ks, expires_at)
     meta["annotations"]["idds-vis/source"] = shown_source(source)
@@ -298,6 +332,21 @@ def _egress(ks: KubeSettings) -> list[Obj]:
     return rules
 
 
+def _callers(ks: KubeSettings) -> list[Obj]:
+    """Who may connect to the UI pod: the ingress controller's pods (not when the web app
+    proxies, on OpenShift), and with a web app its pods in the agent's namespace."""
+    callers: list[Obj] = []
+    if not proxied(ks):
+        callers.append({"namespaceSelector": {"matchLabels": ks.ingress_namespace_labels}})
+    if ks.web_url:
+        agent_ns = ks.agent_namespace or ks.namespace
+        callers.append({
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": agent_ns}},
+            "podSelector": {"matchLabels": dict(ks.agent_pod_labels)},
+        })  # fmt: skip
+    return callers
+
+
 def network_policy(inst: Instance, ks: KubeSettings, owner: Obj) -> Obj:
     return {
         "apiVersion": "networking.k8s.io/v1",
@@ -306,12 +355,7 @@ def network_policy(inst: Instance, ks: KubeSettings, owner: Obj) -> Obj:
         "spec": {
             "podSelector": {"matchLabels": {"app.kubernetes.io/instance": inst.name}},
             "policyTypes": ["Ingress", "Egress"],
-            "ingress": [
-                {
-                    "from": [{"namespaceSelector": {"matchLabels": ks.ingress_namespace_labels}}],
-                    "ports": [{"port": UI_PORT, "protocol": "TCP"}],
-                }
-            ],
+            "ingress": [{"from": _callers(ks), "ports": [{"port": UI_PORT, "protocol": "TCP"}]}],
             "egress": _egress(ks),
         },
     }
@@ -321,15 +365,22 @@ def dependents(
     inst: Instance, ks: KubeSettings, owner: Obj, secret_values: dict[str, str] | None
 ) -> list[Obj]:
     """Everything the root Deployment owns, in the order they are created: the Secret first,
-    since the pod cannot start without its source."""
-    exposure = route(inst, ks, owner) if ks.exposure == "route" else ingress(inst, ks, owner)
+    since the pod cannot start without its source (nor, when ``proxied``, its proxy secret,
+    which ``secret_values`` then holds under ``PROXY_SECRET_ENV``)."""
     values = {**(secret_values or {}), SOURCE_KEY: inst.source or ""}
-    return [
-        secret(inst, ks, owner, values),
-        service(inst, ks, owner),
-        exposure,
-        network_policy(inst, ks, owner),
-    ]
+    made = [secret(inst, ks, owner, values), service(inst, ks, owner)]
+    if ks.exposure == "ingress":
+        made.append(ingress(inst, ks, owner))
+    elif not proxied(ks):
+        made.append(route(inst, ks, owner))
+    return [*made, network_policy(inst, ks, owner)]
+
+
+def exposure_kinds(ks: KubeSettings) -> tuple[str, ...]:
+    """The kind that exposes a UI, if any of its own (none when the web app proxies it)."""
+    if proxied(ks):
+        return ()
+    return ("Route",) if ks.exposure == "route" else ("Ingress",)
 
 
 DEPENDENT_KINDS = ("Secret", "Service", "NetworkPolicy")  # plus the exposure's kind

@@ -105,6 +105,14 @@ class KubeSettings:
     # /auth/check before serving (nginx forward-auth) and sends a browser with no session to
     # sign in there; it must share public_host, so the session cookie reaches both.
     web_url: str | None = None
+    # The agent's own namespace (its Lease, the web app's pods), when the UIs have their own
+    # (``namespace``); None: the same. With web_url set, the UI's NetworkPolicy admits the
+    # pods labelled agent_pod_labels there: the agent probes each UI through its Service (the
+    # public URL asks for a sign-in), and on OpenShift the web app proxies /vis/ to it.
+    agent_namespace: str | None = None
+    agent_pod_labels: dict[str, str] = field(
+        default_factory=lambda: {"app.kubernetes.io/name": "idds-vis-agent"}
+    )
     # Pods of the ingress controller (or the OpenShift router) are the only callers admitted.
     ingress_namespace_labels: dict[str, str] = field(
         default_factory=lambda: {"kubernetes.io/metadata.name": "ingress-nginx"}
