@@ -357,6 +357,11 @@ def extend(ctx: click.Context, task_id: str, tool: str, by: timedelta, as_json: 
                     f"{_what(key)} has ended ({_ended(inst)}): only a live UI can be extended; "
                     f"`idds-vis relaunch --task {task_id} --tool {tool} --ttl …` starts it again"
                 )
+            if inst.expires_at is None:
+                raise InvalidRequest(
+                    f"{_what(key)} is not ready yet ({inst.phase.value}): its lifetime (the "
+                    "--ttl it was asked with) starts once it is ready; extend it then"
+                )
             _check_room(inst, by, service.max_ttl, service.clock.now())
             _show(await service.extend(key, by), as_json)
 
@@ -366,7 +371,7 @@ def extend(ctx: click.Context, task_id: str, tool: str, by: timedelta, as_json: 
 def _check_room(inst: Instance, by: timedelta, maximum: timedelta | None, now: datetime) -> None:
     """Refuse, naming the maximum and what is left of it, an extension past ``max_ttl``."""
     if maximum is None or inst.expires_at is None:
-        return  # no maximum; or not ready yet, and the agent says so
+        return
     room = now + maximum - max(inst.expires_at, now)
     if by <= room:
         return

@@ -307,6 +307,13 @@ def test_extend_past_the_maximum_says_what_the_maximum_is(state: Path, artefacts
     assert ok.exit_code == 0, ok.output
 
 
+def test_extend_before_ready_says_when_the_lifetime_starts(state: Path, artefacts: Path) -> None:
+    requested(state, "4732")
+    done = idds_vis(state, "extend", "--task", "4732", "--by", "2h")
+    assert done.exit_code == 1
+    assert "task 4732 (mlflow) is not ready yet (requested)" in done.stderr
+
+
 def test_extend_of_an_ended_record_points_to_relaunch(state: Path, artefacts: Path) -> None:
     requested(state, "4731")
     move(state, "4731", *TO_EXPIRED)
