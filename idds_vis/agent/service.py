@@ -187,12 +187,12 @@ class Agent:
                 # reconciles once more: idempotent.)
                 await self.replica.recover_stopped()
                 report = await self.reconciler.reconcile(startup=False)
-                log.info("start-up reconcile: %s", report)
+                log.info("start-up reconcile: %s", _counts(report))
             work = asyncio.create_task(self.replica.run(self._run_workers, self._lead))
             self._tasks = [work, asyncio.create_task(self._metrics_loop())]
             return report
         report = await self.reconciler.reconcile(startup=True)
-        log.info("start-up reconcile: %s", report)
+        log.info("start-up reconcile: %s", _counts(report))
         self._tasks = [asyncio.create_task(self._worker(i)) for i in range(self.workers)]
         self._tasks.append(asyncio.create_task(self.reaper.run()))
         self._tasks.append(asyncio.create_task(self._reconcile_loop()))
@@ -206,6 +206,9 @@ class Agent:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        close = getattr(self.deployer, "close", None)  # the local warm pool (issue 18)
+        if close is not None:
+            await close()
 
     async def run_forever(self) -> None:
         await self.start()
@@ -223,8 +226,7 @@ class Agent:
         # Not startup=True: requests other replicas have in flight are theirs (a stopped
         # replica's are re-driven by the Replica's recovery instead).
         report = await self.reconciler.reconcile(startup=False)
-        counts = {what: len(names) for what, names in vars(report).items()}
-        log.info("reconcile on taking the lead: %s", counts)  # the names run to thousands
+        log.info("reconcile on taking the lead: %s", _counts(report))
         async with asyncio.TaskGroup() as group:
             group.create_task(keep_running(self.reaper.run, "the reaper", self.clock))
             group.create_task(self._reconcile_loop())
@@ -258,3 +260,11 @@ class Agent:
             except Exception:
                 log.exception("counting live instances failed; trying again later")
             await self.clock.sleep(self.metrics_interval)
+
+
+def _counts(report: ReconcileReport) -> str:
+    """``adopted 2, restarted 0, ...``: counts, not the names (they run to thousands), and no
+    Python repr in the log line."""
+    return ", ".join(
+        f"{what.replace('_', ' ')} {len(names)}" for what, names in vars(report).items()
+    )

@@ -13,7 +13,7 @@ import logging
 import re
 import sys
 from collections.abc import Iterable
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -103,9 +103,51 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # Python's warnings go through the same handler (in JSON mode a bare warning on stderr
+    # would be a line that is not JSON).
+    logging.captureWarnings(True)
     # A library's logging.config.fileConfig/dictConfig (alembic's, mlflow's) disables every
     # logger that exists at that moment, ours included: ours are never to be silenced.
     for name, logger in logging.root.manager.loggerDict.items():
         if name.startswith("idds_vis") and isinstance(logger, logging.Logger):
             logger.disabled = False
     return redact
+
+
+START = logging.getLogger("idds_vis.start")
+
+
+def json_lines_on() -> bool:
+    """Whether the logs are JSON lines now (``configure_logging(json_lines=True)``)."""
+    return any(
+        isinstance(h.formatter, RedactingJsonFormatter) for h in logging.getLogger().handlers
+    )
+
+
+def _redactor() -> Redactor:
+    for handler in logging.getLogger().handlers:
+        redact = getattr(handler.formatter, "redact", None)
+        if isinstance(redact, Redactor):
+            return redact
+    return Redactor()
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def report_error(message: str) -> None:
+    """A command's error as ONE line on stderr: a JSON object when the logs are JSON (so every
+    line stays JSON), else ``error: <message>``; secrets redacted either way."""
+    message = one_line(message)
+    if json_lines_on():
+        START.error(message)
+    else:
+        sys.stderr.write(f"error: {_redactor()(message)}\n")
+        sys.stderr.flush()
+
+
+def fail(message: str, code: int) -> NoReturn:
+    """``report_error`` and exit with ``code``."""
+    report_error(message)
+    raise SystemExit(code)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import os
 import secrets
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from idds_vis.agent.clock import SystemClock
 from idds_vis.agent.health import Health, Heartbeat, WatchTracker, add_agent_checks, install
@@ -27,7 +32,13 @@ from idds_vis.deploy.kubernetes.settings import (
     parse_egress,
     ui_namespace,
 )
-from idds_vis.deploy.local import SERVE_UI, STAND_IN_UI, LocalProcessDeployer
+from idds_vis.deploy.local import (
+    POOL_MEMBER,
+    SERVE_UI,
+    STAND_IN_POOL_MEMBER,
+    STAND_IN_UI,
+    LocalProcessDeployer,
+)
 from idds_vis.deploy.probe import HttpReadinessProbe
 from idds_vis.domain.errors import InvalidRequest
 from idds_vis.domain.quotas import Limits
@@ -67,6 +78,76 @@ def credential_files(settings: Settings) -> CredentialFiles:
         rucio_x509_proxy_file=settings.rucio_x509_proxy_file,
         rucio_ca_cert=settings.rucio_ca_cert,
         rucio_rse=settings.rucio_rse,
+    )
+
+
+def sqlite_file(settings: Settings) -> Path | None:
+    """The ledger's SQLite file, or None when the ledger is not a SQLite file."""
+    try:
+        url = make_url(settings.db_url)
+    except ArgumentError:
+        return None
+    if not url.drivername.startswith("sqlite") or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database).expanduser()
+
+
+@contextlib.contextmanager
+def agent_lock(settings: Settings) -> Iterator[None]:
+    """One agent per SQLite ledger (several need PostgreSQL): an OS lock (``flock``) on
+    ``<ledger>.agent-lock`` next to the file, held while the agent runs and released by the
+    kernel when the process ends, however it ends (SIGKILL, a crash): no stale lock to clear.
+    A second agent is refused with an InvalidRequest saying so; the commands that only read
+    or write records (``request``, ``list``, ``web``) take no lock."""
+    db = sqlite_file(settings)
+    if db is None:
+        yield
+        return
+    lock = db.with_name(db.name + ".agent-lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    # O_CLOEXEC: the UI processes the agent starts (and which outlive it) never hold the lock.
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+        os.close(fd)
+        who = f" (pid {holder})" if holder.isdigit() else ""
+        raise InvalidRequest(
+            f"another agent{who} already runs on the SQLite ledger {db}: SQLite is for one agent;"
+            " stop that one first, or give every agent the same PostgreSQL database_url to run"
+            " several"
+        ) from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def after_stop(settings: Settings, live: int) -> str:
+    """What the agent says as it stops: the UIs are not stopped with it, and who ends them."""
+    if live == 0:
+        return "agent stopped; no UI is running"
+    many = f"{live} UIs keep" if live != 1 else "1 UI keeps"
+    if settings.deployer == "kubernetes":
+        where = f"in namespace {ui_namespace(settings.namespace, settings.ui_namespace)}"
+        backstop = (
+            "; their janitor/expires annotation lets kube-janitor end them should no agent return"
+        )
+    else:
+        where = "as processes of their own on this machine"
+        backstop = ""
+        if web_base(settings):
+            backstop = (
+                "; they are reached through the web app's proxy, so their URLs answer again once"
+                " an agent or `idds-vis web` serves it"
+            )
+    return (
+        f"agent stopped; {many} running {where}: the reaper of the next agent on this ledger"
+        " (or of another replica) ends each at its expiry, after its start-up reconcile adopts"
+        f" them; `idds-vis teardown --task ID` ends one now{backstop}"
     )
 
 
@@ -126,6 +207,10 @@ def build_deployer(
         public_host=settings.public_host,
         ui_argv=STAND_IN_UI if settings.ui_stub else SERVE_UI,
         proxy_base=web_base(settings),
+        pool_size=settings.ui_pool.get("mlflow", 0),  # issue 18: the tool local UIs serve
+        pool_max_age=settings.ui_pool_max_age.total_seconds(),
+        pool_argv=STAND_IN_POOL_MEMBER if settings.ui_stub else POOL_MEMBER,
+        pool_observer=metrics,
     )
 
 
