@@ -60,6 +60,11 @@ def scrub_paths(text: str) -> str:
     return _PATH.sub(short, text)
 
 
+def plural(count: int, word: str, words: str | None = None) -> str:
+    """ "1 visualization", "2 visualizations", "0 visualizations"."""
+    return f"{count} {word if count == 1 else (words or word + 's')}"
+
+
 def iso(when: datetime | None) -> str | None:
     return when.isoformat() if when is not None else None
 

@@ -95,6 +95,8 @@ def check_ask(ask: Ask, limits: Limits) -> None:
 def blocked(ask: Ask, held: Sequence[Holding], limits: Limits) -> str | None:
     """Why ``ask`` cannot start now, or None when it fits."""
     if limits.total is not None and len(held) >= limits.total:
+        if limits.total == 1:
+            return "the one visualization slot is in use"
         return f"all {limits.total} visualization slots are in use"
     if ask.exempt:
         return None
@@ -102,7 +104,7 @@ def blocked(ask: Ask, held: Sequence[Holding], limits: Limits) -> str | None:
         mine = sum(1 for h in held if h.user == ask.user)
         if mine >= limits.per_user:
             return (
-                f"{ask.user} has {mine} live visualizations "
+                f"{ask.user} has {mine} live visualization{'' if mine == 1 else 's'} "
                 f"(the limit per user is {limits.per_user})"
             )
     group_limit = _group_limit(limits, ask.group)
@@ -110,7 +112,8 @@ def blocked(ask: Ask, held: Sequence[Holding], limits: Limits) -> str | None:
         theirs = sum(1 for h in held if h.group == ask.group)
         if theirs >= group_limit:
             return (
-                f"group {ask.group} has {theirs} live visualizations (its limit is "
+                f"group {ask.group} has {theirs} live visualization{'' if theirs == 1 else 's'} "
+                "(its limit is "
                 f"{group_limit})"
             )
     if limits.user_ttl is not None and ask.user is not None:

@@ -57,9 +57,12 @@ UI_DEFAULTS: dict[str, object] = {
 }
 WORKFLOW_KEY = "mlflow.workflowType_v1"
 # The assistant's button shows on a loopback address whatever the server says (MLflow decides
-# on window.location.hostname): hidden by its component id. Nothing of it works here anyway
-# (the gate refuses the assistant's endpoints).
-HIDDEN_CSS = '[data-component-id^="mlflow.assistant"]{display:none!important}'
+# on window.location.hostname): hidden by the mark MLflow puts on the assistant's parts.
+# Nothing of it works here anyway (the gate refuses the assistant's endpoints).
+HIDDEN_CSS = (
+    '[data-assistant-ui="true"],[data-component-id^="mlflow.assistant"]'
+    "{display:none!important}"
+)
 
 BAD_PATH = "this UI is read-only: an artefact path must stay inside the artefacts"
 

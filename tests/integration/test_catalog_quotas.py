@@ -47,7 +47,7 @@ async def test_over_the_limits_requests_queue_in_order_and_start_when_room_frees
         status, body = await post(web, VIS, jane, task_id="4243")
         assert status == 202
         assert body["queued"]["position"] == 1 and body["queued"]["phase"] == "queued"
-        assert body["queued"]["reason"] == f"{JANE} has 1 live visualizations (the limit per " \
+        assert body["queued"]["reason"] == f"{JANE} has 1 live visualization (the limit per " \
                                            "user is 1)"  # fmt: skip
         assert await web.agent.ledger.get(InstanceKey("4243")) is None
         assert (await post(web, VIS, john, task_id="5151"))[0] == 201
@@ -104,7 +104,7 @@ async def test_a_group_limit_holds_back_the_groups_members_only(
         assert (await post(web, VIS, jane, task_id="4242"))[0] == 201
         status, body = await post(web, VIS, john, task_id="5151")
         assert status == 202 and body["queued"]["reason"] == (
-            "group atlas/ml has 1 live visualizations (its limit is 1)")
+            "group atlas/ml has 1 live visualization (its limit is 1)")
         assert (await post(web, VIS, outsider, task_id="5152"))[0] == 201
         groups = (await get(web, "/api/v1/capacity", jane))["groups"]
         assert groups == {"atlas/ml": {"used": 1, "limit": 1, "free": 0}}

@@ -64,7 +64,7 @@ async def test_over_the_limit_a_request_waits_in_order_and_starts_when_room_free
     assert other.started  # another user is not held back
     assert second.waiting is not None and third.waiting is not None
     assert (second.waiting.position, third.waiting.position) == (1, 2)
-    assert second.waiting.reason == "Jane Doe has 1 live visualizations (the limit per user is 1)"
+    assert second.waiting.reason == "Jane Doe has 1 live visualization (the limit per user is 1)"
     assert await ledger.get(InstanceKey("2")) is None  # no record while it waits
     # Asking again keeps the place.
     assert (await ledger.request_start(ask("2"), limits, at(4))).waiting.position == 1  # type: ignore[union-attr]
@@ -77,7 +77,7 @@ async def test_over_the_limit_a_request_waits_in_order_and_starts_when_room_free
     assert (await ledger.queue(limits, at(7)))[0].position == 1
     actions = [(a.action, a.task_id, a.detail) for a in await ledger.actions(actor="Jane Doe")]
     assert ("start", "2", "from the queue after 6 s") in actions
-    assert ("queue", "3", "position 2: Jane Doe has 1 live visualizations (the limit per user "
+    assert ("queue", "3", "position 2: Jane Doe has 1 live visualization (the limit per user "
             "is 1)") in actions  # fmt: skip
 
 

@@ -35,7 +35,7 @@ def test_the_per_user_limit_holds_back_that_user_only() -> None:
     asks = [Ask(1, "jane", None, H), Ask(2, "john", None, H)]
     assert admissible(asks, [held("jane")], limits) == [2]
     assert blocked(asks[0], [held("jane")], limits) == (
-        "jane has 1 live visualizations (the limit per user is 1)"
+        "jane has 1 live visualization (the limit per user is 1)"
     )
 
 

@@ -29,6 +29,7 @@ from aiohttp import web
 from idds_vis.agent.service import Agent
 from idds_vis.api.auth.context import Client
 from idds_vis.api.auth.denials import Denial
+from idds_vis.api.views import plural
 from idds_vis.domain.errors import InvalidRequest
 from idds_vis.domain.expiry import format_duration
 from idds_vis.ports.ledger import AccessLedger
@@ -116,7 +117,12 @@ class AnonymousGate:
             if total is not None and len(held) >= total:
                 raise self._refuse(
                     Denial.ANONYMOUS_TOTAL,
-                    f"all {total} visualization slots are in use: try again when one ends",
+                    (
+                        "the one visualization slot is"
+                        if total == 1
+                        else f"all {total} visualization slots are"
+                    )
+                    + " in use: try again when one ends",
                     429,
                 )
             name = actor(client)
@@ -125,7 +131,8 @@ class AnonymousGate:
             if per_address is not None and mine >= per_address:
                 raise self._refuse(
                     Denial.ANONYMOUS_PER_ADDRESS,
-                    f"{mine} visualizations started from your address are live (the limit "
+                    f"{plural(mine, 'visualization')} started from your address "
+                    f"{'is' if mine == 1 else 'are'} live (the limit "
                     f"without sign-in is {per_address}): try again when one of them ends",
                     429,
                 )

@@ -51,6 +51,13 @@
     a.rel = "noopener";
     return a;
   };
+  // "2026-12-06 06:42 UTC": one order for everyone, and the zone said (not the browser's
+  // locale order, nor its zone unnamed).
+  const utc = (iso) => {
+    const when = new Date(iso);
+    if (Number.isNaN(when.getTime())) return iso;
+    return `${when.toISOString().slice(0, 16).replace("T", " ")} UTC`;
+  };
   const box = el("div", "", "box");
   box.appendChild(el("div", "Visualization (idds-vis)", "title"));
   root.appendChild(box);
@@ -67,7 +74,7 @@
       row.appendChild(el("span", inst.phase, `badge ${inst.phase}`));
       if (inst.phase === "ready" && inst.url) row.appendChild(link(inst.url, "Open the UI"));
       if (inst.phase === "ready" && inst.expires_at) {
-        row.appendChild(el("span", `live until ${new Date(inst.expires_at).toLocaleString()}`, "muted"));
+        row.appendChild(el("span", `live until ${utc(inst.expires_at)}`, "muted"));
       }
       if (inst.permalink && inst.phase !== "ready") {
         const label = inst.phase === "expired" || inst.phase === "failed" ? "Relaunch" : "Follow";
