@@ -130,3 +130,22 @@ def test_no_citation_of_a_design_file_outside_the_repository() -> None:
         if "DESIGN.md" in line
     ]
     assert not cited, f"DESIGN.md is not in the repository, yet cited at {cited}"
+
+
+STALE = (
+    # Issue 19's examples: claims the code outgrew (the Kubernetes deployer exists).
+    "a Kubernetes Deployment later",
+    "comes with its issue",
+    "no kube-apiserver can run here",
+)
+
+
+def test_no_known_stale_sentence() -> None:
+    texts = [README, *DOCS.rglob("*.md")]
+    found = [
+        f"{p.relative_to(ROOT)}: {phrase!r}"
+        for p in texts
+        for phrase in STALE
+        if phrase in " ".join(p.read_text(encoding="utf-8").split())
+    ]
+    assert not found, f"stale sentences: {found}"
