@@ -50,6 +50,7 @@ async def test_the_agent_keeps_every_ui_object_in_the_ui_namespace(emu, tmp_path
     first = split_agent(settings)
     assert isinstance(first.deployer, KubernetesDeployer)
     assert first.deployer.ks.namespace == UI_NS
+    assert first.deployer.ks.agent_namespace == AGENT_NS  # whose pods a UI's policy admits
     events = first.events.subscribe()
     await first.start()
     try:
