@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from idds_vis.api.views import in_text, steps, when_text
+from idds_vis.api.views import STEPS, in_text, scrub_paths, steps, when_text
 from idds_vis.domain.expiry import format_duration
 from idds_vis.domain.models import Instance, PhaseEvent
 from idds_vis.domain.phases import IN_FLIGHT, Phase
@@ -53,14 +53,16 @@ def page_state(
     }
     if inst is None:
         if refusal:
-            state.update(headline="Cannot start a visualization", detail=refusal, action="retry")
+            state.update(headline="Cannot start a visualization", detail=scrub_paths(refusal),
+                         action="retry")  # fmt: skip
         else:
             detail = f"Press Start to bring up a read-only {label} UI of this task."
             state.update(headline="Not started yet", action="start", detail=detail)
     elif inst.phase is Phase.REQUESTED:
         state.update(headline="Queued", detail="Waiting for a free worker.")
     elif inst.phase in IN_FLIGHT:
-        state.update(headline=f"Starting the {label} UI", detail=_WORKING[inst.phase])
+        # The headline is the current step's own words: it never tells an earlier step.
+        state.update(headline=dict(STEPS)[inst.phase], detail=_WORKING[inst.phase])
     elif inst.phase is Phase.READY:
         state.update(headline=f"The {label} UI is live", url=None if withheld else inst.url)
         if withheld:
@@ -72,10 +74,10 @@ def page_state(
         state.update(headline="Shutting down", detail="Its time is up; the UI is being removed.")
     elif inst.phase is Phase.EXPIRED:
         state.update(headline="This visualization has expired", action="relaunch",
-                     detail=inst.reason or _expired_detail(inst))  # fmt: skip
+                     detail=scrub_paths(inst.reason or _expired_detail(inst)))  # fmt: skip
     else:
         state.update(headline="The visualization failed", action="relaunch",
-                     detail=inst.reason or "The agent gave no reason.")  # fmt: skip
+                     detail=scrub_paths(inst.reason or "The agent gave no reason."))  # fmt: skip
     return state
 
 

@@ -73,7 +73,7 @@ async def follow_to_the_ui(page: Page, artifacts: Path, shot: str) -> None:
     for phase in EARLIER:
         await expect(step(page, phase)).to_have_attribute("data-state", "done")
     await expect(step(page, "ready")).to_have_attribute("data-state", "pending")
-    await expect(page.locator("#live h1")).to_have_text("Starting the MLflow UI")
+    await expect(page.locator("#live h1")).to_have_text("Waiting for the UI to answer")
     await page.screenshot(path=str(artifacts / shot), full_page=True)
 
     await page.wait_for_url(UI_URL, timeout=PROGRESS_MS)

@@ -9,6 +9,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from idds_vis.api.page_state import page_state
 from idds_vis.api.refusals import Refusals
 from idds_vis.api.views import instance_json, scrub_paths, steps
 from idds_vis.domain.models import Instance, PhaseEvent
@@ -131,3 +132,17 @@ def test_the_step_list_is_never_ahead_of_the_record() -> None:
     states = {s.phase: s.state for s in steps(inst, history)}
     assert states["resolving"] == "current"
     assert states["staging"] == "pending"
+
+
+def test_the_headline_tells_the_current_step_and_pages_show_no_server_path() -> None:
+    t = datetime(2026, 12, 6, 6, 42, tzinfo=UTC)
+    for phase in (Phase.RESOLVING, Phase.STAGING, Phase.DEPLOYING, Phase.STARTING):
+        inst = instance(phase, t)
+        history = [PhaseEvent("5151", "mlflow", p, t) for p in (Phase.REQUESTED, phase)]
+        state = page_state("user.a.b", "mlflow", inst, history, t)
+        (current,) = [s for s in state["steps"] if s.state == "current"]
+        assert state["headline"] == current.label
+    failed = instance(Phase.FAILED, t, reason="cannot read /srv/state/ui/5151/ui.log")
+    assert page_state("a", "mlflow", failed, [], t)["detail"] == "cannot read …/ui.log"
+    refused = page_state("a", "mlflow", None, [], t, refusal="no outputs in /eos/u/a/out")
+    assert refused["detail"] == "no outputs in …/out"
