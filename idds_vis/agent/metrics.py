@@ -76,6 +76,29 @@ class AgentMetrics:
             ["status"],
             registry=r,
         )
+        # Issue 18: the local deployer's warm pool of UI processes, by tool.
+        self.pool_idle = Gauge(
+            "idds_vis_pool_size", "Idle warm-pool UI processes, by tool", ["tool"], registry=r
+        )
+        self.pool_hits = Counter(
+            "idds_vis_pool_hits_total",
+            "Launches that took a warm-pool UI process, by tool",
+            ["tool"],
+            registry=r,
+        )
+        self.pool_misses = Counter(
+            "idds_vis_pool_misses_total",
+            "Launches that found the warm pool empty and started cold, by tool",
+            ["tool"],
+            registry=r,
+        )
+        self.pool_refill_seconds = Histogram(
+            "idds_vis_pool_refill_seconds",
+            "Time to start one warm-pool UI process until it listens, by tool",
+            ["tool"],
+            buckets=_PHASE_BUCKETS,
+            registry=r,
+        )
         self.access_denied = Counter(
             "idds_vis_access_denied_total",
             "Requests the web app refused by its access rules, by reason (a fixed word)",
@@ -111,6 +134,19 @@ class AgentMetrics:
 
     def kube_error(self, status: int) -> None:
         self.kube_errors.labels(str(status)).inc()
+
+    # The warm pool's observer (deploy/pool.py's PoolObserver).
+    def pool_size(self, tool: str, size: int) -> None:
+        self.pool_idle.labels(tool).set(size)
+
+    def pool_hit(self, tool: str) -> None:
+        self.pool_hits.labels(tool).inc()
+
+    def pool_miss(self, tool: str) -> None:
+        self.pool_misses.labels(tool).inc()
+
+    def pool_refilled(self, tool: str, seconds: float) -> None:
+        self.pool_refill_seconds.labels(tool).observe(max(0.0, seconds))
 
     def denied(self, reason: str) -> None:
         """``reason`` is one of a fixed set of words (``idds_vis.api.auth.denials``)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -15,6 +16,7 @@ import aiohttp
 
 from idds_vis.deploy import local_processes as procs
 from idds_vis.deploy.local_ports import pick_port
+from idds_vis.deploy.pool import LocalPool, Member, PoolObserver, ui_version
 from idds_vis.domain.errors import DeployError
 from idds_vis.domain.models import Deployment, Instance, RunningUI, StagedArtefacts
 from idds_vis.domain.naming import PROXY_HEADER, PROXY_SECRET_ENV
@@ -28,6 +30,10 @@ SERVE_UI = ("-m", "idds_vis.ui.uvicorn_server")
 # For tests and benchmarks only (setting ui_stub): a tiny process answering what the readiness
 # probe checks, with the same arguments and environment (idds_vis/ui/stub.py).
 STAND_IN_UI = ("-m", "idds_vis.ui.stub")
+# A warm pool's members (issue 18, deploy/pool.py): MLflow's, or the stand-in's pool mode.
+POOL_MEMBER = ("-m", "idds_vis.ui.pool_member")
+STAND_IN_POOL_MEMBER = ("-m", "idds_vis.ui.stub", "--pool-member")
+logger = logging.getLogger(__name__)
 
 
 class LocalProcessDeployer:
@@ -46,8 +52,16 @@ class LocalProcessDeployer:
         poll_interval: float = 0.25,
         ui_argv: Sequence[str] = SERVE_UI,
         proxy_base: str | None = None,
+        pool_size: int = 0,
+        pool_max_age: float = 6 * 3600.0,
+        pool_argv: Sequence[str] = POOL_MEMBER,
+        pool_version: str | None = None,
+        pool_observer: PoolObserver | None = None,
     ) -> None:
         self.root = state_dir / "instances"
+        # Pool members' own directories (HOME, scratch, secrets, claim file). Always known, so
+        # an agent with the pool turned off still finds the UIs that were members.
+        self.pool_dir = state_dir / "pool"
         self.label = label
         self.bind_host = bind_host
         self.public_host = public_host
@@ -61,6 +75,23 @@ class LocalProcessDeployer:
         # directly, its random path the only capability.
         self.proxy_base = proxy_base.rstrip("/") if proxy_base else None
         self._secrets: dict[tuple[str, int], str] = {}
+        self.pool_argv = tuple(pool_argv)
+        self.pool: LocalPool | None = None
+        if pool_size > 0:
+            self.pool = LocalPool(
+                self.pool_dir,
+                label=label,
+                size=pool_size,
+                max_age=pool_max_age,
+                version=pool_version or ui_version(self.pool_argv, python),
+                spawn=self._spawn_member,
+                pick_port=self._member_port,
+                host=self._direct_host(),
+                observer=pool_observer,
+            )
+
+    def _direct_host(self) -> str:
+        return "127.0.0.1" if self.bind_host in ("0.0.0.0", "") else self.bind_host
 
     def instance_dir(self, name: str) -> Path:
         return self.root / name
@@ -95,8 +126,7 @@ class LocalProcessDeployer:
             return found.read().strip() or None
 
     def _direct(self, port: int, prefix: str) -> str:
-        host = "127.0.0.1" if self.bind_host in ("0.0.0.0", "") else self.bind_host
-        return f"http://{host}:{port}{prefix}/"
+        return f"http://{self._direct_host()}:{port}{prefix}/"
 
     def _deployment(
         self, instance: Instance, port: int, pid: int, secret: str | None
@@ -136,13 +166,23 @@ class LocalProcessDeployer:
     async def deploy(self, instance: Instance, staged: StagedArtefacts | None) -> Deployment:
         if staged is None:
             raise DeployError("the local deployer needs staged artefacts")
-        running_uis = await asyncio.to_thread(procs.find_ui_processes, self.label)
+        running_uis = await asyncio.to_thread(procs.find_ui_processes, self.label, self.pool_dir)
         for running in running_uis:
             if running.name == instance.name and running.port is not None:
                 secret = await asyncio.to_thread(self._read_secret, instance.name)
                 return self._deployment(instance, running.port, running.pid, secret)
         await asyncio.to_thread(write_staged_info, staged)
+        if self.pool is not None:
+            self.pool.start()
+            member = self.pool.take()
+            if member is not None:
+                try:
+                    return await self._hand_over(instance, staged, member)
+                except DeployError as exc:  # that member is done with; start cold instead
+                    logger.warning("%s: %s; starting a new UI instead", instance.name, exc)
+                    await asyncio.to_thread(self._stop_member, member)
         taken = {ui.port for ui in running_uis if ui.port is not None}
+        taken |= {m.port for m in (self.pool.idle if self.pool else [])}
         port = await asyncio.to_thread(pick_port, self.bind_host, taken)
         log = self.instance_dir(instance.name) / "ui.log"
         home = self.ui_home(instance.name)
@@ -186,6 +226,83 @@ class LocalProcessDeployer:
         asyncio.get_running_loop().create_task(proc.wait())
         return deployment
 
+    async def _hand_over(
+        self, instance: Instance, staged: StagedArtefacts, member: Member
+    ) -> Deployment:
+        """Give a warm member this instance: claimed first (so a restarted agent knows whose
+        it is), then the one authenticated hand-over call."""
+        assert self.pool is not None
+        idir = self.instance_dir(instance.name)
+        await asyncio.to_thread(idir.mkdir, mode=0o700, parents=True, exist_ok=True)
+        await self.pool.claim(member, instance.name)
+        secret = None
+        if self.proxy_base is not None:
+            secret = self.pool.proxy_secret(member)
+            if secret is None:
+                raise DeployError("the pooled UI's proxy secret is missing")
+            await asyncio.to_thread(self._write_secret, instance.name, secret)
+        root = await asyncio.to_thread(Path(staged.root).resolve)
+        body = {"staged": str(root), "prefix": instance.prefix}
+        await self.pool.hand_over(member, body, timeout=120.0)
+        deployment = self._deployment(instance, member.port, member.pid, secret)
+        deployment.handle["member"] = member.id
+        await asyncio.to_thread((idir / "ui.json").write_text, json.dumps(deployment.handle))
+        return deployment
+
+    def _write_secret(self, name: str, secret: str) -> None:
+        path = self._secret_file(name)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secret)
+
+    def _stop_member(self, member: Member) -> None:
+        procs.stop_process_group(member.pid)
+        if self.pool is not None:
+            self.pool.remove_member_dir(member.id)
+
+    async def _member_port(self) -> int:
+        running_uis = await asyncio.to_thread(procs.find_ui_processes, self.label, self.pool_dir)
+        taken = {ui.port for ui in running_uis if ui.port is not None}
+        taken |= {m.port for m in (self.pool.idle if self.pool else [])}
+        return await asyncio.to_thread(pick_port, self.bind_host, taken)
+
+    async def _spawn_member(self, member_id: str, port: int, extra: dict[str, str]) -> int:
+        """Start one pool member (deploy/pool.py's Spawner)."""
+        if self.proxy_base is None:
+            extra.pop(PROXY_SECRET_ENV, None)  # no web app: reached directly, as cold UIs
+        workdir = self.pool_dir / member_id
+        home = workdir / "run" / "home"
+        await asyncio.to_thread(home.mkdir, mode=0o700, parents=True, exist_ok=True)
+        env = ui_environment(os.environ, home=str(home), extra=extra)
+        argv = [
+            self.python, *self.pool_argv,
+            "--host", self.bind_host,
+            "--port", str(port),
+            "--instances", str(self.root.resolve()),
+            "--workdir", str(workdir),
+            "--allowed-host", self.public_host,
+            "--cors-origin", f"http://{self.public_host}:{port}",
+        ]  # fmt: skip
+        out = await asyncio.to_thread((workdir / "ui.log").open, "ab")
+        with out:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        asyncio.get_running_loop().create_task(proc.wait())
+        return proc.pid
+
+    async def close(self) -> None:
+        """At the agent's stop: idle pool members are stopped and removed (UIs stay)."""
+        if self.pool is not None:
+            await self.pool.close()
+
     async def wait_started(
         self, instance: Instance, deployment: Deployment, timeout: float
     ) -> None:
@@ -196,8 +313,9 @@ class LocalProcessDeployer:
         async with aiohttp.ClientSession(timeout=client_timeout) as session:
             while True:
                 try:
-                    async with session.get(deployment.health_url,
-                                           headers=deployment.probe_headers) as resp:
+                    async with session.get(
+                        deployment.health_url, headers=deployment.probe_headers
+                    ) as resp:
                         if resp.status == 200:
                             return
                 except (aiohttp.ClientError, TimeoutError):
@@ -236,13 +354,19 @@ class LocalProcessDeployer:
             # The recorded pid first: reading every process's environment takes ~0.1 s with a
             # few hundred UIs, and the reaper removes UIs one after another. A UI runs once per
             # name, so when the recorded one is it, there is no other to look for.
-            known = procs.ui_process(pid, self.label) if pid is not None else None
+            known = procs.ui_process(pid, self.label, self.pool_dir) if pid is not None else None
+            stopped = []
             if known is not None and known.name == name:
                 procs.stop_process_group(known.pid)
+                stopped.append(known)
             else:
-                for running in procs.find_ui_processes(self.label):
+                for running in procs.find_ui_processes(self.label, self.pool_dir):
                     if running.name == name:
                         procs.stop_process_group(running.pid)
+                        stopped.append(running)
+            for ui in stopped:  # a UI that was a pool member: its own directory goes too
+                if ui.member is not None and procs.MEMBER_ID.fullmatch(ui.member):
+                    shutil.rmtree(self.pool_dir / ui.member, ignore_errors=True)
             path = self.instance_dir(name)
             make_writable(path)
             shutil.rmtree(path, ignore_errors=True)
@@ -250,5 +374,7 @@ class LocalProcessDeployer:
         await asyncio.to_thread(_remove)
 
     async def running(self) -> list[RunningUI]:
-        found = await asyncio.to_thread(procs.find_ui_processes, self.label)
+        if self.pool is not None:
+            self.pool.start()  # the start-up reconcile asks first: adopt and refill from then
+        found = await asyncio.to_thread(procs.find_ui_processes, self.label, self.pool_dir)
         return [RunningUI(p.name, {"pid": p.pid, "port": p.port}) for p in found]

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
 LABEL_FLAG = "--label"
 NAME_FLAG = "--instance"
+# A warm pool's member (deploy/pool.py) carries its id instead of an instance name: the name
+# of the instance it was handed is in <pool dir>/<id>/instance, written before the hand-over.
+MEMBER_ENV = "IDDS_VIS_POOL_MEMBER"
+VERSION_ENV = "IDDS_VIS_POOL_VERSION"
+CLAIM_FILE = "instance"
+MEMBER_ID = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
@@ -19,6 +27,42 @@ class UIProcess:
     pid: int
     name: str
     port: int | None
+    member: str | None = None  # the pool member id, when the UI was a pool member
+
+
+@dataclass(frozen=True)
+class PoolProcess:
+    pid: int
+    member: str
+    port: int | None
+    version: str
+    started: float  # the process's start, seconds since the epoch
+    claimed_by: str | None  # the instance it was handed, None while idle
+
+
+def claimed_name(pool_dir: Path | None, member: str) -> str | None:
+    """The instance a pool member was handed, from its claim file; None while idle."""
+    if pool_dir is None or not MEMBER_ID.fullmatch(member):
+        return None
+    try:
+        fd = os.open(pool_dir / member / CLAIM_FILE, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(fd) as found:
+        return found.read(512).strip() or None
+
+
+def _describe(pid: int, env: dict[str, str], label: str, pool_dir: Path | None) -> UIProcess | None:
+    if env.get("IDDS_VIS_UI_LABEL") != label:
+        return None
+    name = env.get("IDDS_VIS_UI_NAME")
+    member = env.get(MEMBER_ENV)
+    if not name and member:
+        name = claimed_name(pool_dir, member)
+    if not name:
+        return None
+    port = env.get("IDDS_VIS_UI_PORT")
+    return UIProcess(pid, name, int(port) if port else None, member)
 
 
 def _flag(cmdline: list[str], flag: str) -> str | None:
@@ -30,39 +74,54 @@ def _flag(cmdline: list[str], flag: str) -> str | None:
     return None
 
 
-def find_ui_processes(label: str) -> list[UIProcess]:
+def find_ui_processes(label: str, pool_dir: Path | None = None) -> list[UIProcess]:
     """UIs carrying this deployer's label; the label keeps agents on one machine apart.
 
-    The label and instance name are on the command line of the process; after the exec into
-    uvicorn they live on in the environment, which is where a restarted agent finds them.
+    The label and instance name are in the environment the deployer gave the process, which
+    is where a restarted agent finds them; a pool member's name is in its claim file under
+    ``pool_dir`` (idle members are no UI yet: ``find_pool_members``).
     """
     found: list[UIProcess] = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
+    for proc in psutil.process_iter(["pid"]):
         try:
             env = proc.environ()
         except (psutil.Error, OSError):
             continue
-        if env.get("IDDS_VIS_UI_LABEL") != label:
-            continue
-        name = env.get("IDDS_VIS_UI_NAME")
-        if not name:
-            continue
-        port = env.get("IDDS_VIS_UI_PORT")
-        found.append(UIProcess(proc.pid, name, int(port) if port else None))
+        ui = _describe(proc.pid, env, label, pool_dir)
+        if ui is not None:
+            found.append(ui)
     return found
 
 
-def ui_process(pid: int, label: str) -> UIProcess | None:
+def ui_process(pid: int, label: str, pool_dir: Path | None = None) -> UIProcess | None:
     """The UI with this pid, if it still runs and carries this deployer's label."""
     try:
         env = psutil.Process(pid).environ()
     except (psutil.Error, OSError):
         return None
-    name = env.get("IDDS_VIS_UI_NAME")
-    if env.get("IDDS_VIS_UI_LABEL") != label or not name:
-        return None
-    port = env.get("IDDS_VIS_UI_PORT")
-    return UIProcess(pid, name, int(port) if port else None)
+    return _describe(pid, env, label, pool_dir)
+
+
+def find_pool_members(label: str, pool_dir: Path) -> list[PoolProcess]:
+    """Every pool member process of this deployer's label, idle or claimed."""
+    found: list[PoolProcess] = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            env = proc.environ()
+            started = proc.create_time()
+        except (psutil.Error, OSError):
+            continue
+        member = env.get(MEMBER_ENV)
+        if env.get("IDDS_VIS_UI_LABEL") != label or not member or not MEMBER_ID.fullmatch(member):
+            continue
+        port = env.get("IDDS_VIS_UI_PORT")
+        found.append(
+            PoolProcess(
+                proc.pid, member, int(port) if port else None, env.get(VERSION_ENV, ""),
+                started, claimed_name(pool_dir, member),
+            )
+        )  # fmt: skip
+    return found
 
 
 def stop_process_group(pid: int, grace: float = 10.0) -> None:

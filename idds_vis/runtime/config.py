@@ -302,6 +302,11 @@ class Settings:
         description="OIDC issuer for sign-in (https; plain http to loopback only); login is "
         "off unless set.",
     )
+    dev_sign_in: bool = Field(
+        default=False,
+        description="FOR TRYING IDDS-VIS ON ONE MACHINE ONLY: sign in as any name, no issuer; "
+        "loopback web_host and clients only, a banner on every page; not with `oidc_issuer`.",
+    )
     oidc_client_id: str | None = Field(
         default=None, description="This app's OIDC client: browser sign-in, ID tokens' `aud`."
     )
@@ -411,6 +416,15 @@ class Settings:
         default=False,
         description="FOR TESTS AND BENCHMARKS ONLY: local UIs are a tiny stand-in that answers "
         "the readiness probe instead of MLflow.",
+    )
+    ui_pool: dict[str, Count] = Field(
+        default_factory=dict,
+        description="Warm pool (local deployer): tool -> idle UI processes kept started "
+        "(MLflow imported, no data), each handed to one request and never reused; `{}`: none.",
+    )
+    ui_pool_max_age: Duration = Field(
+        default=timedelta(hours=6),
+        description="Warm pool: an idle member older than this is replaced.",
     )
     label: str | None = Field(
         default=None,

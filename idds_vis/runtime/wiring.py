@@ -32,7 +32,13 @@ from idds_vis.deploy.kubernetes.settings import (
     parse_egress,
     ui_namespace,
 )
-from idds_vis.deploy.local import SERVE_UI, STAND_IN_UI, LocalProcessDeployer
+from idds_vis.deploy.local import (
+    POOL_MEMBER,
+    SERVE_UI,
+    STAND_IN_POOL_MEMBER,
+    STAND_IN_UI,
+    LocalProcessDeployer,
+)
 from idds_vis.deploy.probe import HttpReadinessProbe
 from idds_vis.domain.errors import InvalidRequest
 from idds_vis.domain.quotas import Limits
@@ -202,6 +208,10 @@ def build_deployer(
         public_host=settings.public_host,
         ui_argv=STAND_IN_UI if settings.ui_stub else SERVE_UI,
         proxy_base=web_base(settings),
+        pool_size=settings.ui_pool.get("mlflow", 0),  # issue 18: the tool local UIs serve
+        pool_max_age=settings.ui_pool_max_age.total_seconds(),
+        pool_argv=STAND_IN_POOL_MEMBER if settings.ui_stub else POOL_MEMBER,
+        pool_observer=metrics,
     )
 
 

@@ -9,7 +9,12 @@ of UIs fit on a small machine (about 10 MB and 0.1 s each, against MLflow's ~250
 and figures measure the agents rather than MLflow's start-up. Standard library only.
 
 With ``IDDS_VIS_STUB_JOURNAL`` set, it appends one JSON line per event (``listening``,
-``stopped``) with its instance name, pid and times, for tests to count the UIs ever started.
+``stopped``, and for a pool member ``handed``) with its instance name, pid and times, for tests
+to count the UIs ever started.
+
+With ``--pool-member`` it stands in for a warm pool member (``ui/pool_member.py``): it listens
+with no data, answers 503, and takes exactly one authenticated hand-over (``ui/handover.py``)
+of a staged directory and prefix, which it then serves as above.
 """
 
 from __future__ import annotations
@@ -26,6 +31,15 @@ from pathlib import Path
 from typing import Any
 
 from idds_vis.domain.naming import PROXY_HEADER, PROXY_SECRET_ENV
+from idds_vis.ui.handover import (
+    HANDOVER_PATH,
+    MAX_BODY,
+    SECRET_ENV,
+    SECRET_HEADER,
+    STATE_PATH,
+    Handover,
+    Refused,
+)
 
 # idds_vis.staging.info.STAGED_INFO (a test checks they agree); not imported, because that
 # package imports aiohttp and more, which would triple this process's memory.
@@ -48,18 +62,62 @@ def _journal(event: str, **fields: Any) -> None:
         os.close(fd)
 
 
-def make_handler(prefix: str, experiments: list[str]) -> type[BaseHTTPRequestHandler]:
+class Served:
+    """What the stand-in serves: set at start, or by the hand-over of a pool member."""
+
+    def __init__(self) -> None:
+        self.prefix: str | None = None
+        self.listing = b""
+
+    def assign(self, prefix: str, experiments: list[str]) -> None:
+        found = [
+            {"experiment_id": str(i), "name": name, "lifecycle_stage": "active"}
+            for i, name in enumerate(experiments)
+        ]
+        self.listing = json.dumps({"experiments": found}).encode()
+        self.prefix = prefix
+
+
+def make_handler(
+    prefix: str | None, experiments: list[str], handover: Handover | None = None
+) -> type[BaseHTTPRequestHandler]:
     page = f'<!doctype html><title>stand-in UI</title><script src="{ASSET}"></script>'.encode()
-    found = [
-        {"experiment_id": str(i), "name": name, "lifecycle_stage": "active"}
-        for i, name in enumerate(experiments)
-    ]
-    listing = json.dumps({"experiments": found}).encode()
+    served = Served()
+    if prefix is not None:
+        served.assign(prefix, experiments)
 
     # As serve-ui's proxy guard (ui/proxy_guard.py): with a secret, only the proxy is answered.
-    secret = os.environ.get(PROXY_SECRET_ENV)
+    secret = os.environ.pop(PROXY_SECRET_ENV, None)
 
     class Handler(BaseHTTPRequestHandler):
+        def _control(self, body: bytes) -> bool:
+            """A pool member's control paths; True when this request was one."""
+            path = self.path.split("?", 1)[0]
+            if handover is None or path not in (HANDOVER_PATH, STATE_PATH):
+                return False
+            sent = [v.encode() for v in self.headers.get_all(SECRET_HEADER) or []]
+            if not handover.authentic(sent):
+                self._send(403, b"not the agent\n", "text/plain")
+            elif path == STATE_PATH:
+                state = "serving" if served.prefix else "idle"
+                self._send(200, json.dumps({"state": state}).encode(), "application/json")
+            elif self.command != "POST":
+                self._send(405, b"POST only\n", "text/plain")
+            else:
+                try:
+                    assignment = handover.accept(body)
+                    info = json.loads((assignment.staged / STAGED_INFO).read_text())
+                except Refused as exc:
+                    self._send(exc.status, f"{exc}\n".encode(), "text/plain")
+                    return True
+                except (OSError, ValueError) as exc:
+                    self._send(422, f"{type(exc).__name__}\n".encode(), "text/plain")
+                    return True
+                served.assign(assignment.prefix.rstrip("/"), list(info["experiments"]))
+                _journal("handed", prefix=assignment.prefix, staged=str(assignment.staged))
+                self._send(200, b'{"state": "serving"}', "application/json")
+            return True
+
         def _from_proxy(self) -> bool:
             sent = self.headers.get_all(PROXY_HEADER) or []
             if secret is None or (len(sent) == 1 and hmac.compare_digest(sent[0], secret)):
@@ -75,8 +133,14 @@ def make_handler(prefix: str, experiments: list[str]) -> type[BaseHTTPRequestHan
             self.wfile.write(body)
 
         def do_GET(self) -> None:
+            if self._control(b""):
+                return
+            if served.prefix is None:
+                self._send(503, b"this UI has not been given a task yet\n", "text/plain")
+                return
             if not self._from_proxy():
                 return
+            prefix = served.prefix
             path = self.path.split("?", 1)[0]
             if path == f"{prefix}/health":
                 self._send(200, b"OK", "text/plain")
@@ -89,11 +153,16 @@ def make_handler(prefix: str, experiments: list[str]) -> type[BaseHTTPRequestHan
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
-            self.rfile.read(length)
+            body = self.rfile.read(min(length, MAX_BODY + 1))
+            if self._control(body):
+                return
+            if served.prefix is None:
+                self._send(503, b"this UI has not been given a task yet\n", "text/plain")
+                return
             if not self._from_proxy():
                 return
-            if self.path.split("?", 1)[0] == f"{prefix}{SEARCH}":
-                self._send(200, listing, "application/json")
+            if self.path.split("?", 1)[0] == f"{served.prefix}{SEARCH}":
+                self._send(200, served.listing, "application/json")
             else:
                 self._send(404, b"not found", "text/plain")
 
@@ -105,17 +174,29 @@ def make_handler(prefix: str, experiments: list[str]) -> type[BaseHTTPRequestHan
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m idds_vis.ui.stub", description=__doc__)
-    parser.add_argument("--staged", type=Path, required=True)
-    parser.add_argument("--prefix", required=True)
+    parser.add_argument("--staged", type=Path)
+    parser.add_argument("--prefix")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     # Accepted for the same command line as serve-ui; a stand-in checks no Host or Origin.
     parser.add_argument("--allowed-host", action="append", default=[])
     parser.add_argument("--cors-origin", action="append", default=[])
+    # A warm pool member's (ui/pool_member.py's command line).
+    parser.add_argument("--pool-member", action="store_true")
+    parser.add_argument("--instances", type=Path)
+    parser.add_argument("--workdir", type=Path)
     args = parser.parse_args(argv)
-    info = json.loads((args.staged / STAGED_INFO).read_text())
-    prefix = args.prefix.rstrip("/")
-    server = HTTPServer((args.host, args.port), make_handler(prefix, list(info["experiments"])))
+    if args.pool_member:
+        if args.instances is None:
+            parser.error("--pool-member needs --instances")
+        handover = Handover(os.environ.pop(SECRET_ENV, ""), args.instances)
+        handler = make_handler(None, [], handover)
+    else:
+        if args.staged is None or args.prefix is None:
+            parser.error("--staged and --prefix are required")
+        info = json.loads((args.staged / STAGED_INFO).read_text())
+        handler = make_handler(args.prefix.rstrip("/"), list(info["experiments"]))
+    server = HTTPServer((args.host, args.port), handler)
 
     def stop(_signum: int, _frame: object) -> None:
         raise SystemExit(0)
