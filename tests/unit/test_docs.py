@@ -149,3 +149,14 @@ def test_no_known_stale_sentence() -> None:
         if phrase in " ".join(p.read_text(encoding="utf-8").split())
     ]
     assert not found, f"stale sentences: {found}"
+
+
+def test_no_link_split_across_lines() -> None:
+    # MkDocs renders `[text](how-to/broker-\nmessages.md)` as plain text, and its strict build
+    # does not notice: a link's target must stay on one line.
+    split = [
+        f"{p.relative_to(ROOT)}: {m.group(0)!r}"
+        for p in [README, *DOCS.rglob("*.md")]
+        for m in re.finditer(r"\]\([^)\s]*\n", p.read_text(encoding="utf-8"))
+    ]
+    assert not split, f"links broken across lines: {split}"
