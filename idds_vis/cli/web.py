@@ -148,3 +148,6 @@ def run_service(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
         reason = os.strerror(exc.errno) if exc.errno else "an operating system error"
         where = f" ({exc.filename})" if exc.filename else ""
         fail(f"cannot start: {reason}{where}", REFUSED)
+    except Exception as exc:  # a bug: its traceback goes into the log (one JSON line there)
+        log.critical("stopped on an unexpected %s: %s", type(exc).__name__, exc, exc_info=True)
+        raise SystemExit(REFUSED) from None

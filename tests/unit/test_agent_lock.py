@@ -1,0 +1,48 @@
+"""One agent per SQLite ledger (issue 19): the lock next to the ledger file, and what the agent
+says as it stops."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from idds_vis.domain.errors import InvalidRequest
+from idds_vis.runtime.config import Settings
+from idds_vis.runtime.wiring import after_stop, agent_lock, sqlite_file
+
+
+def test_a_second_lock_on_one_sqlite_ledger_is_refused_until_the_first_is_released(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(state_dir=tmp_path / "state")
+    with agent_lock(settings):
+        with pytest.raises(InvalidRequest) as caught, agent_lock(settings):
+            pass
+        message = str(caught.value)
+        assert "already runs on the SQLite ledger" in message and "PostgreSQL" in message
+        assert "\n" not in message
+    with agent_lock(settings):  # released: the next agent may start
+        pass
+    assert (tmp_path / "state" / "ledger.db.agent-lock").exists()
+
+
+def test_only_a_sqlite_file_is_locked(tmp_path: Path) -> None:
+    assert sqlite_file(Settings(state_dir=tmp_path)) == tmp_path / "ledger.db"
+    for url in ("postgresql+asyncpg://u@db/vis", "sqlite+aiosqlite://", "not a url"):
+        settings = Settings(state_dir=tmp_path, database_url=url)
+        assert sqlite_file(settings) is None
+        with agent_lock(settings), agent_lock(settings):  # several agents: PostgreSQL's leases
+            pass
+
+
+def test_the_shutdown_note_says_the_uis_keep_running_and_who_ends_them() -> None:
+    assert after_stop(Settings(), 0) == "agent stopped; no UI is running"
+    local = after_stop(Settings(web_port=8080), 3)
+    assert local.startswith("agent stopped; 3 UIs keep running as processes of their own")
+    assert "the reaper of the next agent on this ledger" in local
+    assert "`idds-vis teardown --task ID` ends one now" in local
+    assert "their URLs answer again once an agent or `idds-vis web` serves it" in local
+    kube = after_stop(Settings(deployer="kubernetes", namespace="vis", ui_namespace="vis-uis"), 1)
+    assert kube.startswith("agent stopped; 1 UI keeps running in namespace vis-uis")
+    assert "kube-janitor" in kube
