@@ -28,7 +28,7 @@ from idds.workflowv2.work import Work
 
 from idds_vis.domain.errors import VisError
 from idds_vis.domain.expiry import parse_duration
-from idds_vis.domain.models import DEFAULT_TOOL
+from idds_vis.domain.models import DEFAULT_TOOL, check_tool
 from idds_vis.domain.naming import instance_name
 from idds_vis.idds import progress
 from idds_vis.idds.channel import AgentEndpoint, ChannelError, send, task_status
@@ -136,7 +136,7 @@ class VisualizationWork(_AgentWork):
         if not loading:
             _check_duration(ttl, "ttl")
             _check_duration(start_deadline, "start_deadline")
-            instance_name(str(task_id or "1"), tool)  # the tool must make a valid name
+            instance_name(str(task_id or "1"), check_tool(tool))  # a known tool, a valid name
         self.vis_ttl = ttl
         self.vis_source = source
         self.vis_start_deadline = start_deadline

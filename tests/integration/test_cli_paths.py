@@ -163,6 +163,13 @@ def test_unknown_tools_are_refused_by_every_request() -> None:
         request_from_trigger(trigger)
 
 
+def test_an_idds_work_for_an_unknown_tool_fails_at_authoring_time() -> None:
+    from idds_vis.idds.works import VisualizationWork
+
+    with pytest.raises(InvalidRequest, match="unknown visualization tool 'tensorboard'"):
+        VisualizationWork(tool="tensorboard")
+
+
 def test_no_agent_is_said_at_once_with_no_claim_wait(state: Path, artefacts: Path) -> None:
     done = idds_vis(state, "request", "--task", "4714", "--source", "run", "--claim-wait", "0")
     assert done.exit_code == 0, done.output
