@@ -14,8 +14,8 @@ from typing import Any
 
 import click
 
+from idds_vis.domain.messages import MAX_TASK_ID_CHARS
 from idds_vis.staging.errors import UnsupportedSource
-from idds_vis.staging.redact import redact_url
 from idds_vis.staging.sources import LocalSource, parse_source
 
 MAX_TASK_NAME = 256
@@ -63,10 +63,21 @@ class TaskNameType(click.ParamType):  # type: ignore[type-arg]
         return text
 
 
+class TaskIdType(click.ParamType):  # type: ignore[type-arg]
+    """A task id as messages accept one: one line, at most 256 characters, trimmed."""
+
+    name = "id"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        text = str(value).strip()
+        if not text:
+            self.fail("the task id is empty", param, ctx)
+        if len(text) > MAX_TASK_ID_CHARS or _CONTROL.search(text):
+            self.fail(f"the task id must be one line of at most {MAX_TASK_ID_CHARS} characters",
+                      param, ctx)  # fmt: skip
+        return text
+
+
 SOURCE = SourceType()
+TASK_ID = TaskIdType()
 TASK_NAME = TaskNameType()
-
-
-def shown_source(source: str | None) -> str:
-    """A source as it may be printed: an http(s) URL's credentials left out."""
-    return redact_url(source) if source else ""

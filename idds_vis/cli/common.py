@@ -63,6 +63,10 @@ def run(coro_fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
     (``exits``: 3 for a record that does not exist, 1 for any other refusal)."""
     try:
         return asyncio.run(coro_fn())
+    except KeyboardInterrupt:
+        # What was written stays written: a request made before Ctrl-C goes on.
+        note("interrupted (what was already recorded stays; `idds-vis list` shows it)")
+        sys.exit(exits.INTERRUPTED)
     except NotFound as exc:
         _error(exc)
         sys.exit(exits.NOT_FOUND)

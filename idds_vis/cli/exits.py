@@ -9,6 +9,7 @@ FAILED = 1  # refused (over a limit, a record that ended and needs `relaunch`) o
 USAGE = 2  # bad options or arguments (click's own code): nothing was recorded
 NOT_FOUND = 3  # no record for that task and tool
 TIMED_OUT = 4  # --wait ran out of time; the request stays recorded and goes on
+INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
 
 TABLE: tuple[tuple[int, str], ...] = (
     (OK, "done, or already in the state asked for"),
@@ -16,6 +17,7 @@ TABLE: tuple[tuple[int, str], ...] = (
     (USAGE, "usage error: a bad option or argument (nothing was recorded)"),
     (NOT_FOUND, "no visualization for that task and tool"),
     (TIMED_OUT, "--wait ran out of time (the request stays and goes on)"),
+    (INTERRUPTED, "interrupted by Ctrl-C (what was recorded stays)"),
 )
 
 
@@ -25,5 +27,5 @@ class TimedOut(click.ClickException):
 
 def epilog() -> str:
     """The exit-code table for ``--help`` (``\\b`` keeps click from rewrapping it)."""
-    rows = "\n".join(f"  {code}  {meaning}" for code, meaning in TABLE)
+    rows = "\n".join(f"  {code:<3}  {meaning}" for code, meaning in TABLE)
     return f"\b\nExit codes:\n{rows}"

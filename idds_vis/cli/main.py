@@ -11,7 +11,7 @@ import click
 from idds_vis.agent.quotas import QuotaQueue
 from idds_vis.agent.service import Agent
 from idds_vis.cli import exits
-from idds_vis.cli.checks import SOURCE, TASK_NAME
+from idds_vis.cli.checks import SOURCE, TASK_ID, TASK_NAME
 from idds_vis.cli.common import (
     DURATION,
     emit_json,
@@ -102,7 +102,7 @@ def web(ctx: click.Context, host: str | None, port: int | None, public_url: str 
 
 
 task_option = click.option(
-    "--task", "task_id", required=True, help="Task id (PanDA jediTaskID or any id)."
+    "--task", "task_id", type=TASK_ID, required=True, help="Task id (PanDA jediTaskID or any id)."
 )
 tool_option = click.option(
     "--tool",

@@ -134,6 +134,8 @@ def test_asking_again_names_a_record_made_without_a_name(state: Path, artefacts:
         (["--source", "ftp://host/a.tgz"], "unsupported artefact source scheme 'ftp'"),
         (["--source", "run", "--tool", "tensorboard"], "'tensorboard' is not 'mlflow'"),
         (["--source", "run", "--task-name", " "], "the task name is empty"),
+        (["--source", "run", "--task", " "], "the task id is empty"),
+        (["--source", "run", "--task", "47\n11"], "the task id must be one line"),
         (["--source", "run", "--ttl", "soon"], "cannot read duration 'soon'"),
     ],
 )
@@ -198,6 +200,29 @@ def test_a_claim_ends_the_wait_for_an_agent(state: Path, artefacts: Path) -> Non
     assert proc.returncode == 0, err
     assert json.loads(out)["phase"] == "resolving"
     assert "no agent" not in err
+
+
+def test_ctrl_c_while_waiting_is_one_line_and_keeps_the_request(
+    state: Path, artefacts: Path
+) -> None:
+    proc = subprocess.Popen(
+        [*CLI, "--state-dir", str(state), "request", "--task", "4716", "--source", "run",
+         "--claim-wait", "0", "--wait", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        said = proc.stderr.readline()  # printed before --wait starts waiting
+        assert "no agent has picked task 4716 (mlflow) up yet" in said, said
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err
+    listed = json.loads(idds_vis(state, "list", "--json").stdout)
+    assert [(i["task_id"], i["phase"]) for i in listed] == [("4716", "requested")]
 
 
 # -- after a failure or an expiry: relaunch ----------------------------------------------------
@@ -383,7 +408,8 @@ def test_list_on_an_80_column_terminal_keeps_the_url_whole(ready_record: Path) -
 def test_help_shows_defaults_and_exit_codes() -> None:
     for command in ("request", "relaunch", "teardown", "extend", "list"):
         shown = CliRunner().invoke(cli, [command, "--help"], terminal_width=100).output
-        assert "Exit codes:" in shown and "3  no visualization" in shown, command
+        assert "Exit codes:" in shown, command
+        assert re.search(r"^ +3 +no visualization for that task and tool$", shown, re.M), command
     request_help = CliRunner().invoke(cli, ["request", "--help"], terminal_width=100).output
     assert "[default: mlflow]" in request_help and "[default: 10m]" in request_help
     assert "[default: 5.0" in request_help  # --claim-wait
