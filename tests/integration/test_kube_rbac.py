@@ -78,18 +78,22 @@ def granted(namespace: str) -> set[tuple[str, str]]:
             for verb in rule["verbs"]}  # fmt: skip
 
 
-async def exercise(emu: KubeEmulator, kubeconfig: str, exposure: str) -> None:
+async def exercise(
+    emu: KubeEmulator, kubeconfig: str, exposure: str, web_url: str | None = None
+) -> None:
     kube = KubeClient(kubeconfig, call_timeout=5, retry_budget=5)
-    ks = KubeSettings(namespace=NS, exposure=exposure)  # type: ignore[arg-type]
+    ks = KubeSettings(namespace=NS, exposure=exposure, web_url=web_url)  # type: ignore[arg-type]
     deployer = KubernetesDeployer(ks, kube, watch_silence=2,
                                   secrets_for=lambda _: {"AWS_ACCESS_KEY_ID": "k"})  # fmt: skip
     try:
+        exposure = f"{exposure}-proxied" if web_url else exposure
         inst = instance(f"rbac-{exposure}")
         deployment = await deployer.deploy(inst, None)
         await deployer.deploy(inst, None)  # the adopt path reads every kind back
         await deployer.wait_started(inst, deployment, timeout=60)
         await deployer.record_expiry(inst)
         await deployer.running()
+        await KubernetesDeployer(ks, kube).upstream(inst)  # OpenShift's web app reads the Secret
         bad = instance(f"rbac-bad-{exposure}")
         emu.set_behaviour("crash", name=bad.name)
         with pytest.raises(DeployError):
@@ -129,6 +133,7 @@ async def test_the_role_lists_exactly_the_calls_the_deployer_makes(tmp_path: Pat
         emu.ensure_namespace(UI_NS)
         for exposure in ("ingress", "route"):
             await exercise(emu, kubeconfig, exposure)
+        await exercise(emu, kubeconfig, "route", "https://vis.example.org")  # the web app fronts
         await exercise_the_lease(kubeconfig)
         calls = [r for r in emu.faults.log if r.resource and r.verb != "discovery"]
     assert [r for r in calls if r.namespace is None] == [], "cluster-wide calls"
