@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from idds_vis.api.auth.dev_sign_in import check_settings
 from idds_vis.api.auth.oidc import OidcClient
 from idds_vis.domain.identity import Identity, identity_from_claims
 from idds_vis.runtime.config import Settings
@@ -30,10 +31,12 @@ class AuthConfig:
     session_key: bytes | None = None
     session_lifetime: timedelta = timedelta(hours=12)
     rate_limit: str = "120/minute"
+    # Issue 19: sign in under any name on loopback, no issuer (auth/dev_sign_in.py).
+    dev_sign_in: bool = False
 
     @property
     def login(self) -> bool:
-        return self.oidc is not None
+        return self.oidc is not None or self.dev_sign_in
 
     def identity(self, claims: Mapping[str, Any]) -> Identity:
         known = [self.oidc.client_id] if self.oidc and self.oidc.client_id else []
@@ -56,7 +59,9 @@ def _read_secret(path: str | None) -> str | None:
 
 
 def auth_config(settings: Settings) -> AuthConfig:
-    """Login is off (everything as before issue 6) unless ``oidc_issuer`` is set."""
+    """Login is off (everything as before issue 6) unless ``oidc_issuer`` (or, to try it on one
+    machine, ``dev_sign_in``) is set."""
+    check_settings(settings)
     oidc = None
     if settings.oidc_issuer:
         oidc = OidcClient(
@@ -66,6 +71,7 @@ def auth_config(settings: Settings) -> AuthConfig:
             audiences=settings.oidc_audience,
         )
     reads = settings.auth_required_for_reads
+    login = oidc is not None or settings.dev_sign_in
     key = _read_secret(settings.session_key_file)
     return AuthConfig(
         oidc=oidc,
@@ -73,9 +79,10 @@ def auth_config(settings: Settings) -> AuthConfig:
         jwt_profile=settings.oidc_jwt_profile,
         robot_clients=frozenset(settings.oidc_robot_clients),
         production_groups=frozenset(settings.production_groups),
-        reads_need_identity=(oidc is not None) if reads is None else bool(reads and oidc),
+        reads_need_identity=login if reads is None else bool(reads and login),
         public_task_json=settings.public_task_json,
         session_key=key.encode() if key else None,
         session_lifetime=settings.session_lifetime,
         rate_limit=settings.rate_limit,
+        dev_sign_in=settings.dev_sign_in,
     )

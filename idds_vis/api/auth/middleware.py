@@ -93,9 +93,10 @@ def _back_to(request: web.Request) -> str:
 async def _who(request: web.Request, config: AuthConfig) -> tuple[Identity | None, str]:
     if not config.login:
         return None, "anonymous"  # as before login existed: a token is not even looked at
-    assert config.oidc is not None
     header = request.headers.get("Authorization")
-    if header is not None:
+    if header is not None and config.oidc is None:  # the development sign-in: no issuer
+        raise unauthorized(request, "bearer tokens need an OIDC issuer (this is dev_sign_in)")
+    if header is not None and config.oidc is not None:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise unauthorized(request, "the Authorization header must be 'Bearer <token>'")

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from idds_vis.agent.quotas import QuotaQueue
 from idds_vis.agent.service import Agent
+from idds_vis.api.auth import dev_sign_in
 from idds_vis.api.auth.config import AUTH, auth_config
 from idds_vis.api.auth.forwarded import TRUSTED_PROXIES, TrustedProxies
 from idds_vis.api.auth.middleware import LIMITER, STREAM_CAPS, authenticate
@@ -81,6 +82,8 @@ def install(
     app[TRUSTED_PROXIES] = proxies
     # First of all: every rule after it (same origin, rate limits, caps) sees the real client.
     app.middlewares.insert(0, proxies.middleware)
+    if auth.dev_sign_in:  # issue 19: loopback clients only, and a banner on every page
+        dev_sign_in.install(app)
     if auth.login:
         aiohttp_session.setup(app, storage(auth))
     app.middlewares.append(authenticate)

@@ -5,6 +5,9 @@ and sends the browser to the issuer; ``GET /auth/callback`` checks the state, tr
 (with the verifier) for tokens, verifies the ID token (signature, issuer, audience = our client
 id, expiry, nonce) and starts a new session for that identity; ``POST /auth/logout`` ends it.
 ``GET /api/v1/me`` says who the caller is (bearer or session) and gives a page its CSRF token.
+
+With ``dev_sign_in`` (no issuer, loopback only: ``auth/dev_sign_in.py``) ``GET /auth/login``
+shows a form asking for a user name and groups, and ``POST /auth/login`` starts the session.
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ import aiohttp_jinja2
 from aiohttp import web
 from aiohttp_session import get_session
 
+from idds_vis.api.auth import dev_sign_in
 from idds_vis.api.auth.config import AUTH
 from idds_vis.api.auth.middleware import VIA, identity
 from idds_vis.api.auth.oidc import IssuerUnreachable, TokenRefused, pkce_pair
 from idds_vis.api.auth.sessions import csrf_token, sign_in
 from idds_vis.api.urls import public_base, root
+from idds_vis.domain.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -46,8 +51,40 @@ def _failed(request: web.Request, why: str, status: int) -> web.Response:
     return aiohttp_jinja2.render_template("signin_failed.html", request, context, status=status)
 
 
+async def _dev_form(request: web.Request, after: str, error: str = "", status: int = 200,
+              user: str = "", groups: str = "") -> web.Response:  # fmt: skip
+    context = {"root": root(request), "next": after, "error": error, "user": user,
+               "groups": groups, "csrf": await csrf_token(request) or ""}  # fmt: skip
+    response = aiohttp_jinja2.render_template("dev_signin.html", request, context, status=status)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@routes.post("/auth/login")
+async def dev_login(request: web.Request) -> web.StreamResponse:
+    """The development sign-in's form: any name and groups (loopback only, see the module)."""
+    config = request.app[AUTH]
+    if not config.dev_sign_in:
+        raise web.HTTPNotFound(text="sign-in is not configured on this idds-vis")
+    form = await request.post()
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    after = _safe_next(request, fields.get("next"))
+    try:
+        who = dev_sign_in.identity(fields.get("user", ""), fields.get("groups", ""),
+                                   config.production_groups)  # fmt: skip
+    except InvalidRequest as exc:
+        return await _dev_form(request, after, exc.reason, 400, fields.get("user", ""),
+                         fields.get("groups", ""))  # fmt: skip
+    await sign_in(request, who)
+    log.info("%s signed in with the development sign-in (groups: %s)", who.user,
+             ", ".join(sorted(who.groups)) or "none")  # fmt: skip
+    raise web.HTTPSeeOther(after)
+
+
 @routes.get("/auth/login")
 async def login(request: web.Request) -> web.StreamResponse:
+    if request.app[AUTH].dev_sign_in:
+        return await _dev_form(request, _safe_next(request, request.query.get("next")))
     oidc = request.app[AUTH].oidc
     if oidc is None:
         raise web.HTTPNotFound(text="sign-in is not configured on this idds-vis")
