@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from idds_vis.agent.actor import acting_as
 from idds_vis.agent.quotas import QuotaQueue
 from idds_vis.agent.service import Agent
 from idds_vis.cli import exits
@@ -285,20 +286,14 @@ def relaunch(ctx: click.Context, task_id: str, tool: str, source: str | None,
                 _show(inst, as_json)
                 note(f"{_what(key)} is {inst.phase.value}: nothing to relaunch")
                 return exits.OK
-            # The catalog's relaunch (api/catalog/guard.py): the quota queue's start moves the
-            # ended record back to requested with the lifetime and source asked for; the
-            # origin stays, so a source a broker message named is still staged as one.
-            ledger = service.ledger
-            assert isinstance(ledger, AccessLedger)  # the SQL ledger the commands open
-            queue = QuotaQueue(service, ledger, Limits())
-            again = VisRequest(task_id, source=source or inst.source, tool=tool,
-                               ttl=ttl or inst.ttl, origin=inst.origin, requested_by=CLI_USER,
-                               task_name=inst.task_name)  # fmt: skip
-            admission = await queue.request(again, CLI_IDENTITY, None)
-            if admission.instance is None or not admission.started:
-                raise InvalidRequest(f"{_what(key)} was not relaunched: it changed meanwhile "
-                                     "(another relaunch?); `idds-vis list` shows it")  # fmt: skip
-            inst = await _after_start(service, admission.instance, claim_wait, wait, timeout)
+            if source is None and ttl is None:
+                # The permalink page's relaunch (api/routes/permalink.py): the same record,
+                # attempt + 1, a new path.
+                with acting_as(CLI_USER):
+                    inst = await service.relaunch(key)
+            else:
+                inst = await _relaunch_with(service, inst, source, ttl)
+            inst = await _after_start(service, inst, claim_wait, wait, timeout)
             _show(inst, as_json)
             return exits.FAILED if inst.phase is Phase.FAILED else exits.OK
 
@@ -309,6 +304,25 @@ def relaunch(ctx: click.Context, task_id: str, tool: str, source: str | None,
 # clicks): exempt from the catalog's quotas, like `request`, which goes straight to the agent.
 CLI_USER = "cli"
 CLI_IDENTITY = Identity(user=CLI_USER, subject=CLI_USER, production=True)
+
+
+async def _relaunch_with(
+    service: Agent, inst: Instance, source: str | None, ttl: timedelta | None
+) -> Instance:
+    """The catalog's relaunch (api/catalog/guard.py), which takes a new lifetime and source:
+    the quota queue's start moves the ended record back to requested with them. The origin
+    stays, so a source a broker message named is still staged as one."""
+    ledger = service.ledger
+    assert isinstance(ledger, AccessLedger)  # the SQL ledger the commands open
+    queue = QuotaQueue(service, ledger, Limits())
+    again = VisRequest(inst.task_id, source=source or inst.source, tool=inst.tool,
+                       ttl=ttl or inst.ttl, origin=inst.origin, requested_by=CLI_USER,
+                       task_name=inst.task_name)  # fmt: skip
+    admission = await queue.request(again, CLI_IDENTITY, None)
+    if admission.instance is None or not admission.started:
+        raise InvalidRequest(f"{_what(inst.key)} was not relaunched: it changed meanwhile "
+                             "(another relaunch?); `idds-vis list` shows it")  # fmt: skip
+    return admission.instance
 
 
 @cli.command(name="list", epilog=exits.epilog())

@@ -270,26 +270,56 @@ def test_relaunch_keeps_the_origin_and_the_source_unless_given(
         finally:
             await ledger.close()
 
-    idds_vis(state, "list")
-    asyncio.run(message_record_that_failed())
-    move(state, "4722", Phase.FAILED, reason="staging failed")
-    done = idds_vis(state, "relaunch", "--task", "4722", "--claim-wait", "0", "--json")
-    assert done.exit_code == 0, done.output
-    record = json.loads(done.stdout)
-    assert (record["source"], record["ttl_seconds"]) == ("s3://bucket/run/", 3 * 3600)
-
-    async def origin() -> str:
+    async def stored() -> tuple[str, str | None, list[tuple[str, str]]]:
         ledger = ledger_of(state)
         await ledger.open()
         try:
             inst = await ledger.get(InstanceKey("4722"))
             assert inst is not None
-            return inst.origin
+            trail = [(a.actor, a.action) for a in await ledger.actions(InstanceKey("4722"))]
+            return inst.origin, inst.path_token, trail
         finally:
             await ledger.close()
 
+    idds_vis(state, "list")
+    asyncio.run(message_record_that_failed())
+    move(state, "4722", Phase.FAILED, reason="staging failed")
+    _, first_path, _ = asyncio.run(stored())
+    done = idds_vis(state, "relaunch", "--task", "4722", "--claim-wait", "0", "--json")
+    assert done.exit_code == 0, done.output
+    record = json.loads(done.stdout)
+    assert (record["source"], record["ttl_seconds"]) == ("s3://bucket/run/", 3 * 3600)
+    origin, path, trail = asyncio.run(stored())
     # A message's source stays a message's source (staged under the source policy).
-    assert asyncio.run(origin()) == "panda"
+    assert origin == "panda"
+    assert path != first_path  # a new launch, a new path: a link to the last one leads nowhere
+    assert trail[-1] == ("cli", "relaunch")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the ledger's quota-queue start (ledger/access.py _start), which the catalog's and "
+    "this relaunch with --source/--ttl use, keeps the record's path_token; ledger.relaunch "
+    "makes a new one (reported to the ledger's owner; remove this mark once fixed)",
+)
+def test_relaunch_with_a_new_ttl_gives_a_new_path(state: Path, artefacts: Path) -> None:
+    requested(state, "4726")
+    move(state, "4726", Phase.FAILED, reason="staging failed")
+
+    async def path() -> str | None:
+        ledger = ledger_of(state)
+        await ledger.open()
+        try:
+            inst = await ledger.get(InstanceKey("4726"))
+            assert inst is not None
+            return inst.path_token
+        finally:
+            await ledger.close()
+
+    before = asyncio.run(path())
+    done = idds_vis(state, "relaunch", "--task", "4726", "--ttl", "2h", "--claim-wait", "0")
+    assert done.exit_code == 0, done.output
+    assert asyncio.run(path()) != before
 
 
 def test_relaunch_of_a_live_record_changes_nothing_and_of_none_is_not_found(
