@@ -55,11 +55,48 @@
     return b;
   };
 
+  // "Starting task 5151…" and "Stopping task 5151…" are said until the list shows that the
+  // action ended (ready, failed, ended), then replaced by what came of it (issue 19).
+  let pending = null;
+  const await_ = (v, phases, doing, done) => {
+    pending = { task_id: String(v.task_id), tool: v.tool || "mlflow", phases, done };
+    say(doing);
+  };
+  const settle = (mine) => {
+    if (!pending) return;
+    const v = mine.visualizations.find((x) => String(x.task_id) === pending.task_id && x.tool === pending.tool);
+    if (v && pending.phases.includes(v.phase)) {
+      say(pending.done(v), v.phase === "failed");
+      pending = null;
+    }
+  };
+  const utc = (iso) => {
+    const when = new Date(iso);
+    return Number.isNaN(when.getTime()) ? iso : `${when.toISOString().slice(0, 16).replace("T", " ")} UTC`;
+  };
+  const started = (v) => (v.phase === "ready" ? `Task ${v.task_id} is live: open it below.`
+    : `Task ${v.task_id} could not start${v.reason ? `: ${v.reason}` : "."}`);
+
   const act = async (v, action, body, doing) => {
     say(doing);
     const { status, answer } = await call(`${path(v)}/${action}`, body);
     if (status >= 400) say(answer.error || `HTTP ${status}`, true);
-    else say(action === "extend" ? `Extended task ${v.task_id}.` : `Stopping task ${v.task_id}…`);
+    else if (action === "extend") say(`Extended task ${v.task_id}.`);
+    else if (answer.cancelled) say(`Task ${v.task_id} is no longer queued.`);
+    else await_(v, ["expired", "failed"], `Stopping task ${v.task_id}…`, () => `Stopped task ${v.task_id}.`);
+    refresh();
+  };
+
+  // An ended or failed UI starts again from its permalink's relaunch (same checks as there).
+  const relaunch = async (v) => {
+    say(`Relaunching task ${v.task_id}…`);
+    const where = `${root}/t/${encodeURIComponent(v.task_name)}/${encodeURIComponent(v.tool)}/relaunch`;
+    const resp = await fetch(where, { method: "POST", credentials: "same-origin", redirect: "manual" });
+    if (resp.type !== "opaqueredirect" && resp.status >= 400) {
+      say((await resp.text()) || `HTTP ${resp.status}`, true);
+      return;
+    }
+    await_(v, ["ready", "failed"], `Starting task ${v.task_id} again…`, started);
     refresh();
   };
 
@@ -74,8 +111,11 @@
     tr.appendChild(task);
     tr.appendChild(el("td", v.tool));
     const state = el("td");
-    state.appendChild(el("span", v.phase, `phase ${v.phase}`));
-    state.appendChild(el("div", v.progress.label, "step-label"));
+    // "ended", not "expired": a UI stopped by a person ends the same way as one whose time is up.
+    const ended = v.phase === "expired";
+    state.appendChild(el("span", ended ? "ended" : v.phase, `phase ${v.phase}`));
+    if (ended && v.updated_at) state.appendChild(el("div", `ended ${utc(v.updated_at)}`, "step-label"));
+    if (!ended) state.appendChild(el("div", v.progress.label, "step-label"));
     const bar = el("span", null, "progress");
     const fill = el("span");
     fill.style.width = `${Math.round((100 * v.progress.step) / v.progress.of)}%`;
@@ -102,6 +142,9 @@
       by.dataset.field = "by";
       actions.appendChild(by);
       actions.appendChild(button("Extend", "extend", () => act(v, "extend", { by: by.value }, "Extending…")));
+    }
+    if (["expired", "failed"].includes(v.phase) && v.task_name) {
+      actions.appendChild(button("Relaunch", "relaunch", () => relaunch(v)));
     }
     if (!["expired", "failed", "expiring"].includes(v.phase)) {
       actions.appendChild(button("Stop", "stop", () => act(v, "stop", {}, "Stopping…")));
@@ -154,6 +197,7 @@
       rows.appendChild(tr);
     }
     tick();
+    settle(mine);
     capacity();
   };
 
@@ -182,7 +226,7 @@
     say(`Asking for task ${body.task_id}…`);
     const { status, answer } = await call("/api/v1/visualizations", body);
     if (status === 202) say(`Queued at position ${answer.queued.position}: ${answer.queued.reason || "waiting for room"}. It starts by itself.`);
-    else if (status === 201) say(`Starting task ${body.task_id}…`);
+    else if (status === 201) await_({ task_id: body.task_id, tool: body.tool }, ["ready", "failed"], `Starting task ${body.task_id}…`, started);
     else if (status === 200) say(`Task ${body.task_id} already has a live visualization.`);
     else say(answer.error || `HTTP ${status}`, true);
     refresh();
