@@ -9,11 +9,14 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from idds_vis.api.page_state import page_state
 from idds_vis.api.refusals import Refusals
 from idds_vis.api.views import instance_json, scrub_paths, steps
 from idds_vis.domain.models import Instance, PhaseEvent
 from idds_vis.domain.phases import Phase
+from idds_vis.runtime.config import Settings
 from idds_vis.ui.readonly_gate import LANDING_SCRIPT, ReadOnlyGate, landing_target
 
 PREFIX = "/vis/mlflow-0123456789abcdef"
@@ -146,3 +149,27 @@ def test_the_headline_tells_the_current_step_and_pages_show_no_server_path() -> 
     assert page_state("a", "mlflow", failed, [], t)["detail"] == "cannot read …/ui.log"
     refused = page_state("a", "mlflow", None, [], t, refusal="no outputs in /eos/u/a/out")
     assert refused["detail"] == "no outputs in …/out"
+
+
+def test_the_development_sign_in_stays_on_loopback() -> None:
+    from idds_vis.api.auth.config import auth_config
+    from idds_vis.api.auth.dev_sign_in import identity, is_loopback
+    from idds_vis.domain.errors import InvalidRequest
+
+    for host in ("127.0.0.1", "::1", "[::1]", "localhost", "127.0.0.2"):
+        assert is_loopback(host), host
+    for host in ("0.0.0.0", "::", "192.0.2.7", "idds-vis.example.org", "", None):
+        assert not is_loopback(host), host
+    assert auth_config(Settings(dev_sign_in=True)).login
+    issuer = "https://iam.example.org/"
+    for refused in (Settings(dev_sign_in=True, web_host="0.0.0.0"),
+                    Settings(dev_sign_in=True, oidc_issuer=issuer)):  # fmt: skip
+        with pytest.raises(InvalidRequest) as caught:
+            auth_config(refused)
+        assert "\n" not in str(caught.value)
+    who = identity(" jdoe ", "atlas/ml, /atlas/production/", frozenset({"/atlas/production"}))
+    assert (who.user, who.groups, who.production) == (
+        "jdoe", frozenset({"atlas/ml", "atlas/production"}), True)  # fmt: skip
+    for user, groups in (("", ""), ("a b", ""), ("<script>", ""), ("jdoe", "atlas ml")):
+        with pytest.raises(InvalidRequest):
+            identity(user, groups, frozenset())
