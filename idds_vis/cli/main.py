@@ -237,11 +237,16 @@ def request(ctx: click.Context, task_id: str, tool: str, source: str, task_name:
                     inst = await service.ledger.name_task(inst.key, task_name)
                 elif task_name is not None and inst.task_name != task_name:
                     note(f"the record keeps its task name {inst.task_name!r}")
-                if inst.phase in TERMINAL:
+                if inst.phase in TERMINAL or inst.phase is Phase.EXPIRING:
                     _show(inst, as_json)
-                    note(f"{_what(req.key)} already has a record that ended ({_ended(inst)}); "
-                         f"nothing new: `idds-vis relaunch --task {task_id} --tool {tool}` "
-                         "starts it again (--source and --ttl may change)")  # fmt: skip
+                    ended = (
+                        "is being torn down (expiring)"
+                        if inst.phase is Phase.EXPIRING
+                        else f"already has a record that ended ({_ended(inst)})"
+                    )
+                    note(f"{_what(req.key)} {ended}; nothing new: `idds-vis relaunch --task "
+                         f"{task_id} --tool {tool}` starts it again (--source and --ttl may "
+                         "change)")  # fmt: skip
                     return exits.FAILED
                 note(f"{_what(req.key)} already has a live record ({inst.phase.value}); "
                      "nothing new")  # fmt: skip
@@ -282,6 +287,10 @@ def relaunch(ctx: click.Context, task_id: str, tool: str, source: str | None,
             if inst is None:
                 raise NotFound(f"no visualization for {_what(key)}: `idds-vis request` asks "
                                "for one")  # fmt: skip
+            if inst.phase is Phase.EXPIRING:  # going away: relaunch it once it is gone
+                note(f"{_what(key)} is being torn down; waiting up to "
+                     f"{format_duration(timeout)} (--timeout) for that to finish…")  # fmt: skip
+                inst = await _wait_for(service, key, set(TERMINAL), timeout.total_seconds())
             if inst.phase not in TERMINAL:
                 _show(inst, as_json)
                 note(f"{_what(key)} is {inst.phase.value}: nothing to relaunch")

@@ -241,6 +241,50 @@ def test_request_for_an_ended_record_is_refused_and_points_to_relaunch(
     assert "idds-vis relaunch --task 4720" in again.stderr
 
 
+def test_request_for_a_record_being_torn_down_points_to_relaunch(
+    state: Path, artefacts: Path
+) -> None:
+    requested(state, "4727")
+    move(state, "4727", *TO_READY, Phase.EXPIRING)
+    again = idds_vis(state, "request", "--task", "4727", "--source", "run")
+    assert again.exit_code == 1, again.output
+    assert "is being torn down (expiring)" in again.stderr
+    assert "idds-vis relaunch --task 4727" in again.stderr
+
+
+def test_relaunch_of_a_record_being_torn_down_waits_for_it_to_end(
+    state: Path, artefacts: Path
+) -> None:
+    requested(state, "4728")
+    move(state, "4728", *TO_READY, Phase.EXPIRING)
+    proc = subprocess.Popen(
+        [*CLI, "--state-dir", str(state), "relaunch", "--task", "4728", "--claim-wait", "0",
+         "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        said = proc.stderr.readline()
+        assert "task 4728 (mlflow) is being torn down; waiting up to 10m" in said, said
+        asyncio.run(_expire(state, "4728"))  # the reaper's last step
+        out, err = proc.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    assert proc.returncode == 0, err
+    record = json.loads(out)
+    assert (record["phase"], record["attempt"]) == ("requested", 2)
+
+
+async def _expire(state: Path, task_id: str) -> None:
+    ledger = ledger_of(state)
+    await ledger.open()
+    try:
+        await ledger.transition(InstanceKey(task_id), Phase.EXPIRED, NOW)
+    finally:
+        await ledger.close()
+
+
 def test_relaunch_a_failed_record_with_a_new_source_and_ttl(
     state: Path, artefacts: Path, tmp_path: Path
 ) -> None:
