@@ -77,15 +77,10 @@ async def follow_to_the_ui(page: Page, artifacts: Path, shot: str) -> None:
     await page.screenshot(path=str(artifacts / shot), full_page=True)
 
     await page.wait_for_url(UI_URL, timeout=PROGRESS_MS)
-    # MLflow's home lists the staged experiment; its "Training runs" list the task's run.
-    # MLflow 3.17 opens an experiment on its GenAI overview, where a "Detect Issues" tip may
-    # pop up, at a moment of its own, and take the clicks (``<html> intercepts pointer
-    # events``): a person closes it, and so does this handler whenever it shows.
-    tip = page.get_by_role("button", name="Got it")
-    await page.add_locator_handler(tip, lambda got_it: got_it.click())
-    await page.get_by_role("link", name=EXPERIMENT).click(timeout=PROGRESS_MS)
-    await page.get_by_role("link", name="Training runs").click(timeout=PROGRESS_MS)
+    # The UI opens on the staged experiment's runs (issue 19: not MLflow's GenAI home), where
+    # the task's run is listed.
     await expect(page.get_by_role("link", name="demo-training")).to_be_visible(timeout=PROGRESS_MS)
+    await expect(page.get_by_test_id("experiment-link")).to_have_text(EXPERIMENT)
 
 
 async def test_the_permalink_starts_the_ui_shows_progress_and_lands_on_it(
@@ -104,7 +99,7 @@ async def test_the_permalink_starts_the_ui_shows_progress_and_lands_on_it(
         # Clicking the permalink again goes straight to the live UI.
         again = await browser.new_page()
         await again.goto(base + TRAIN_PATH)
-        assert again.url == inst.url
+        assert again.url.split("#")[0] == inst.url  # then the UI opens on the task's runs
 
 
 async def test_an_expired_ui_is_relaunched_from_its_permalink(
