@@ -16,7 +16,11 @@ from tests.integration.conftest import demo_archive, no_ui_left_behind  # noqa: 
 
 # Playwright cannot download its own browser here (and CI must not): Debian's, from tests/run.sh.
 CHROMIUM = os.environ.get("IDDS_VIS_TEST_CHROMIUM", "/usr/bin/chromium")
-ARTIFACTS = Path(os.environ.get("IDDS_VIS_TEST_ARTIFACTS", "/tmp/idds-vis-browser"))
+# Screenshots: $IDDS_VIS_TEST_ARTIFACTS, else tests/browser/screenshots/ in the checkout (git
+# ignores it; CI keeps the workspace's directory as the run's artefact).
+ARTIFACTS = Path(
+    os.environ.get("IDDS_VIS_TEST_ARTIFACTS") or Path(__file__).resolve().parent / "screenshots"
+)
 
 
 @pytest_asyncio.fixture
