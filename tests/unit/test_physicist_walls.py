@@ -173,3 +173,12 @@ def test_the_development_sign_in_stays_on_loopback() -> None:
     for user, groups in (("", ""), ("a b", ""), ("<script>", ""), ("jdoe", "atlas ml")):
         with pytest.raises(InvalidRequest):
             identity(user, groups, frozenset())
+
+
+def test_the_catalogs_refusals_carry_no_server_path() -> None:
+    from idds_vis.api.routes.catalog import _refused
+    from idds_vis.domain.errors import InvalidRequest
+
+    answer = _refused(InvalidRequest("cannot read /srv/idds-vis/sources/5151.tgz: denied"))
+    assert answer.status == 400
+    assert json.loads(answer.text or "") == {"error": "cannot read …/5151.tgz: denied"}

@@ -27,6 +27,7 @@ from idds_vis.api.routes import permalink
 from idds_vis.api.starter import Starter
 from idds_vis.api.task_feed import current
 from idds_vis.api.urls import permalink as permalink_url
+from idds_vis.api.views import scrub_paths
 from idds_vis.domain.errors import InvalidRequest, InvalidTransition, VisError
 from idds_vis.domain.identity import Identity, may_change, refusal
 from idds_vis.domain.models import Instance, VisRequest
@@ -106,7 +107,7 @@ async def relaunch(request: web.Request) -> web.StreamResponse:
             try:
                 await catalog.queue.request(request_, who, owner)
             except VisError as exc:
-                raise web.HTTPConflict(text=exc.reason) from None
+                raise web.HTTPConflict(text=scrub_paths(exc.reason)) from None
     raise web.HTTPSeeOther(permalink_url(request, task_name, tool))
 
 
@@ -134,5 +135,5 @@ async def _anonymous_relaunch(request: web.Request) -> web.StreamResponse:
         except AnonymousRefused as exc:
             return web.Response(status=exc.status, text=exc.reason)
         except VisError as exc:
-            raise web.HTTPConflict(text=exc.reason) from None
+            raise web.HTTPConflict(text=scrub_paths(exc.reason)) from None
     raise web.HTTPSeeOther(permalink_url(request, task_name, tool))

@@ -36,7 +36,7 @@ from idds_vis.api.keys import AGENT, POLL_INTERVAL, SETTINGS, STREAMS
 from idds_vis.api.routes.auth_check import decide
 from idds_vis.api.task_feed import FEED, Mine
 from idds_vis.api.urls import absolute_permalink, root
-from idds_vis.api.views import STEPS, instance_json
+from idds_vis.api.views import STEPS, instance_json, scrub_paths
 from idds_vis.domain.errors import InvalidTransition, NotFound, SourceUnreachable, VisError
 from idds_vis.domain.identity import Forbidden, Identity
 from idds_vis.domain.models import Instance, InstanceKey
@@ -62,7 +62,9 @@ def _status(error: VisError) -> int:
 
 
 def _refused(error: VisError) -> web.Response:
-    return web.json_response({"error": error.reason}, status=_status(error), headers=NO_STORE)
+    # A reason may name a server path (a source that cannot be read): never on a page (issue 19).
+    return web.json_response({"error": scrub_paths(error.reason)}, status=_status(error),
+                             headers=NO_STORE)  # fmt: skip
 
 
 def _reader(request: web.Request) -> Identity | None:
