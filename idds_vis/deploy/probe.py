@@ -40,13 +40,19 @@ class HttpReadinessProbe:
         headers.update(deployment.probe_headers)
         url = deployment.probe_url or deployment.url
         async with aiohttp.ClientSession(timeout=self.timeout, headers=headers) as session:
-            index = await self._get_text(session, url, "UI page")
-            match = _SCRIPT.search(index)
-            if not match:
-                raise NotReachable(f"the UI page at {url} names no script asset")
-            await self._get_text(session, urljoin(url, match.group(1)), "UI asset")
+
+            async def page_and_asset() -> None:
+                index = await self._get_text(session, url, "UI page")
+                match = _SCRIPT.search(index)
+                if not match:
+                    raise NotReachable(f"the UI page at {url} names no script asset")
+                await self._get_start(session, urljoin(url, match.group(1)), "UI asset")
+
+            # The page (then its asset) and the experiment list at once: one round trip less.
             api = urljoin(url, "ajax-api/2.0/mlflow/experiments/search")
-            listed = await self._post_json(session, api, {"max_results": 1000})
+            _, listed = await asyncio.gather(
+                page_and_asset(), self._post_json(session, api, {"max_results": 1000})
+            )
             names = {e.get("name") for e in listed.get("experiments", [])}
             missing = [name for name in experiments if name not in names]
             if missing:
@@ -62,6 +68,19 @@ class HttpReadinessProbe:
                 if resp.status != 200:
                     raise NotReachable(f"{what} at {url} answered HTTP {resp.status}")
                 return await resp.text()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise NotReachable(f"{what} at {url} is unreachable: {exc}") from exc
+
+    @staticmethod
+    async def _get_start(session: aiohttp.ClientSession, url: str, what: str) -> None:
+        """The asset is served: its first KiB suffices (MLflow's main script is ~4 MB, whose
+        transfer and decoding was most of a warm UI's probe)."""
+        try:
+            async with session.get(url, headers={"Range": "bytes=0-1023"}) as resp:
+                if resp.status not in (200, 206):
+                    raise NotReachable(f"{what} at {url} answered HTTP {resp.status}")
+                if not await resp.content.read(1024):
+                    raise NotReachable(f"{what} at {url} is empty")
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise NotReachable(f"{what} at {url} is unreachable: {exc}") from exc
 
