@@ -49,7 +49,7 @@ class LocalProcessDeployer:
         bind_host: str = "127.0.0.1",
         public_host: str = "127.0.0.1",
         python: str = sys.executable,
-        poll_interval: float = 0.25,
+        poll_interval: float = 0.1,  # a refused loopback connect: cheap to try often
         ui_argv: Sequence[str] = SERVE_UI,
         proxy_base: str | None = None,
         pool_size: int = 0,
