@@ -56,12 +56,18 @@ UI_DEFAULTS: dict[str, object] = {
     "mlflow.home.getting-started.collapsed_v1": True,
 }
 WORKFLOW_KEY = "mlflow.workflowType_v1"
+# The UI asks the gateway proxy for its endpoints on every page; refused, it shows a
+# "PERMISSION_DENIED" toast. Answered here as MLflow answers it when no gateway is configured
+# (handlers.gateway_proxy_handler: "pretend an empty gateway service is running"); every other
+# gateway-proxy request is still refused, and none reaches MLflow.
+GATEWAY_ENDPOINTS = "ajax-api/2.0/mlflow/gateway-proxy"
+NO_ENDPOINTS = b'{"endpoints": []}'
+
 # The assistant's button shows on a loopback address whatever the server says (MLflow decides
 # on window.location.hostname): hidden by the mark MLflow puts on the assistant's parts.
 # Nothing of it works here anyway (the gate refuses the assistant's endpoints).
 HIDDEN_CSS = (
-    '[data-assistant-ui="true"],[data-component-id^="mlflow.assistant"]'
-    "{display:none!important}"
+    '[data-assistant-ui="true"],[data-component-id^="mlflow.assistant"]{display:none!important}'
 )
 
 BAD_PATH = "this UI is read-only: an artefact path must stay inside the artefacts"
@@ -224,6 +230,10 @@ class ReadOnlyGate:
         if method in ("GET", "HEAD") and path == self.prefix + "/":
             await self._page(scope, receive, send)
             return
+        if method == "GET" and path == f"{self.prefix}/{GATEWAY_ENDPOINTS}" \
+                and _endpoints_listing(bytes(scope.get("query_string", b""))):  # fmt: skip
+            await _answer(send, 200, NO_ENDPOINTS, b"application/json")
+            return
         verdict = self.decide(
             str(scope.get("method", "")),
             str(scope.get("path", "")),
@@ -359,6 +369,32 @@ def landing_script(target: str) -> str:
   }}
 }})();
 """
+
+
+def _endpoints_listing(query: bytes) -> bool:
+    """Exactly the UI's listing of gateway endpoints, nothing else of the gateway proxy."""
+    try:
+        pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        return False
+    return [name for name, _ in pairs] == ["gateway_path"] and pairs[0][1].strip("/") in (
+        "api/2.0/endpoints",
+    )
+
+
+async def _answer(send: Send, status: int, body: bytes, kind: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", kind),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _collect(app: ASGIApp, scope: Scope, receive: Receive) -> tuple[Message, bytes]:

@@ -66,6 +66,8 @@ async def test_the_permalink_lands_on_the_tasks_runs_in_the_model_training_mode(
         )
         await page.screenshot(path=str(artifacts / "physicist-progress.png"), full_page=True)
 
+        answers: list[tuple[int, str]] = []
+        page.on("response", lambda resp: answers.append((resp.status, resp.url)))
         await page.wait_for_url(UI_URL, timeout=PROGRESS_MS)
         await expect(page.get_by_role("link", name="demo-training")).to_be_visible(
             timeout=PROGRESS_MS
@@ -79,6 +81,11 @@ async def test_the_permalink_lands_on_the_tasks_runs_in_the_model_training_mode(
         for part in await page.locator('[data-assistant-ui="true"]').all():
             await expect(part).to_be_hidden()
         await expect(page.get_by_role("button", name="MLflow Assistant")).to_have_count(0)
+        # The UI's listing of gateway endpoints is answered (no "PERMISSION_DENIED" toast).
+        await page.wait_for_load_state("networkidle")
+        gateway = [status for status, url in answers if "/gateway-proxy" in url]
+        assert gateway and set(gateway) == {200}, answers
+        await expect(page.get_by_text("PERMISSION_DENIED")).to_have_count(0)
         await page.screenshot(path=str(artifacts / "physicist-mlflow-landing.png"))
 
 

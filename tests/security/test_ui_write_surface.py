@@ -76,7 +76,9 @@ def writes(exp: str, run: str, skills: Path) -> list[tuple[str, str, Any]]:
         ("POST", V2 + "registered-models/alias",
          {"name": "vandal-model", "alias": "a", "version": "1"}),
         # The gateway (a proxy to the internet), MCP servers, jobs, OTLP, telemetry.
-        ("GET", V2 + "gateway-proxy?gateway_path=api/2.0/endpoints/", None),
+        # (GET gateway-proxy?gateway_path=api/2.0/endpoints/, the UI's listing, is answered
+        # {"endpoints": []} by the gate itself, as MLflow does with no gateway: issue 19.)
+        ("GET", V2 + "gateway-proxy?gateway_path=gateway/e/invocations", None),
         ("POST", V2 + "gateway-proxy", {"gateway_path": "api/2.0/endpoints/"}),
         ("GET", V3 + "gateway/secrets/list", None),
         ("POST", V3 + "gateway/secrets/create", {"secret_name": "s", "secret_value": "v"}),

@@ -42,7 +42,7 @@ class FakeMlflow:
 
 
 def get(
-    app: Any, path: str, headers: list[tuple[bytes, bytes]] | None = None
+    app: Any, path: str, headers: list[tuple[bytes, bytes]] | None = None, query: bytes = b""
 ) -> tuple[int, dict[bytes, bytes], bytes]:
     sent: list[dict[str, Any]] = []
 
@@ -52,7 +52,7 @@ def get(
     async def send(message: Any) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": "GET", "path": path, "query_string": b"",
+    scope = {"type": "http", "method": "GET", "path": path, "query_string": query,
              "headers": headers or [(b"host", b"127.0.0.1:8080")]}  # fmt: skip
     asyncio.run(app(scope, receive, send))
     return (
@@ -182,3 +182,17 @@ def test_the_catalogs_refusals_carry_no_server_path() -> None:
     answer = _refused(InvalidRequest("cannot read /srv/idds-vis/sources/5151.tgz: denied"))
     assert answer.status == 400
     assert json.loads(answer.text or "") == {"error": "cannot read …/5151.tgz: denied"}
+
+
+def test_the_gateway_endpoints_listing_is_answered_empty_and_nothing_else_passes() -> None:
+    proxy = f"{PREFIX}/ajax-api/2.0/mlflow/gateway-proxy"
+    mlflow = FakeMlflow([])
+    gate = ReadOnlyGate(mlflow, PREFIX)
+    status, _, body = get(gate, proxy, query=b"gateway_path=api%2F2.0%2Fendpoints%2F")
+    assert (status, json.loads(body)) == (200, {"endpoints": []})
+    others = (b"", b"gateway_path=gateway/x/invocations", b"gateway_path=../x",
+              b"gateway_path=api/2.0/endpoints/&json_data=x")  # fmt: skip
+    for query in others:
+        status, _, _ = get(gate, proxy, query=query)
+        assert status == 403, query
+    assert mlflow.seen == []
