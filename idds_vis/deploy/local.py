@@ -36,6 +36,10 @@ STAND_IN_POOL_MEMBER = ("-m", "idds_vis.ui.stub", "--pool-member")
 logger = logging.getLogger(__name__)
 
 
+class ClaimedElsewhere(DeployError):
+    """A pool member's claim file existed already: another agent on this state took it."""
+
+
 class LocalProcessDeployer:
     """UIs survive an agent restart (own session); the reconciler adopts or removes them."""
 
@@ -178,6 +182,8 @@ class LocalProcessDeployer:
             if member is not None:
                 try:
                     return await self._hand_over(instance, staged, member)
+                except ClaimedElsewhere as exc:  # not ours to stop: start cold instead
+                    logger.warning("%s: %s; starting a new UI instead", instance.name, exc)
                 except DeployError as exc:  # that member is done with; start cold instead
                     logger.warning("%s: %s; starting a new UI instead", instance.name, exc)
                     await asyncio.to_thread(self._stop_member, member)
@@ -234,7 +240,8 @@ class LocalProcessDeployer:
         assert self.pool is not None
         idir = self.instance_dir(instance.name)
         await asyncio.to_thread(idir.mkdir, mode=0o700, parents=True, exist_ok=True)
-        await self.pool.claim(member, instance.name)
+        if not await self.pool.claim(member, instance.name):
+            raise ClaimedElsewhere("the pooled UI was claimed by another agent")
         secret = None
         if self.proxy_base is not None:
             secret = self.pool.proxy_secret(member)

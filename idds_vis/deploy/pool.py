@@ -170,19 +170,25 @@ class LocalPool:
     def proxy_secret(self, member: Member) -> str | None:
         return _read_private(self.dir / member.id / PROXY_SECRET_FILE)
 
-    async def claim(self, member: Member, name: str) -> None:
+    async def claim(self, member: Member, name: str) -> bool:
         """Write whose the member is before handing it over: a restarted agent then finds it
-        as that instance's UI (or removes it as an orphan), never as an idle member."""
+        as that instance's UI (or removes it as an orphan), never as an idle member. False
+        when someone else claimed it first (the file is created exclusively)."""
 
-        def write() -> None:
-            path = self.claim_file(member)
-            tmp = path.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        def write() -> bool:
+            try:
+                fd = os.open(
+                    self.claim_file(member),
+                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                    0o600,
+                )
+            except FileExistsError:
+                return False
             with os.fdopen(fd, "w") as out:
                 out.write(name)
-            os.replace(tmp, path)
+            return True
 
-        await asyncio.to_thread(write)
+        return await asyncio.to_thread(write)
 
     async def hand_over(self, member: Member, body: dict[str, Any], timeout: float) -> None:
         """The one authenticated call that gives ``member`` its instance; DeployError if not."""
@@ -303,7 +309,7 @@ class LocalPool:
                 t0 = time.monotonic()
                 try:
                     member = await self._start_member()
-                except DeployError as exc:
+                except Exception as exc:  # DeployError, or the machine's (ports, files)
                     log.warning("the %s UI pool could not start a member: %s", self.tool, exc)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), backoff)

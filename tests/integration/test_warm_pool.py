@@ -244,3 +244,19 @@ def test_members_are_not_uis_until_handed_over(tmp_path: Path) -> None:
     assert found is not None and found.name == "mlflow-1-abc" and found.member == "0" * 32
     assert procs._describe(1, {**env, procs.MEMBER_ENV: "../../etc"}, "x", tmp_path) is None
     assert os.sep not in (found.member or "")
+
+
+async def test_a_member_another_agent_claimed_is_left_to_it(site: Site) -> None:
+    """Claims are exclusive: of two agents on one state, one hands a member over; the other
+    starts cold and does not stop the member (it serves the first agent's instance)."""
+    pool = pool_of(site.deployer)
+    await full(site.deployer)
+    for member in pool.idle:  # another agent got there first, for every idle member
+        assert await pool.claim(member, "mlflow-9-other")
+        assert not await pool.claim(member, "mlflow-9-again")
+    taken = {m.pid for m in pool.idle}
+    inst = await launch(site, "4001")
+    assert "member" not in inst.handle and inst.handle["pid"] not in taken
+    assert all(procs.exit_code(pid) is None for pid in taken)  # still running, theirs
+    for pid in taken:
+        procs.stop_process_group(pid)

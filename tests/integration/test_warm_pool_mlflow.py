@@ -10,6 +10,7 @@ import pytest
 
 from idds_vis.deploy import local_processes as procs
 from idds_vis.deploy.local import LocalProcessDeployer
+from idds_vis.deploy.pool import HANDOVER_PATH
 from idds_vis.domain.models import VisRequest
 from idds_vis.domain.phases import Phase
 from idds_vis.runtime.config import Settings
@@ -31,7 +32,16 @@ async def test_a_real_member_serves_the_handed_store_read_only(
     await agent.start()
     try:
         await deployer.pool.wait_until(lambda p: len(p.idle) == 1)
-        warm = deployer.pool.idle[0].pid
+        member = deployer.pool.idle[0]
+        warm = member.pid
+        idle = f"http://127.0.0.1:{member.port}"
+        async with aiohttp.ClientSession() as http:
+            # Idle: nothing served, under any prefix, nor to a hand-over without the secret.
+            for path in ("/vis/idds-vis-pool-member/health", "/vis/anything/"):
+                async with http.get(idle + path) as resp:
+                    assert resp.status == 503
+            async with http.post(idle + HANDOVER_PATH, json={}) as resp:
+                assert resp.status == 403
         req = VisRequest("5150", source=str(demo_archive))
         await agent.submit(req)
         while True:  # the agent's own events: no polling
