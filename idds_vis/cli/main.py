@@ -24,7 +24,7 @@ from idds_vis.cli.common import (
     settings_from,
     setup_logging,
 )
-from idds_vis.cli.web import run_service, serve_agent, serve_web_alone
+from idds_vis.cli.web import cannot_listen, run_service, serve_agent, serve_web_alone
 from idds_vis.deploy.kubernetes.settings import KubeSettings
 from idds_vis.domain.errors import InvalidRequest, NotFound
 from idds_vis.domain.expiry import format_duration
@@ -589,6 +589,9 @@ def serve_ui(source: str | None, staged: Path | None, prefix: str, host: str, po
         guard = AddressPolicy.from_setting(allow_private) if guard_addresses else None
     except PolicyError as exc:
         raise click.BadParameter(str(exc), param_hint="--allow-private-address") from None
+    if (refused := cannot_listen(host, port)) is not None:  # at once, not after staging
+        note(f"error: {refused}")
+        raise SystemExit(exits.FAILED)
     try:
         serve(source=source, staged_dir=staged, prefix=prefix, host=host, port=port,
               allowed_hosts=allowed_hosts, cors_origins=cors_origins, workdir=workdir,

@@ -13,6 +13,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -69,6 +70,25 @@ async def start_web(settings: Settings, agent: Agent) -> WebServer | None:
         ) from None
     log.info("web app on %s (public URL %s)", url, settings.web_url or url)
     return server
+
+
+def cannot_listen(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on now (a busy port, a name that does not resolve,
+    an address not on this machine), as one line; None when it can. For a command to say so at
+    once rather than after minutes of staging (the server's own bind still decides)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"cannot serve on {host}:{port}: {exc.strerror}"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else "cannot bind there"
+            return f"cannot serve on {host}:{port}: {reason}"
+    return None
 
 
 def _stop_on_signals() -> asyncio.Event:

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -197,3 +198,14 @@ async def test_web_alone_honours_log_format(tmp_path: Path) -> None:
         else:
             assert " INFO idds_vis.cli: web app on http://" in text
             assert not text.lstrip().startswith("{")
+
+
+def test_serve_ui_on_a_busy_port_says_so_in_one_line_before_staging(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = cli("serve-ui", "--source", tmp_path / "never-staged", "--prefix", "/vis/x",
+                   "--port", str(port))  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == f"error: cannot serve on 127.0.0.1:{port}: Address already in use\n"
