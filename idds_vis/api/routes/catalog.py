@@ -212,12 +212,16 @@ async def events(request: web.Request) -> web.StreamResponse:
         async with request.app[FEED].follow_mine(who.user, read) as follower, \
                 sse_response(request) as stream:  # fmt: skip
             with contextlib.suppress(ConnectionResetError, TimeoutError):  # gone, or time up
-                async with asyncio.timeout(lifetime):
+                # The first event is always sent (a loaded replica may take longer than a short
+                # lifetime to read it); the stream's time counts from its opening all the same.
+                deadline = asyncio.get_running_loop().time() + lifetime
+                async with asyncio.timeout(deadline + lifetime) as budget:
                     while stream.is_connected() and not _gone(request):
                         mine = await follower.next(wake)
                         if mine is not None:
                             body = _listing(request, *mine)
                             await stream.send(json.dumps(body), event="mine")
+                            budget.reschedule(max(deadline, asyncio.get_running_loop().time()))
         return stream
     finally:
         streams.discard(this)
