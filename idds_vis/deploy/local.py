@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -87,7 +88,7 @@ class LocalProcessDeployer:
                 label=label,
                 size=pool_size,
                 max_age=pool_max_age,
-                version=pool_version or ui_version(self.pool_argv, python),
+                version=pool_version or functools.partial(ui_version, self.pool_argv, python),
                 spawn=self._spawn_member,
                 pick_port=self._member_port,
                 host=self._direct_host(),

@@ -49,6 +49,7 @@ SECRET_HEADER = "X-Idds-Vis-Pool-Secret"
 SECRET_ENV = "IDDS_VIS_POOL_SECRET"
 SECRET_FILE = "handover.secret"
 PROXY_SECRET_FILE = "proxy.secret"
+CHECK_EVERY = 300.0  # seconds between looks at the members' age and the UI's version
 
 
 class PoolObserver(Protocol):
@@ -112,7 +113,7 @@ class LocalPool:
         label: str,
         size: int,
         max_age: float,
-        version: str,
+        version: str | Callable[[], str],
         spawn: Spawner,
         pick_port: PortPicker,
         host: str = "127.0.0.1",
@@ -125,7 +126,10 @@ class LocalPool:
         self.label = label
         self.size = size
         self.max_age = max_age
-        self.version = version
+        # A function: looked up again at each refill check, so that an upgrade in place
+        # (pip) recycles the idle members within CHECK_EVERY.
+        self._version_of = version if callable(version) else None
+        self.version = version() if callable(version) else version
         self.spawn = spawn
         self.pick_port = pick_port
         self.host = host
@@ -301,6 +305,8 @@ class LocalPool:
         backoff = 1.0
         while True:
             self._wake.clear()
+            if self._version_of is not None:
+                self.version = await asyncio.to_thread(self._version_of)
             now = time.time()
             for member in [m for m in self.idle if not self._fresh(m, now)]:
                 self.idle.remove(member)
@@ -323,7 +329,7 @@ class LocalPool:
             oldest = min((m.started for m in self.idle), default=time.time())
             wait = max(1.0, oldest + self.max_age - time.time())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), min(wait, 3600.0))
+                await asyncio.wait_for(self._wake.wait(), min(wait, CHECK_EVERY))
 
     async def _start_member(self) -> Member:
         member_id = uuid.uuid4().hex

@@ -139,8 +139,9 @@ async def test_restart_adopts_restarts_and_removes_orphans(tmp_path, demo_archiv
 
     # While no agent runs: one UI dies, and one UI appears that the ledger never heard of.
     by_name = {p.name: p for p in find_ui_processes(settings.ui_label)}
-    os.killpg(by_name[gone.name].pid, signal.SIGKILL)
-    psutil.Process(by_name[gone.name].pid).wait(timeout=30)
+    dying = psutil.Process(by_name[gone.name].pid)  # before the kill: the agent's child
+    os.killpg(dying.pid, signal.SIGKILL)  # watcher thread may reap it at once
+    dying.wait(timeout=30)
     orphan_dir = settings.state_dir / "instances" / kept.name / "staged"
     orphan = psutil.Popen(
         [sys.executable, "-m", "idds_vis", "serve-ui", "--staged", str(orphan_dir),

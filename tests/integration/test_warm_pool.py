@@ -260,3 +260,14 @@ async def test_a_member_another_agent_claimed_is_left_to_it(site: Site) -> None:
     assert all(procs.exit_code(pid) is None for pid in taken)  # still running, theirs
     for pid in taken:
         procs.stop_process_group(pid)
+
+
+async def test_an_upgrade_in_place_recycles_the_idle_members(site: Site) -> None:
+    pool = pool_of(site.deployer)
+    before = await full(site.deployer)
+    pool._version_of = lambda: "v2"  # what ui_version() says once pip upgraded MLflow
+    pool._wake.set()  # the periodic check, now
+    await pool.wait_until(
+        lambda p: len(p.idle) == p.size and all(m.version == "v2" for m in p.idle)
+    )
+    assert not {m.pid for m in pool.idle} & before
