@@ -142,6 +142,7 @@
       by.dataset.field = "by";
       actions.appendChild(by);
       actions.appendChild(button("Extend", "extend", () => act(v, "extend", { by: by.value }, "Extending…")));
+      actions.appendChild(button("Share", "share", () => openShare(v)));
     }
     if (["expired", "failed"].includes(v.phase) && v.task_name) {
       actions.appendChild(button("Relaunch", "relaunch", () => relaunch(v)));
@@ -218,6 +219,87 @@
     const resp = await fetch(`${root}/api/v1/visualizations`, { credentials: "same-origin" });
     if (resp.ok) render(await resp.json());
   };
+
+  // Sharing one UI (issue 17): its visibility, and share links for people without an account
+  // here. The panel lives outside the list, so the list's live updates leave it alone.
+  const panel = document.getElementById("share-panel");
+  const shareRows = document.getElementById("share-rows");
+  let sharing = null;
+  const sharePath = () => `${path(sharing)}`;
+  const get = async (p) => {
+    const resp = await fetch(root + p, { credentials: "same-origin", headers: { Accept: "application/json" } });
+    let answer = {};
+    try { answer = await resp.json(); } catch (e) { answer = { error: `HTTP ${resp.status}` }; }
+    return { status: resp.status, answer };
+  };
+  const showShares = (s) => {
+    const kind = s.visibility.startsWith("groups:") ? "groups" : s.visibility;
+    document.getElementById("visibility").value = kind;
+    document.getElementById("visibility-groups").value = kind === "groups" ? s.visibility.slice(7) : "";
+    document.getElementById("visibility-public").disabled = !s.public_allowed;
+    shareRows.replaceChildren();
+    for (const one of s.shares) {
+      const tr = el("tr");
+      tr.dataset.shareId = one.id;
+      tr.dataset.state = one.state;
+      tr.appendChild(el("td", one.label || "—"));
+      tr.appendChild(el("td", one.created_by));
+      tr.appendChild(el("td", new Date(one.expires_at).toLocaleString()));
+      tr.appendChild(el("td", one.state));
+      const cell = el("td");
+      if (one.state === "active") {
+        cell.appendChild(button("Revoke", "revoke", async () => {
+          const { status, answer } = await call(`${sharePath()}/shares/${one.id}/revoke`, {});
+          if (status >= 400) say(answer.error || `HTTP ${status}`, true);
+          else say("Link revoked: it opens nothing any more.");
+          loadShares();
+        }));
+      }
+      tr.appendChild(cell);
+      shareRows.appendChild(tr);
+    }
+  };
+  const loadShares = async () => {
+    const { status, answer } = await get(`${sharePath()}/shares`);
+    if (status >= 400) { say(answer.error || `HTTP ${status}`, true); return; }
+    showShares(answer);
+  };
+  const openShare = (v) => {
+    sharing = { task_id: v.task_id, tool: v.tool };
+    document.getElementById("share-task").textContent = `${v.task_id} (${v.tool})`;
+    document.getElementById("share-link").hidden = true;
+    document.getElementById("share-url").value = "";
+    panel.hidden = false;
+    loadShares();
+  };
+  document.getElementById("share-close").addEventListener("click", () => { panel.hidden = true; sharing = null; });
+  document.getElementById("share-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const body = { label: document.getElementById("share-label").value.trim(),
+                   expires_in: document.getElementById("share-expires").value.trim() };
+    const { status, answer } = await call(`${sharePath()}/shares`, body);
+    if (status >= 400) { say(answer.error || `HTTP ${status}`, true); return; }
+    document.getElementById("share-url").value = answer.link;
+    document.getElementById("share-link").hidden = false;
+    say("Link created: copy it now, it is shown only once.");
+    loadShares();
+  });
+  document.getElementById("share-copy").addEventListener("click", async () => {
+    const field = document.getElementById("share-url");
+    field.select();
+    try { await navigator.clipboard.writeText(field.value); say("Link copied."); }
+    catch (e) { say("Select the link and copy it (the browser refused the clipboard)."); }
+  });
+  document.getElementById("visibility-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const kind = document.getElementById("visibility").value;
+    const groups = document.getElementById("visibility-groups").value.trim();
+    const visibility = kind === "groups" ? `groups:${groups}` : kind;
+    const { status, answer } = await call(`${sharePath()}/visibility`, { visibility });
+    if (status >= 400) { say(answer.error || `HTTP ${status}`, true); return; }
+    say(`Visibility is now ${answer.visibility}.`);
+    showShares(answer);
+  });
 
   document.getElementById("start-form").addEventListener("submit", async (event) => {
     event.preventDefault();
