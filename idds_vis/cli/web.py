@@ -33,6 +33,7 @@ from idds_vis.runtime.wiring import (
     build_agent,
     build_artefacts,
     build_intake,
+    open_ledger,
 )
 
 DEFAULT_PORT = 8080
@@ -109,6 +110,7 @@ async def serve_agent(settings: Settings) -> None:
         # scans (reconcile of 10,000 UIs: ~1.9 s CPU -> ~1.2 s, tests/bench/bench_kube.py).
         gc.freeze()
         stop = _stop_on_signals()
+        await open_ledger(service.ledger, settings)  # unreachable: one line naming it
         await service.start()
         add_running_checks(health_of(service), service, intake[0] if intake else None)
         intake_task = None

@@ -21,10 +21,12 @@ from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, SkipVal
 from pydantic import ValidationError as PydanticValidationError
 from pydantic.dataclasses import dataclass
 from pydantic.fields import FieldInfo
+from sqlalchemy.exc import ArgumentError
 
 from idds_vis.deploy.kubernetes.settings import parse_egress
 from idds_vis.domain.errors import InvalidRequest, VisError
 from idds_vis.domain.expiry import DEFAULT_TTL, parse_duration
+from idds_vis.ledger.urls import parse_async_url
 
 DEFAULT_STATE_DIR = Path.home() / ".idds-vis"
 MAX_CONFIG_BYTES = 1024 * 1024  # a settings file is a few KiB; more is a mistake
@@ -50,6 +52,23 @@ def _expand_home(value: Path) -> Path:
     return value.expanduser()
 
 
+_NOT_A_URL = "not a database URL (write it like postgresql://user@host/db)"
+
+
+def _ledger_url(value: str | None) -> str | None:
+    """A URL the ledger can use (SQLite or PostgreSQL, or a bare path to a SQLite file)."""
+    if value is not None:
+        try:
+            parse_async_url(value)
+        except ValueError as exc:
+            if str(exc).startswith("unsupported ledger URL"):
+                raise
+            raise ValueError(_NOT_A_URL) from None
+        except ArgumentError:
+            raise ValueError(_NOT_A_URL) from None
+    return value
+
+
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
 Port = Annotated[int, Field(ge=0, le=65535)]
 Count = Annotated[int, Field(ge=0)]
@@ -62,7 +81,7 @@ class Settings:
         description="Where the ledger (SQLite by default), staged data and UI logs "
         "(`instances/<name>/`) live.",
     )
-    database_url: str | None = Field(
+    database_url: Annotated[str | None, AfterValidator(_ledger_url)] = Field(
         default=None,
         description="SQLAlchemy URL of the ledger; unset: SQLite in `state_dir` (one agent "
         "only). `postgresql+asyncpg://user@host/db` for PostgreSQL (several agents).",
@@ -477,6 +496,9 @@ class Settings:
             raise SettingsError(describe(exc, "setting")) from None
 
 
+_NOT_ECHOED = {"database_url"}  # may hold a password; its own message names it, hidden
+
+
 def _is_secret(name: str) -> bool:
     return name.endswith(("password", "_secret", "_token", "_key"))
 
@@ -505,7 +527,12 @@ def describe(exc: PydanticValidationError, where: str) -> str:
         if error["type"] == "unexpected_keyword_argument":
             parts.append(f"unknown setting {name}{did_you_mean(name)}")
             continue
-        if _is_secret(name) or isinstance(shown, (dict, list)) or shown is None:
+        if (
+            _is_secret(name)
+            or name in _NOT_ECHOED
+            or isinstance(shown, (dict, list))
+            or shown is None
+        ):
             parts.append(f"{path}: {message}")
         else:
             text = str(shown).replace("\n", " ")

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from idds_vis.agent.clock import SystemClock
 from idds_vis.agent.health import Health, Heartbeat, WatchTracker, add_agent_checks, install
@@ -46,9 +46,11 @@ from idds_vis.domain.senders import AUTH_MODES, parse_keys
 from idds_vis.domain.source_policy import AddressPolicy, MessageSources, PolicyError, SourcePolicy
 from idds_vis.ledger import SqlLedger
 from idds_vis.ledger.leases import SqlClaims, SqlLeases
+from idds_vis.ledger.urls import async_url, parse_async_url
+from idds_vis.ledger.urls import sqlite_file as ledger_sqlite_file
 from idds_vis.lookup import PandaClientTasks, PandaSettings
 from idds_vis.lookup.idds import IddsClientWorks, IddsSettings
-from idds_vis.ports import Clock, Deployer
+from idds_vis.ports import Clock, Deployer, Ledger
 from idds_vis.ports.lease import LeaseStore, WatchObserver
 from idds_vis.ports.ledger import AccessLedger
 from idds_vis.runtime.config import Settings
@@ -82,14 +84,28 @@ def credential_files(settings: Settings) -> CredentialFiles:
 
 
 def sqlite_file(settings: Settings) -> Path | None:
-    """The ledger's SQLite file, or None when the ledger is not a SQLite file."""
+    """The ledger's SQLite file (also when database_url is a bare path), or None when the
+    ledger is not a SQLite file (PostgreSQL, in-memory)."""
     try:
-        url = make_url(settings.db_url)
-    except ArgumentError:
+        url = parse_async_url(settings.db_url)
+    except (ValueError, ArgumentError):
         return None
-    if not url.drivername.startswith("sqlite") or url.database in (None, "", ":memory:"):
-        return None
-    return Path(url.database).expanduser()
+    return ledger_sqlite_file(url)
+
+
+async def open_ledger(ledger: Ledger, settings: Settings) -> None:
+    """Open (and create) the ledger; a database that cannot be reached or refuses is an
+    InvalidRequest of one line naming it (its password hidden)."""
+    try:
+        await ledger.open()
+    except (OSError, SQLAlchemyError) as exc:
+        reason = getattr(exc, "orig", None) or exc
+        if isinstance(reason, OSError) and reason.errno:
+            text = os.strerror(reason.errno)
+        else:
+            text = " ".join(str(reason).split()) or type(reason).__name__
+        where = make_url(async_url(settings.db_url)).render_as_string(hide_password=True)
+        raise InvalidRequest(f"cannot open the ledger {where}: {text}") from None
 
 
 @contextlib.contextmanager

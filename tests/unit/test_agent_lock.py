@@ -9,7 +9,7 @@ import pytest
 
 from idds_vis.domain.errors import InvalidRequest
 from idds_vis.runtime.config import Settings
-from idds_vis.runtime.wiring import after_stop, agent_lock, sqlite_file
+from idds_vis.runtime.wiring import after_stop, agent_lock, build_ledger, open_ledger, sqlite_file
 
 
 def test_a_second_lock_on_one_sqlite_ledger_is_refused_until_the_first_is_released(
@@ -29,7 +29,7 @@ def test_a_second_lock_on_one_sqlite_ledger_is_refused_until_the_first_is_releas
 
 def test_only_a_sqlite_file_is_locked(tmp_path: Path) -> None:
     assert sqlite_file(Settings(state_dir=tmp_path)) == tmp_path / "ledger.db"
-    for url in ("postgresql+asyncpg://u@db/vis", "sqlite+aiosqlite://", "not a url"):
+    for url in ("postgresql+asyncpg://u@db/vis", "postgresql://u@db/vis", "sqlite+aiosqlite://"):
         settings = Settings(state_dir=tmp_path, database_url=url)
         assert sqlite_file(settings) is None
         with agent_lock(settings), agent_lock(settings):  # several agents: PostgreSQL's leases
@@ -46,3 +46,21 @@ def test_the_shutdown_note_says_the_uis_keep_running_and_who_ends_them() -> None
     kube = after_stop(Settings(deployer="kubernetes", namespace="vis", ui_namespace="vis-uis"), 1)
     assert kube.startswith("agent stopped; 1 UI keeps running in namespace vis-uis")
     assert "kube-janitor" in kube
+
+
+def test_a_bare_path_ledger_is_locked_too(tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path, database_url=str(tmp_path / "elsewhere.db"))
+    assert sqlite_file(settings) == tmp_path / "elsewhere.db"
+
+
+async def test_a_ledger_it_cannot_reach_is_one_line_without_its_password(tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path, database_url="postgresql://u:pw-secret@127.0.0.1:1/v")
+    ledger = build_ledger(settings)
+    try:
+        with pytest.raises(InvalidRequest) as caught:
+            await open_ledger(ledger, settings)
+    finally:
+        await ledger.close()
+    assert str(caught.value) == (
+        "cannot open the ledger postgresql+asyncpg://u:***@127.0.0.1:1/v: Connection refused"
+    )

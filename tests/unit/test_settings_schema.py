@@ -83,3 +83,19 @@ def test_every_setting_has_a_description_and_is_in_the_reference() -> None:
     assert "| `deployer` | string | `local` | `local`, `kubernetes` |" in page
     assert "| `default_ttl` | duration | `1d` |" in page
     assert "| `state_dir` | path | `~/.idds-vis` |" in page
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("mysql://u:pw-secret@db/vis", "database_url: unsupported ledger URL mysql://u:***@db/vis"),
+        ("postgresql://u:pw-secret@db:port/vis", "database_url: not a database URL"),
+    ],
+)
+def test_a_ledger_url_it_cannot_use_is_refused_without_its_password(
+    url: str, expected: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings().replace(database_url=url)
+    assert expected in str(caught.value) and "pw-secret" not in str(caught.value)
+    assert Settings(database_url="/var/lib/vis/ledger.db").database_url  # a bare path: SQLite
