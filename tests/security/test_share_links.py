@@ -9,8 +9,10 @@ defence it names."""
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
@@ -19,15 +21,28 @@ import aiohttp
 import jwt
 import pytest
 import pytest_asyncio
-from sqlalchemy import update
+from sqlalchemy import create_engine, update
 from yarl import URL
 
 from idds_vis.api.auth import share_links
 from idds_vis.api.routes.shares import SHARES_RATE
+from idds_vis.domain.errors import InvalidRequest
 from idds_vis.domain.models import Instance, InstanceKey
 from idds_vis.domain.phases import Phase
+from idds_vis.domain.share_links import (
+    SHARE_ENDED,
+    SHARE_EXPIRED,
+    SHARE_REVOKED,
+    SHARE_WRONG_INSTANCE,
+    Share,
+    good_until,
+    new_share_id,
+    refusal,
+    share_expiry,
+    shareable,
+)
 from idds_vis.ledger import SqlLedger
-from idds_vis.ledger.schema import shares
+from idds_vis.ledger.schema import metadata, shares
 from tests.catalog_support import JANE, JOHN, Site, site
 from tests.oidc_issuer import running_issuer
 from tests.security.test_ui_access_local import (  # noqa: F401 (the fixture)
@@ -107,6 +122,7 @@ async def test_a_link_opens_its_ui_for_viewing_only_and_every_use_is_audited(
     status, body = await make_link(k8s, "4242", label="for Ana")
     assert status == 201, body
     link, share = body["link"], body["share"]
+    assert inst.expires_at is not None
     assert link.startswith(f"{k8s.url}/s/") and share["expires_at"] == inst.expires_at.isoformat()
     token = token_of(link)
     status, cookies, location, _ = await open_link(k8s, link + "?x=1")
@@ -260,7 +276,9 @@ async def test_only_the_owner_or_production_makes_lists_and_revokes_links(k8s: S
     assert len(listed["shares"]) == 2 and all("token" not in str(s) for s in listed["shares"])
     assert [s["state"] for s in listed["shares"]] == ["active", "active"]
     # Bad input: one line each.
-    for body in ({"expires_in": "soon"}, {"expires_in": "10s"}, {"label": "x" * 200}):
+    bad: list[dict[str, Any]] = [{"expires_in": "soon"}, {"expires_in": "10s"},
+                                 {"label": "x" * 200}]  # fmt: skip
+    for body in bad:
         status, answer = await make_link(k8s, "4242", **body)
         assert status == 400 and "\n" not in answer["error"], body
 
@@ -343,3 +361,85 @@ async def test_a_link_through_the_local_proxy_until_revoked(web: LocalSite) -> N
             assert resp.status == 303 and "/auth/login" in resp.headers["Location"]
         trail = [a.action for a in await web.agent.ledger.actions(inst.key)]  # type: ignore[attr-defined]
         assert trail.count("share-use") == 1 and trail.count("share-refused") == 1
+
+
+async def test_the_signing_key_alone_forges_nothing(k8s: Site, tmp_path: Path) -> None:
+    """Whoever learns the signing key (from the session key) still needs the ledger's record:
+    a token re-signed with other claims, or for a share id the ledger does not hold, fails."""
+    inst = await ui_of(k8s, "4242")
+    _, made = await make_link(k8s, "4242", expires_in="1h")
+    key = share_links.derive_key((tmp_path / "session.key").read_text().strip().encode())
+    token = token_of(made["link"])
+    claims = jwt.decode(token, key, algorithms=["HS256"])  # the right key: it verifies
+    longer = jwt.encode({**claims, "exp": claims["exp"] + 86400}, key, algorithm="HS256")
+    unknown = jwt.encode({**claims, "jti": "0" * 32}, key, algorithm="HS256")
+    for forged in (longer, unknown):
+        status, _, _, text = await open_link(k8s, f"{k8s.url}/s/{forged}")
+        assert status == 403 and "not valid" in text
+        assert await check(k8s, inst, forged) == 403
+    assert await check(k8s, inst, token) == 204
+
+
+async def test_the_cookie_is_secure_behind_https(tmp_path: Path) -> None:
+    https: dict[str, Any] = {"web_url": "https://vis.example.org"}
+    async with running_issuer() as issuer, site(tmp_path, issuer, **https) as at:
+        await ui_of(at, "4242")
+        _, made = await make_link(at, "4242")
+        assert made["link"].startswith("https://vis.example.org/s/")
+        _, cookies, _, _ = await open_link(at, at.url + URL(made["link"]).path)
+        assert cookies[share_links.COOKIE]["secure"]
+
+
+async def test_an_older_ledger_gains_the_shares_table(tmp_path: Path) -> None:
+    """A ledger made before share links (no vis_shares) opens and keeps shares."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:  # the schema of before: every table but vis_shares
+        engine = create_engine(f"sqlite:///{path}")
+        metadata.create_all(engine, tables=[t for t in metadata.sorted_tables
+                                            if t.name != "vis_shares"])  # fmt: skip
+        engine.dispose()
+        assert "vis_shares" not in {r[0] for r in db.execute(
+            "SELECT name FROM sqlite_master WHERE type='table'")}  # fmt: skip
+    ledger = SqlLedger(f"sqlite+aiosqlite:///{path}")
+    await ledger.open()
+    try:
+        now = datetime.now().astimezone()
+        share = Share(new_share_id(), "1", "mlflow", "mlflow-" + "a" * 32, JANE, now,
+                      now + timedelta(hours=1), token_hash="b" * 64)  # fmt: skip
+        await ledger.add_share(share, attempt=1, detail=f"share {share.id}")
+        assert await ledger.get_share(share.id) == share
+        assert [a.action for a in await ledger.actions(share.key)] == ["share-create"]
+    finally:
+        await ledger.close()
+
+
+def test_the_share_rules_in_order() -> None:
+    """``domain.share_links``: what a share opens, decided without I/O."""
+    now = datetime(2026, 12, 6, 12, tzinfo=UTC)
+    ui = Instance(task_id="1", tool="mlflow", name="mlflow-x-1", phase=Phase.READY, source=None,
+                  ttl=timedelta(hours=2), created_at=now, updated_at=now,
+                  expires_at=now + timedelta(hours=2), path_token="mlflow-" + "a" * 32)  # fmt: skip
+    share = Share("c" * 32, "1", "mlflow", ui.path_token or "", JANE, now, now + timedelta(hours=1))
+    assert refusal(share, ui, ui.path_token, now) is None
+    assert refusal(share, ui, None, now) is None  # the link itself
+    assert refusal(share, ui, "mlflow-" + "b" * 32, now) == SHARE_WRONG_INSTANCE
+    assert refusal(replace(share, revoked_at=now), ui, None, now) == SHARE_REVOKED
+    assert refusal(share, ui, None, now + timedelta(hours=1)) == SHARE_EXPIRED
+    shorter = replace(ui, expires_at=now + timedelta(minutes=5))  # the UI ends first
+    assert refusal(share, shorter, None, now + timedelta(minutes=5)) == SHARE_EXPIRED
+    relaunched = replace(ui, path_token="mlflow-" + "d" * 32)
+    assert refusal(share, relaunched, None, now) == SHARE_ENDED
+    assert refusal(share, None, None, now) == SHARE_ENDED
+    assert refusal(share, replace(ui, phase=Phase.EXPIRED), None, now) == SHARE_EXPIRED
+    assert good_until(share, shorter) == now + timedelta(minutes=5)
+    # A new share: at the UI's expiry by default, never after it, never under a minute.
+    end = now + timedelta(hours=2)
+    assert share_expiry(now, end, None) == end
+    assert share_expiry(now, end, timedelta(days=3)) == end
+    assert share_expiry(now, end, timedelta(minutes=30)) == now + timedelta(minutes=30)
+    with pytest.raises(InvalidRequest):
+        share_expiry(now, end, timedelta(seconds=5))
+    with pytest.raises(InvalidRequest):
+        shareable(replace(ui, phase=Phase.DEPLOYING), now)
+    with pytest.raises(InvalidRequest):
+        shareable(replace(ui, path_token=None), now)

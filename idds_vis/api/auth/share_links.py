@@ -54,7 +54,12 @@ def signing_key(app: web.Application) -> bytes:
     if base is None:
         log.warning("no session_key_file: share links last until this process stops")
         base = secrets.token_bytes(32)
-    return hmac.new(base, _KEY_CONTEXT, hashlib.sha256).digest()
+    return derive_key(base)
+
+
+def derive_key(session_key: bytes) -> bytes:
+    """A key of its own for share links (HMAC of the session key): never the session key."""
+    return hmac.new(session_key, _KEY_CONTEXT, hashlib.sha256).digest()
 
 
 def token_hash(token: str) -> str:
