@@ -443,3 +443,18 @@ def test_the_share_rules_in_order() -> None:
         shareable(replace(ui, phase=Phase.DEPLOYING), now)
     with pytest.raises(InvalidRequest):
         shareable(replace(ui, path_token=None), now)
+
+
+async def test_a_refused_cookie_coming_back_is_counted_each_time_and_audited_once(
+    k8s: Site,
+) -> None:
+    inst = await ui_of(k8s, "4242")
+    _, made = await make_link(k8s, "4242")
+    async with k8s.http.post(f"{VIS}/4242/mlflow/shares/{made['share']['id']}/revoke",
+                             headers=k8s.as_user(JANE)) as resp:  # fmt: skip
+        assert resp.status == 200
+    for _ in range(5):  # a page's requests, each through nginx's forward-auth
+        assert await check(k8s, inst, token_of(made["link"])) == 403
+    assert (await denied(k8s))["share_revoked"] == 5
+    refused = [t for t in await audit(k8s, "4242") if t[0] == "share-refused"]
+    assert len(refused) == 1 and "share_revoked" in refused[0][2]

@@ -31,6 +31,7 @@ from aiohttp import web
 
 from idds_vis.api.auth.config import AUTH
 from idds_vis.api.auth.middleware import identity
+from idds_vis.api.auth.ratelimit import RateLimiter
 from idds_vis.api.keys import AGENT
 from idds_vis.api.urls import public_base, root
 from idds_vis.domain.models import Instance
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 COOKIE = "idds_vis_share"
 ALGORITHM = "HS256"
 SHARE_KEY = web.AppKey("share_key", bytes)
+# Refused uses audited at most once a minute per share, reason, place and client.
+REFUSALS_AUDITED = web.AppKey("share_refusals_audited", RateLimiter)
 TOKEN_MAX = 1024  # a signed token of ours is about 200 characters
 _SHARE_ID = re.compile(r"^[0-9a-f]{32}$")
 _KEY_CONTEXT = b"idds-vis share links v1"
@@ -144,6 +147,13 @@ async def audit_use(request: web.Request, checked: Checked, where: str) -> None:
     detail = f"share {share.id} at {where} from {address}"
     if checked.reason is not None:
         detail += f": {checked.reason}"
+    if not checked.allowed:
+        # A refused cookie keeps coming back with each of the page's requests (at /auth/check,
+        # where nginx cannot drop it): the first of a minute is recorded, every one counted.
+        repeat = f"{share.id} {checked.reason} {where} {address}"
+        if await request.app[REFUSALS_AUDITED].allow(repeat) is not None:
+            log.debug("%s (again this minute): %s", action, detail)
+            return
     log.info("%s: %s", action, detail)
     attempt = checked.inst.attempt if checked.inst is not None else None
     await access.record_action(actor(request), action, share.key,

@@ -60,10 +60,13 @@ def install(app: web.Application) -> None:
     app[share_links.SHARE_KEY] = share_links.signing_key(app)
     limiter = RateLimiter(SHARES_RATE)
     app[SHARE_LIMITER] = limiter
+    audited = RateLimiter("1/minute")
+    app[share_links.REFUSALS_AUDITED] = audited
 
     async def close(app: web.Application) -> AsyncIterator[None]:
         yield
         await limiter.close()
+        await audited.close()
 
     app.cleanup_ctx.append(close)
     app.add_routes(routes)
