@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -372,10 +373,15 @@ class LocalProcessDeployer:
                     if running.name == name:
                         procs.stop_process_group(running.pid)
                         stopped.append(running)
-            for ui in stopped:  # a UI that was a pool member: its own directory goes too
-                if ui.member is not None and procs.MEMBER_ID.fullmatch(ui.member):
-                    shutil.rmtree(self.pool_dir / ui.member, ignore_errors=True)
             path = self.instance_dir(name)
+            # A UI that was a pool member: its own directory goes too (found by its process,
+            # or by the record of its hand-over when the process is gone already).
+            members = {ui.member for ui in stopped if ui.member}
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                members.add(json.loads((path / "ui.json").read_text()).get("member"))
+            for member in members:
+                if isinstance(member, str) and procs.MEMBER_ID.fullmatch(member):
+                    shutil.rmtree(self.pool_dir / member, ignore_errors=True)
             make_writable(path)
             shutil.rmtree(path, ignore_errors=True)
 

@@ -29,7 +29,7 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
@@ -141,6 +141,7 @@ class LocalPool:
         self._starting: set[int] = set()
         self._wake = asyncio.Event()
         self._changed = asyncio.Condition()
+        self._background: set[asyncio.Task[Any]] = set()  # referenced until done
         self._task: asyncio.Task[None] | None = None
         self.hits = 0
         self.misses = 0
@@ -240,7 +241,7 @@ class LocalPool:
 
     def _report(self) -> None:
         self.observer.pool_size(self.tool, len(self.idle))
-        asyncio.get_running_loop().create_task(self._notify())
+        self._in_background(self._notify())
 
     async def _notify(self) -> None:
         async with self._changed:
@@ -253,9 +254,12 @@ class LocalPool:
             await self._changed.wait_for(lambda: predicate(self))
 
     def _retire_later(self, member: Member) -> None:
-        asyncio.get_running_loop().create_task(
-            asyncio.to_thread(self._stop_all, [member.pid], [member.id])
-        )
+        self._in_background(asyncio.to_thread(self._stop_all, [member.pid], [member.id]))
+
+    def _in_background(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _stop_all(self, pids: Sequence[int], ids: Sequence[str]) -> None:
         for pid in pids:

@@ -271,3 +271,13 @@ async def test_an_upgrade_in_place_recycles_the_idle_members(site: Site) -> None
         lambda p: len(p.idle) == p.size and all(m.version == "v2" for m in p.idle)
     )
     assert not {m.pid for m in pool.idle} & before
+
+
+async def test_a_dead_members_directory_goes_with_its_instance(site: Site) -> None:
+    await full(site.deployer)
+    a = await launch(site, "5001")
+    member_dir = site.deployer.pool_dir / str(a.handle["member"])
+    procs.stop_process_group(int(a.handle["pid"]))  # the UI died on its own
+    await site.deployer.delete(a)
+    assert not member_dir.exists()
+    assert not site.deployer.instance_dir(a.name).exists()
