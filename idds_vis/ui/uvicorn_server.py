@@ -22,7 +22,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +146,6 @@ def serve_staged(
     port: int,
     allowed_hosts: Sequence[str],
     cors_origins: Sequence[str],
-    environ: Mapping[str, str] | None = None,
 ) -> None:
     """Prepare ``staged_dir``'s store and serve it; returns when the server stops."""
     from idds_vis.domain.errors import VisError
@@ -164,7 +163,6 @@ def serve_staged(
     db = Path(staged.root) / PREPARED_DB
     # The switches first: MLflow reads some at import (telemetry, HOME), its server at app
     # creation (prefix, hosts, CORS) or at the first request (the store).
-    os.environ.update(environ or {})
     os.environ["HOME"] = str(home)
     os.environ.update(mlflow_switches(db, prefix, [*allowed_hosts, host], cors_origins, tmp_dir))
     leave_out_unused_modules()
