@@ -42,7 +42,6 @@ def cli(*args: str | Path, timeout: float = GUARD) -> subprocess.CompletedProces
         ("web_port: 99999\n", "web_port: must be less than or equal to 65535"),
         ("web_prot: 8080\n", "unknown setting web_prot (did you mean web_port?)"),
         ("workers: 4\n  oops: [\n", "not valid YAML at line 2"),
-        ("log_format: xml\n", "log_format: must be 'json' or 'text'"),
     ],
 )
 def test_a_wrong_setting_stops_the_agent_with_one_line_naming_it(
@@ -58,7 +57,7 @@ def test_a_wrong_setting_stops_the_agent_with_one_line_naming_it(
 
 
 @pytest.mark.parametrize(
-    "command", [["web"], ["list"], ["serve-ui", "--source", "x", "--prefix", "/p", "--port", "1"]]
+    "command", [["web"], ["serve-ui", "--source", "x", "--prefix", "/p", "--port", "1"]]
 )
 def test_every_command_that_reads_settings_says_the_same_in_one_line(
     tmp_path: Path, command: list[str]
