@@ -117,6 +117,13 @@ async def test_a_colleague_without_an_account_sees_a_shared_ui_until_it_is_revok
                 assert expired is not None and expired.status == 403
                 await expect(bob.locator("#detail")).to_contain_text("expired")
                 await bob.screenshot(path=str(artifacts / "share-expired.png"))
+
+                # The visibility control: shared with everyone signed in, at once.
+                await jane.locator("#visibility").select_option("signed-in")
+                await jane.locator("#visibility-save").click()
+                await expect(jane.locator("#message")).to_contain_text("signed-in")
+                shared = await agent.ledger.get(InstanceKey("5151"))
+                assert shared is not None and shared.visibility == "signed-in"
         finally:
             await agent.stop()
             for left in await agent.ledger.list():
