@@ -458,3 +458,26 @@ async def test_a_refused_cookie_coming_back_is_counted_each_time_and_audited_onc
     assert (await denied(k8s))["share_revoked"] == 5
     refused = [t for t in await audit(k8s, "4242") if t[0] == "share-refused"]
     assert len(refused) == 1 and "share_revoked" in refused[0][2]
+
+
+async def test_the_ledger_keeps_shares_on_postgresql(pg_url: str) -> None:
+    """The same share records on PostgreSQL: made with their audit entry, revoked once."""
+    ledger = SqlLedger(pg_url)
+    await ledger.open()
+    try:
+        now = datetime.now(UTC)
+        share = Share(new_share_id(), "1", "mlflow", "mlflow-" + "a" * 32, JANE, now,
+                      now + timedelta(hours=1), token_hash="b" * 64, label="Ana")  # fmt: skip
+        await ledger.add_share(share, attempt=1, detail=f"share {share.id}")
+        assert await ledger.get_share(share.id) == share
+        assert await ledger.shares_of(share.key) == [share]
+        first = await ledger.revoke_share(share.id, JANE, now, detail=f"share {share.id}")
+        again = await ledger.revoke_share(share.id, JOHN, now + timedelta(minutes=1),
+                                          detail=f"share {share.id}")  # fmt: skip
+        assert first is not None and again is not None
+        assert (again.revoked_at, again.revoked_by) == (now, JANE)  # the first revocation stays
+        actions = [a.action for a in await ledger.actions(share.key)]
+        assert actions == ["share-create", "share-revoke"]
+        assert await ledger.revoke_share("f" * 32, JANE, now, detail="x") is None
+    finally:
+        await ledger.close()
