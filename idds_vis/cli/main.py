@@ -73,6 +73,8 @@ def cli(ctx: click.Context, config: Path | None, state_dir: Path | None,
     try:  # a bad settings file or value: one line naming the setting, exit 2 (issue 19)
         settings = make_settings(config, state_dir, database_url)
     except SettingsError as exc:
+        if ctx.invoked_subcommand in ("agent", "web") and exc.log_format != "text":
+            setup_logging(verbose, log_format="json")  # their logs' default: JSON lines
         fail(str(exc), 2)
     ctx.obj = {"settings": settings, "verbose": verbose}
     setup_logging(verbose, secrets=settings.secrets())
@@ -94,11 +96,12 @@ def agent(ctx: click.Context) -> None:
 @click.pass_context
 def web(ctx: click.Context, host: str | None, port: int | None, public_url: str | None) -> None:
     """Serve the web app alone (permalink pages, the monitor's JSON) over the agent's ledger."""
+    settings = settings_from(ctx)
+    setup_logging(ctx.obj["verbose"], secrets=settings.secrets(), log_format=settings.log_format)
     try:
-        settings = settings_from(ctx).replace(web_host=host, web_port=port, web_url=public_url)
+        settings = settings.replace(web_host=host, web_port=port, web_url=public_url)
     except SettingsError as exc:
         fail(str(exc), 2)
-    setup_logging(ctx.obj["verbose"], secrets=settings.secrets(), log_format=settings.log_format)
     run_service(lambda: serve_web_alone(settings))
 
 

@@ -33,7 +33,10 @@ MAX_CONFIG_BYTES = 1024 * 1024  # a settings file is a few KiB; more is a mistak
 
 
 class SettingsError(InvalidRequest):
-    """A setting is wrong, missing or unknown: ``str()`` is one line that names it."""
+    """A setting is wrong, missing or unknown: ``str()`` is one line that names it.
+    ``log_format`` is what the file asked for, when it could be read ("json", "text")."""
+
+    log_format: str | None = None
 
 
 def _duration(value: Any) -> Any:
@@ -582,6 +585,15 @@ def load_settings(path: Path | None) -> Settings:
         raw = {}
     if not isinstance(raw, dict):
         raise SettingsError(f"{where} must be a mapping of settings (name: value)")
+    try:
+        return _load_mapping(raw, where)
+    except SettingsError as exc:  # the errors follow the file's log format (agent, web)
+        wanted = raw.get("log_format", raw.get("log-format"))
+        exc.log_format = wanted if wanted in ("json", "text") else None
+        raise
+
+
+def _load_mapping(raw: dict[Any, Any], where: str) -> Settings:
     known = set(setting_names())
     values: dict[str, Any] = {}
     for key, value in raw.items():

@@ -34,6 +34,19 @@ def cli(*args: str | Path, timeout: float = GUARD) -> subprocess.CompletedProces
                           timeout=timeout)  # fmt: skip
 
 
+def only_error(done: subprocess.CompletedProcess[str], *, json_mode: bool) -> str:
+    """The one stderr line of a refused start, as the log format writes it: a JSON object
+    (level ERROR) for the agent and the web app in JSON mode, else ``error: ...``."""
+    assert done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    if not json_mode:
+        assert line.startswith("error: "), line
+        return line.removeprefix("error: ")
+    entry = json.loads(line)
+    assert entry["level"] == "ERROR", entry
+    return str(entry["message"])
+
+
 @pytest.mark.parametrize(
     ("text", "named"),
     [
@@ -42,6 +55,7 @@ def cli(*args: str | Path, timeout: float = GUARD) -> subprocess.CompletedProces
         ("web_port: 99999\n", "web_port: must be less than or equal to 65535"),
         ("web_prot: 8080\n", "unknown setting web_prot (did you mean web_port?)"),
         ("workers: 4\n  oops: [\n", "not valid YAML at line 2"),
+        ("log_format: text\nworkers: many\n", "workers: must be a valid integer"),
     ],
 )
 def test_a_wrong_setting_stops_the_agent_with_one_line_naming_it(
@@ -51,36 +65,37 @@ def test_a_wrong_setting_stops_the_agent_with_one_line_naming_it(
     config.write_text(text)
     done = cli("--config", config, "--state-dir", tmp_path / "state", "agent")
     assert done.returncode == 2, done.stderr
-    (line,) = done.stderr.splitlines()
-    assert line.startswith(f"error: config {config}: {named}"), line
-    assert named in done.stderr and done.stdout == ""
+    message = only_error(done, json_mode="log_format: text" not in text)
+    assert message.startswith(f"config {config}: {named}"), message
 
 
 @pytest.mark.parametrize(
-    "command", [["web"], ["serve-ui", "--source", "x", "--prefix", "/p", "--port", "1"]]
+    ("command", "json_mode"),
+    [(["web"], True), (["serve-ui", "--source", "x", "--prefix", "/p", "--port", "1"], False)],
 )
 def test_every_command_that_reads_settings_says_the_same_in_one_line(
-    tmp_path: Path, command: list[str]
+    tmp_path: Path, command: list[str], json_mode: bool
 ) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("workers: many\n")
     done = cli("--config", config, "--state-dir", tmp_path / "state", *command)
-    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
-    assert "workers: must be a valid integer" in done.stderr
+    assert done.returncode == 2, done.stderr
+    assert "workers: must be a valid integer" in only_error(done, json_mode=json_mode)
 
 
 def test_a_missing_settings_file_is_one_line(tmp_path: Path) -> None:
-    done = cli("--config", tmp_path / "nope.yaml", "agent")
-    assert done.returncode == 2
     missing = tmp_path / "nope.yaml"
-    assert done.stderr == f"error: config {missing}: cannot read it: No such file or directory\n"
+    done = cli("--config", missing, "agent")
+    assert done.returncode == 2
+    message = only_error(done, json_mode=True)  # the agent's logs are JSON unless told
+    assert message == f"config {missing}: cannot read it: No such file or directory"
 
 
 def test_a_wrong_command_line_override_is_one_line(tmp_path: Path) -> None:
     done = cli("--state-dir", tmp_path / "state", "web", "--port", "99999")
     assert done.returncode == 2, done.stderr
-    expected = "error: setting web_port: must be less than or equal to 65535 (got 99999)\n"
-    assert done.stderr == expected
+    message = only_error(done, json_mode=True)
+    assert message == "setting web_port: must be less than or equal to 65535 (got 99999)"
 
 
 def json_lines(text: str) -> list[dict[str, object]]:
