@@ -73,8 +73,18 @@ def _ledger_url(value: str | None) -> str | None:
 
 
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
-Port = Annotated[int, Field(ge=0, le=65535)]
-Count = Annotated[int, Field(ge=0)]
+
+
+def _not_bool(value: Any) -> Any:
+    """YAML's ``true`` is no number (pydantic would take it as 1)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true or false")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_bool)]
+Port = Annotated[Int, Field(ge=0, le=65535)]
+Count = Annotated[Int, Field(ge=0)]
 
 
 @dataclass(config=ConfigDict(extra="forbid"))
@@ -97,7 +107,7 @@ class Settings:
         default="127.0.0.1",
         description="Host name in the UIs' public URLs (also their allowed host).",
     )
-    workers: int = Field(default=4, ge=1, le=256, description="Pipeline workers in one agent.")
+    workers: Int = Field(default=4, ge=1, le=256, description="Pipeline workers in one agent.")
     default_ttl: Duration = Field(
         default=DEFAULT_TTL, description="A UI's lifetime once ready, when the request gives none."
     )
@@ -109,10 +119,10 @@ class Settings:
         default=timedelta(minutes=3),
         description="A UI that does not answer its readiness probe in time fails with that reason.",
     )
-    max_bytes: int = Field(
+    max_bytes: Int = Field(
         default=2 * 1024**3, ge=1, description="Staging cap: bytes one source may bring."
     )
-    max_files: int = Field(
+    max_files: Int = Field(
         default=20_000, ge=1, description="Staging cap: files one source may bring."
     )
     reconcile_interval: Duration = Field(
@@ -181,10 +191,10 @@ class Settings:
         "stream itself is acked cumulatively; one per deployment. null: read the "
         "subscriptions directly, one ack per message.",
     )
-    stomp_prefetch: int = Field(
+    stomp_prefetch: Int = Field(
         default=1000, ge=1, description="Unacked messages the broker hands over per subscription."
     )
-    stomp_relay_prefetch: int = Field(
+    stomp_relay_prefetch: Int = Field(
         default=100, ge=1, description="Unacked messages the broker hands over on the relay queue."
     )
     # iDDS
@@ -407,12 +417,12 @@ class Settings:
         default=2,
         description="Live and waiting anonymous starts per client address; null: no limit.",
     )
-    stream_limit_per_client: int = Field(
+    stream_limit_per_client: Int = Field(
         default=6,
         ge=1,
         description="Live streams (SSE) open at once per identity (per address when anonymous).",
     )
-    stream_limit_total: int = Field(
+    stream_limit_total: Int = Field(
         default=500, ge=1, description="Live streams (SSE) open at once in all."
     )
     stream_lifetime: Duration = Field(
@@ -540,7 +550,13 @@ def describe(exc: PydanticValidationError, where: str) -> str:
         else:
             text = str(shown).replace("\n", " ")
             text = text if len(text) <= 60 else text[:57] + "..."
-            got = repr(text) if isinstance(shown, str) else text
+            got = (
+                repr(text)
+                if isinstance(shown, str)
+                else text.lower()
+                if isinstance(shown, bool)
+                else text
+            )
             parts.append(f"{path}: {message} (got {got})")
     return f"{where} " + "; ".join(parts) if where else "; ".join(parts)
 
@@ -599,7 +615,9 @@ def _load_mapping(raw: dict[Any, Any], where: str) -> Settings:
     for key, value in raw.items():
         name = str(key).replace("-", "_")
         if name not in known:
-            raise SettingsError(f"{where} unknown setting {key}{did_you_mean(name)}")
+            shown = " ".join(str(key).split())
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise SettingsError(f"{where} unknown setting {shown}{did_you_mean(name)}")
         if _takes_duration(name) and value is not None:
             try:
                 value = _duration(value)

@@ -26,6 +26,11 @@ from idds_vis.runtime.config_reference import render_markdown
         ("default_ttl: soon", "default_ttl: cannot read duration 'soon'"),
         ("tool_max_ttl: {mlflow: -1d}", "tool_max_ttl[mlflow]: "),
         ("public_task_json: maybe", "public_task_json: must be a valid boolean"),
+        ("web_port: true", "web_port: must be a number, not true or false (got true)"),
+        (
+            "quota_per_group: {atlas: -1}",
+            "quota_per_group[atlas]: must be greater than or equal to 0",
+        ),
         ("workers: 4\n  bad: [", "not valid YAML at line 2"),
         ("- workers", "must be a mapping of settings"),
         ("ui_egress: 10.0.0.0/8", "ui_egress must be a list"),
