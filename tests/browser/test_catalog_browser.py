@@ -68,7 +68,7 @@ async def test_sign_in_start_follow_open_extend_and_stop_from_the_catalog(
                 async with page.context.expect_page() as opened:
                     await row.locator('[data-action="open"]').click()
                 ui = await opened.value
-                await expect(ui.get_by_role("link", name=EXPERIMENT)).to_be_visible(
+                await expect(ui.get_by_role("link", name=EXPERIMENT).first).to_be_visible(
                     timeout=PROGRESS_MS)
                 await ui.close()
 
