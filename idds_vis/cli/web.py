@@ -58,8 +58,11 @@ async def start_web(settings: Settings, agent: Agent) -> WebServer | None:
     """Serve the web app next to a running agent, when the settings give it a port."""
     if settings.web_port is None:
         return None
-    app = make_app(agent, settings, starter_for(settings, agent),
-                   directory=directory_for(settings))  # fmt: skip
+    try:  # its settings (rate_limit, trusted_proxies, oidc_*) are checked as it is built
+        app = make_app(agent, settings, starter_for(settings, agent),
+                       directory=directory_for(settings))  # fmt: skip
+    except ValueError as exc:
+        raise InvalidRequest(f"web app settings: {exc}") from None
     server = WebServer(app, settings.web_host, settings.web_port)
     try:
         url = await server.start()

@@ -9,7 +9,14 @@ import pytest
 
 from idds_vis.domain.errors import InvalidRequest
 from idds_vis.runtime.config import Settings
-from idds_vis.runtime.wiring import after_stop, agent_lock, build_ledger, open_ledger, sqlite_file
+from idds_vis.runtime.wiring import (
+    after_stop,
+    agent_lock,
+    build_agent,
+    build_ledger,
+    open_ledger,
+    sqlite_file,
+)
 
 
 def test_a_second_lock_on_one_sqlite_ledger_is_refused_until_the_first_is_released(
@@ -64,3 +71,13 @@ async def test_a_ledger_it_cannot_reach_is_one_line_without_its_password(tmp_pat
     assert str(caught.value) == (
         "cannot open the ledger postgresql+asyncpg://u:***@127.0.0.1:1/v: Connection refused"
     )
+
+
+async def test_a_web_app_setting_it_refuses_is_one_line(tmp_path: Path) -> None:
+    from idds_vis.cli.web import start_web
+
+    settings = Settings(state_dir=tmp_path, web_port=0, rate_limit="lots")
+    agent = build_agent(settings)
+    with pytest.raises(InvalidRequest) as caught:
+        await start_web(settings, agent)
+    assert str(caught.value).startswith("web app settings: rate_limit 'lots': ")
