@@ -22,6 +22,7 @@ from sqlalchemy.engine import RowMapping
 from idds_vis.domain.audit import Action
 from idds_vis.domain.errors import VisError
 from idds_vis.domain.models import Instance, InstanceKey, VisRequest
+from idds_vis.domain.naming import new_path_token
 from idds_vis.domain.phases import TERMINAL, Phase
 from idds_vis.domain.quotas import Admission, Holding, Limits, Waiting, admissible, blocked
 from idds_vis.ledger import ops
@@ -334,6 +335,9 @@ def _start(conn: Connection, ask: Waiting, now: datetime) -> Instance | None:
         "ttl_seconds": ask.ttl.total_seconds(), "origin": ask.origin,
         "requested_by": ask.requested_by,
         "task_name": func.coalesce(instances.c.task_name, ask.task_name),
+        # A new launch, a new path (as ledger.relaunch): the last one's URL and share links
+        # lead nowhere.
+        "path_token": new_path_token(ask.tool),
     }  # fmt: skip
     if ask.source is not None:
         change["source"] = ask.source

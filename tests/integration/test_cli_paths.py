@@ -340,12 +340,6 @@ def test_relaunch_keeps_the_origin_and_the_source_unless_given(
     assert trail[-1] == ("cli", "relaunch")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the ledger's quota-queue start (ledger/access.py _start), which the catalog's and "
-    "this relaunch with --source/--ttl use, keeps the record's path_token; ledger.relaunch "
-    "makes a new one (reported to the ledger's owner; remove this mark once fixed)",
-)
 def test_relaunch_with_a_new_ttl_gives_a_new_path(state: Path, artefacts: Path) -> None:
     requested(state, "4726")
     move(state, "4726", Phase.FAILED, reason="staging failed")
