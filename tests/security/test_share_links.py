@@ -481,3 +481,20 @@ async def test_the_ledger_keeps_shares_on_postgresql(pg_url: str) -> None:
         assert await ledger.revoke_share("f" * 32, JANE, now, detail="x") is None
     finally:
         await ledger.close()
+
+
+async def test_a_link_ends_with_a_stop_and_opens_nothing_after_a_start_from_the_catalog(
+    k8s: Site,
+) -> None:
+    inst = await ui_of(k8s, "4242")
+    _, made = await make_link(k8s, "4242")
+    token = token_of(made["link"])
+    async with k8s.http.post(f"{VIS}/4242/mlflow/stop", headers=k8s.as_user(JANE)) as resp:
+        assert resp.status == 200, await resp.text()
+    await k8s.until("4242", {Phase.EXPIRED})
+    assert await check(k8s, inst, token) == 403
+    again = await ui_of(k8s, "4242")  # the catalog's start of the ended record (quota queue)
+    assert again.attempt == 2 and again.path_token != inst.path_token
+    assert await check(k8s, again, token) == 403
+    status, _, _, _ = await open_link(k8s, made["link"])
+    assert status == 403
