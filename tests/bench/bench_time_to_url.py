@@ -53,6 +53,18 @@ def tree_rss(pid: int) -> int:
     return total
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its children so far: what a start costs
+    whatever else the machine runs."""
+    proc = psutil.Process(pid)
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            times = p.cpu_times()
+            total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -82,6 +94,7 @@ def bare_server(job: Path, tuned: bool) -> tuple[float, int, int]:
             except OSError:
                 time.sleep(0.1)
         elapsed = time.perf_counter() - start
+        CPU["tuned"].append(tree_cpu(proc.pid))
         time.sleep(3)  # let workers and the job runner finish starting before reading memory
         rss = tree_rss(proc.pid)
         count = 1 + len(psutil.Process(proc.pid).children(recursive=True))
@@ -92,6 +105,7 @@ def bare_server(job: Path, tuned: bool) -> tuple[float, int, int]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+CPU: dict[str, list[float]] = {"tuned": [], "cold": []}
 PHASES = ["requested", "resolving", "staging", "deploying", "starting", "ready"]
 
 
@@ -123,6 +137,8 @@ async def idds_vis_run(
         elapsed = time.perf_counter() - t0
         if inst.phase is Phase.FAILED:
             raise SystemExit(f"failed: {inst.reason}")
+        if not warm:
+            CPU["cold"].append(tree_cpu(int(inst.handle["pid"])))
         history = await agent.ledger.history(req.key)
         stamps = {e.phase.value: e.at for e in history}
         phases = {
@@ -181,6 +197,8 @@ def main() -> None:
     for name, all_phases in (("cold", cold_phases), ("warm", warm_phases)):
         print(f"  {name} phases (median s): " + ", ".join(
             f"{key} {med(p[key] for p in all_phases):.2f}" for key in all_phases[0]))  # fmt: skip
+    print(f"  CPU seconds to ready: tuned bare {med(CPU['tuned']):.2f}, idds-vis cold UI process "
+          f"{med(CPU['cold']):.2f} ({med(CPU['cold']) / med(CPU['tuned']):.2f}x)")  # fmt: skip
     for line in ui_lines[-2:]:  # the last cold start and the last hand-over
         print("  UI process, last run: " + line.split("idds-vis ui ")[-1])
     shutil.rmtree(work, ignore_errors=True)

@@ -23,7 +23,10 @@ from mlflow.server.constants import (
     ARTIFACT_ROOT_ENV_VAR, BACKEND_STORE_URI_ENV_VAR, REGISTRY_STORE_URI_ENV_VAR)
 from mlflow.server.handlers import STATIC_PREFIX_ENV_VAR
 import mlflow.server.fastapi_app, mlflow.store.fs2db, mlflow.store.tracking.sqlalchemy_store
+from mlflow.store.db.utils import _get_latest_schema_revision
+alembic_head = _get_latest_schema_revision()
 print(json.dumps({
+    "heads": [u.schema_head(), alembic_head],
     "names": [BACKEND_STORE_URI_ENV_VAR, REGISTRY_STORE_URI_ENV_VAR, ARTIFACT_ROOT_ENV_VAR,
               STATIC_PREFIX_ENV_VAR],
     "loaded": [m for m in u.UNUSED_MODULES if sys.modules.get(m) is not None],
@@ -42,6 +45,8 @@ def test_switch_names_match_mlflow_and_the_app_imports_without_unused_modules() 
         uvicorn_server.STATIC_PREFIX_ENV_VAR,
     ]
     assert found["loaded"] == []
+    ours, alembics = found["heads"]
+    assert ours == alembics  # the scripts' text says what Alembic says
 
 
 def test_allowed_hosts_are_listed_bare_and_with_any_port() -> None:
