@@ -281,3 +281,29 @@ async def test_a_dead_members_directory_goes_with_its_instance(site: Site) -> No
     await site.deployer.delete(a)
     assert not member_dir.exists()
     assert not site.deployer.instance_dir(a.name).exists()
+
+
+async def test_behind_the_web_app_a_member_answers_its_proxy_only(tmp_path: Path) -> None:
+    metrics = AgentMetrics()
+    ledger = SqlLedger(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
+    deployer = make_deployer(tmp_path / "state", f"pool-{tmp_path.name}", metrics=metrics)
+    deployer.proxy_base = "http://web.invalid"  # the web app's proxy (issue 17)
+    agent = make_agent(ledger, deployer, metrics)
+    await agent.start()
+    try:
+        await full(deployer)
+        inst = await launch(Site(agent, deployer, ledger, metrics), "6001")
+        assert "member" in inst.handle  # verified ready through the proxy's header
+        upstream = await deployer.upstream(inst)
+        assert upstream is not None
+        origin, header = upstream
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{origin}{inst.prefix}/health") as resp:
+                assert resp.status == 403
+            async with http.get(f"{origin}{inst.prefix}/health", headers=header) as resp:
+                assert resp.status == 200
+    finally:
+        for inst in await ledger.list():
+            await deployer.delete(inst)
+        await agent.stop()
+        await ledger.close()
