@@ -133,6 +133,10 @@ async def test_a_link_opens_its_ui_for_viewing_only_and_every_use_is_audited(
     assert inst.expires_at is not None
     left = (inst.expires_at - k8s.agent.clock.now()).total_seconds()
     assert 0 < int(cookie["max-age"]) <= left
+    # The page that sent the link gets no Referer naming it from the UI's requests.
+    async with aiohttp.ClientSession() as fresh, fresh.get(link, allow_redirects=False) as resp:
+        assert resp.headers["Referrer-Policy"] == "no-referrer"
+        assert resp.headers["Cache-Control"] == "no-store"
     # The cookie lets the colleague (no session, or another user's) see that UI ...
     assert await check(k8s, inst, token) == 204
     assert await check(k8s, inst, token, **k8s.as_user(JOHN, groups=["cms"])) == 204
@@ -146,11 +150,11 @@ async def test_a_link_opens_its_ui_for_viewing_only_and_every_use_is_audited(
     async with k8s.http.get(f"{VIS}/4242/mlflow/shares", headers=cookie_only) as resp:
         assert resp.status == 401
     assert (await k8s.agent.ledger.get(inst.key)).phase is Phase.READY  # type: ignore[union-attr]
-    # Audited: the creation by Jane and the use by an anonymous address, by share id.
+    # Audited: the creation by Jane and each opening (two) by an anonymous address, by id.
     trail = await audit(k8s, "4242")
     assert ("share-create", JANE) in [(a, b) for a, b, _ in trail]
     uses = [t for t in trail if t[0] == "share-use"]
-    assert len(uses) == 1 and uses[0][1] == "anonymous 127.0.0.1"
+    assert len(uses) == 2 and uses[0][1] == "anonymous 127.0.0.1"
     assert share["id"] in uses[0][2] and "127.0.0.1" in uses[0][2]
     # The token is in no log line and no audit field; the share id is.
     assert token not in caplog.text and token.split(".")[2] not in caplog.text
