@@ -73,7 +73,8 @@ def page_state(
     elif inst.phase is Phase.EXPIRING:
         state.update(headline="Shutting down", detail="Its time is up; the UI is being removed.")
     elif inst.phase is Phase.EXPIRED:
-        state.update(headline="This visualization has expired", action="relaunch",
+        # "ended", not "expired": a UI stopped by a person ends the same way (issue 19).
+        state.update(headline="This visualization has ended", action="relaunch",
                      detail=scrub_paths(inst.reason or _expired_detail(inst)))  # fmt: skip
     else:
         state.update(headline="The visualization failed", action="relaunch",
@@ -86,6 +87,6 @@ def _expired_detail(inst: Instance) -> str:
     if inst.expires_at is None:
         return f"It was ended before it became live (its lifetime was {ttl})."
     return (
-        f"It was live until {when_text(inst.expires_at)}, {ttl} after it became ready, "
-        "and has been removed. Relaunch it to look again."
+        f"It was live until {when_text(inst.expires_at)} and has been removed (its time was "
+        "up, or it was stopped). Relaunch it to look again."
     )

@@ -123,7 +123,7 @@ async def test_an_expired_ui_is_relaunched_from_its_permalink(
     async with serving(app, "127.0.0.1", 0) as base:
         page = await browser.new_page()
         await page.goto(base + TRAIN_PATH)
-        await expect(page.locator("#live h1")).to_have_text("This visualization has expired")
+        await expect(page.locator("#live h1")).to_have_text("This visualization has ended")
         await expect(page.locator("#detail")).to_contain_text("It was live until")
         await page.screenshot(path=str(artifacts / "permalink-expired.png"), full_page=True)
         await page.locator("#relaunch").click()

@@ -224,7 +224,7 @@ async def test_relaunch_of_an_expired_ui_brings_it_back(env: Env) -> None:
     await until(env, "4242", {Phase.EXPIRED})
     async with env.http.get(TRAIN_PATH) as resp:
         html = await resp.text()
-    assert "This visualization has expired" in html and 'id="relaunch"' in html
+    assert "This visualization has ended" in html and 'id="relaunch"' in html
     assert "It was live until" in html
 
     async with env.http.post(TRAIN_PATH + "/relaunch", allow_redirects=False) as resp:
