@@ -71,7 +71,8 @@
       const row = el("div", "", "row");
       row.dataset.phase = inst.phase;
       row.appendChild(el("strong", inst.tool));
-      row.appendChild(el("span", inst.phase, `badge ${inst.phase}`));
+      // "ended": a stopped UI and one whose time is up look the same to the reader.
+      row.appendChild(el("span", inst.phase === "expired" ? "ended" : inst.phase, `badge ${inst.phase}`));
       if (inst.phase === "ready" && inst.url) row.appendChild(link(inst.url, "Open the UI"));
       if (inst.phase === "ready" && inst.expires_at) {
         row.appendChild(el("span", `live until ${utc(inst.expires_at)}`, "muted"));
