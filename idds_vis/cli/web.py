@@ -33,6 +33,7 @@ from idds_vis.runtime.wiring import (
     build_agent,
     build_artefacts,
     build_intake,
+    check_cluster_access,
     open_ledger,
 )
 
@@ -107,6 +108,7 @@ async def serve_agent(settings: Settings) -> None:
     """The agent until SIGTERM or Ctrl-C; refused when another agent runs on its SQLite
     ledger. On the way out it says how many UIs keep running and who ends them."""
     with agent_lock(settings):
+        check_cluster_access(settings)
         service = build_agent(settings)
         intake = build_intake(settings, service)
         # Everything built so far lives as long as the process: keep it out of the collector's

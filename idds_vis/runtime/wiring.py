@@ -142,6 +142,25 @@ def agent_lock(settings: Settings) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def check_cluster_access(settings: Settings) -> None:
+    """With ``deployer: kubernetes``, the credentials the agent will use must be there at start:
+    a ``kubeconfig`` file, or (without one) the service account of the pod it runs in.
+    Otherwise every call would fail and be retried forever, one warning every few seconds."""
+    if settings.deployer != "kubernetes":
+        return
+    if settings.kubeconfig:
+        if not Path(settings.kubeconfig).expanduser().is_file():
+            raise InvalidRequest(f"setting kubeconfig: no such file {settings.kubeconfig}")
+    elif not os.environ.get("KUBERNETES_SERVICE_HOST") or not Path(SERVICE_ACCOUNT).is_dir():
+        raise InvalidRequest(
+            "deployer kubernetes without a kubeconfig setting needs the service account of the"
+            f" pod it runs in, and there is none here ({SERVICE_ACCOUNT}): set kubeconfig"
+        )
+
+
+SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
 def after_stop(settings: Settings, live: int) -> str:
     """What the agent says as it stops: the UIs are not stopped with it, and who ends them."""
     if live == 0:

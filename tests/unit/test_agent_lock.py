@@ -14,6 +14,7 @@ from idds_vis.runtime.wiring import (
     agent_lock,
     build_agent,
     build_ledger,
+    check_cluster_access,
     open_ledger,
     sqlite_file,
 )
@@ -81,3 +82,17 @@ async def test_a_web_app_setting_it_refuses_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(InvalidRequest) as caught:
         await start_web(settings, agent)
     assert str(caught.value).startswith("web app settings: rate_limit 'lots': ")
+
+
+def test_the_cluster_credentials_must_be_there_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kube = {"deployer": "kubernetes", "state_dir": tmp_path}
+    with pytest.raises(InvalidRequest, match=r"^setting kubeconfig: no such file /nope/kc$"):
+        check_cluster_access(Settings(**kube, kubeconfig="/nope/kc"))  # type: ignore[arg-type]
+    (tmp_path / "kc").write_text("apiVersion: v1\n")
+    check_cluster_access(Settings(**kube, kubeconfig=str(tmp_path / "kc")))  # type: ignore[arg-type]
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(InvalidRequest, match="needs the service account of the pod"):
+        check_cluster_access(Settings(**kube))  # type: ignore[arg-type]
+    check_cluster_access(Settings(state_dir=tmp_path))  # the local deployer needs none
