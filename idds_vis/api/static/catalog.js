@@ -244,7 +244,7 @@
       tr.dataset.state = one.state;
       tr.appendChild(el("td", one.label || "—"));
       tr.appendChild(el("td", one.created_by));
-      tr.appendChild(el("td", new Date(one.expires_at).toLocaleString()));
+      tr.appendChild(el("td", utc(one.expires_at)));
       tr.appendChild(el("td", one.state));
       const cell = el("td");
       if (one.state === "active") {
