@@ -132,6 +132,9 @@ class PandaStarter:
         owner: str | None = None,
     ) -> Instance:
         task_id = await self.artefacts.panda.task_id_by_name(task_name, owner)
+        by_id = task_id is None and task_name.isdigit() and task_name.isascii()
+        if by_id:  # /t/4711/mlflow: a task id (a CLI-made record has no name, issue 19)
+            task_id = int(task_name)
         if task_id is None:
             whose = f" of {owner}" if owner else ""
             raise NotFound(f"PanDA has no task{whose} named {task_name!r} (in the last 90 days)")
@@ -143,7 +146,7 @@ class PandaStarter:
                 ttl=ttl or DEFAULT_TTL,
                 origin="permalink",
                 requested_by=requested_by or task.user_name,
-                task_name=task_name,
+                task_name=task.task_name if by_id else task_name,
             )
         )
         return inst

@@ -27,6 +27,7 @@ from typing import Generic, TypeVar
 from aiohttp import web
 
 from idds_vis.agent.service import Agent
+from idds_vis.api.starter import task_id_of
 from idds_vis.domain.models import Instance, PhaseEvent
 from idds_vis.domain.quotas import Waiting
 
@@ -45,8 +46,9 @@ async def current(agent: Agent, task_name: str, tool: str) -> Instance | None:
     for inst in await agent.ledger.find(task_name=task_name):
         if inst.tool == tool:
             return inst
-    if task_name.isdigit() and task_name.isascii():
-        for inst in await agent.ledger.find(task_id=task_name):
+    task_id = task_id_of(task_name)
+    if task_id is not None:
+        for inst in await agent.ledger.find(task_id=task_id):
             if inst.tool == tool:
                 return inst
     return None

@@ -23,12 +23,13 @@ from idds_vis.api.auth.denials import Denial, count
 from idds_vis.api.auth.middleware import require
 from idds_vis.api.catalog.anonymous import ANONYMOUS, AnonymousGate, AnonymousRefused
 from idds_vis.api.catalog.service import CATALOG, Catalog
+from idds_vis.api.catalog.tasks import CatalogTask
 from idds_vis.api.routes import permalink
-from idds_vis.api.starter import Starter
+from idds_vis.api.starter import Starter, task_id_of
 from idds_vis.api.task_feed import current
 from idds_vis.api.urls import permalink as permalink_url
 from idds_vis.api.views import scrub_paths
-from idds_vis.domain.errors import InvalidRequest, InvalidTransition, VisError
+from idds_vis.domain.errors import InvalidRequest, InvalidTransition, NotFound, VisError
 from idds_vis.domain.identity import Identity, may_change, refusal
 from idds_vis.domain.models import Instance, VisRequest
 from idds_vis.domain.phases import TERMINAL
@@ -38,6 +39,19 @@ routes = web.RouteTableDef()
 
 class Queued(InvalidRequest):
     """Over a quota: the request waits in the queue (not a refusal, but no record yet)."""
+
+
+async def _task(catalog: Catalog, task_name: str, owner: str | None) -> CatalogTask:
+    """The task of a permalink: by name, or by task id when the name is digits and PanDA knows
+    no task of that name (``/t/4711/mlflow``: a record made by the CLI has no name, issue 19)."""
+    try:
+        # The permalink is keyed by this name: the record must carry it.
+        return dataclasses.replace(await catalog.directory.by_name(task_name, owner),
+                                   task_name=task_name)  # fmt: skip
+    except NotFound:
+        if task_id_of(task_name) is None:
+            raise
+    return await catalog.directory.task(task_name)  # its record keeps PanDA's name for it
 
 
 class GuardedStarter:
@@ -58,9 +72,7 @@ class GuardedStarter:
         who = current_identity()
         if who is None:  # no login configured: within the anonymous limits
             return await self._anonymous(task_name, tool, ttl, owner)
-        # The permalink is keyed by this name: the record must carry it.
-        task = dataclasses.replace(await self.catalog.directory.by_name(task_name, owner),
-                                   task_name=task_name)  # fmt: skip
+        task = await _task(self.catalog, task_name, owner)
         admission = await self.catalog.start(who, task, tool, ttl, origin="permalink")
         if admission.instance is not None:
             return admission.instance
@@ -91,9 +103,9 @@ async def relaunch(request: web.Request) -> web.StreamResponse:
     who = require(request)
     task_name, tool = request.match_info["task_name"], request.match_info["tool"]
     catalog = request.app[CATALOG]
-    found = [i for i in await catalog.agent.ledger.find(task_name=task_name) if i.tool == tool]
-    if found and found[0].phase in TERMINAL:
-        inst = found[0]
+    # By name, or by task id for a record without one (made by the CLI or the catalog).
+    inst = await current(catalog.agent, task_name, tool)
+    if inst is not None and inst.phase in TERMINAL:
         owner = await catalog.owner(inst)
         if not may_change(who, owner, catalog.offer(tool).groups):
             count(request.app, Denial.NOT_ALLOWED)
@@ -102,7 +114,7 @@ async def relaunch(request: web.Request) -> web.StreamResponse:
         # (staged under the source policy and the address guard) whoever relaunches it.
         request_ = VisRequest(inst.task_id, source=inst.source, tool=tool, ttl=inst.ttl,
                               origin=inst.origin, requested_by=who.user,
-                              task_name=task_name)  # fmt: skip
+                              task_name=inst.task_name)  # fmt: skip
         with contextlib.suppress(InvalidTransition):
             try:
                 await catalog.queue.request(request_, who, owner)
@@ -124,7 +136,7 @@ async def _anonymous_relaunch(request: web.Request) -> web.StreamResponse:
             async with gate.room(client) as name:
                 request_ = VisRequest(inst.task_id, source=inst.source, tool=tool, ttl=inst.ttl,
                                       origin=inst.origin, requested_by=name,
-                                      task_name=task_name)  # fmt: skip
+                                      task_name=inst.task_name)  # fmt: skip
                 who = Identity(user=name, subject=name)
                 with contextlib.suppress(InvalidTransition):
                     admission = await catalog.queue.request(request_, who, None)

@@ -30,6 +30,7 @@ from idds_vis.api.auth.middleware import login_url
 from idds_vis.api.keys import AGENT, POLL_INTERVAL, REFUSALS, SETTINGS, STARTER, STREAMS
 from idds_vis.api.page_state import page_state
 from idds_vis.api.routes.auth_check import decide
+from idds_vis.api.starter import task_id_of
 from idds_vis.api.task_feed import FEED, Snapshot, current, load
 from idds_vis.api.urls import permalink, root
 from idds_vis.domain.access import Decision
@@ -168,9 +169,10 @@ async def start(request: web.Request) -> web.StreamResponse:
             "permalink.html", request, context, status=_refusal_status(exc)
         )
     request.app[REFUSALS].forget(task_name)
-    if inst.task_name != task_name:
+    if inst.task_name != task_name and inst.task_id != task_id_of(task_name):
         # A record made earlier without the name (e.g. from PanDA's message): name it, or the
-        # page could not find it and would start again and again.
+        # page could not find it and would start again and again. Started by task id, the page
+        # finds it by that id: it keeps PanDA's name for the task.
         await request.app[AGENT].ledger.name_task(inst.key, task_name)
     raise web.HTTPSeeOther(permalink(request, task_name, tool, ttl_text, owner))
 

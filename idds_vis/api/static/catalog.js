@@ -90,7 +90,8 @@
   // An ended or failed UI starts again from its permalink's relaunch (same checks as there).
   const relaunch = async (v) => {
     say(`Relaunching task ${v.task_id}…`);
-    const where = `${root}/t/${encodeURIComponent(v.task_name)}/${encodeURIComponent(v.tool)}/relaunch`;
+    // A record without a task name (made by the CLI) is found by its task id (issue 19).
+    const where = `${root}/t/${encodeURIComponent(v.task_name || v.task_id)}/${encodeURIComponent(v.tool)}/relaunch`;
     const resp = await fetch(where, { method: "POST", credentials: "same-origin", redirect: "manual" });
     if (resp.type !== "opaqueredirect" && resp.status >= 400) {
       say((await resp.text()) || `HTTP ${resp.status}`, true);
@@ -144,7 +145,7 @@
       actions.appendChild(button("Extend", "extend", () => act(v, "extend", { by: by.value }, "Extending…")));
       actions.appendChild(button("Share", "share", () => openShare(v)));
     }
-    if (["expired", "failed"].includes(v.phase) && v.task_name) {
+    if (["expired", "failed"].includes(v.phase)) {
       actions.appendChild(button("Relaunch", "relaunch", () => relaunch(v)));
     }
     if (!["expired", "failed", "expiring"].includes(v.phase)) {
