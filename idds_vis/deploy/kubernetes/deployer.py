@@ -13,6 +13,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import logging
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -25,12 +26,15 @@ from idds_vis.deploy.kubernetes import listing, objects, reasons
 from idds_vis.deploy.kubernetes.client import KubeClient
 from idds_vis.deploy.kubernetes.kinds import Kind, kinds
 from idds_vis.deploy.kubernetes.settings import KubeSettings
+from idds_vis.deploy.kubernetes.standby import StandbyPods, claimed_ready
 from idds_vis.deploy.kubernetes.status import Scrub, scrubber, source_secrets, status_message
 from idds_vis.domain.errors import DeployError
 from idds_vis.domain.models import Deployment, Instance, RunningUI, StagedArtefacts
 from idds_vis.domain.naming import PROXY_HEADER, PROXY_SECRET_ENV
+from idds_vis.domain.source_policy import MESSAGE_ORIGINS
 from idds_vis.ports.lease import WatchObserver
 
+log = logging.getLogger(__name__)
 SecretsFor = Callable[[str], dict[str, str] | None]
 MANAGED = f"app.kubernetes.io/managed-by={objects.MANAGED_BY}"
 INSTANCE = "app.kubernetes.io/instance"
@@ -80,8 +84,11 @@ class KubernetesDeployer:
         watches: WatchObserver | None = None,
         list_chunk: int = 500,
         leftover_wait: float = 120.0,
+        standby: StandbyPods | None = None,
     ) -> None:
         self.ks = settings
+        # Issue 18 (experimental): standby pods a request claims (kubernetes/standby.py).
+        self.standby = standby
         self.kube = kube
         self.watch_silence = watch_silence
         # Deployments per list page at reconcile (kubectl's chunk size).
@@ -116,6 +123,10 @@ class KubernetesDeployer:
         body = objects.deployment(
             instance, self.ks, source, instance.expires_at, bool(secret_values)
         )
+        warm = await self._may_claim(instance)
+        if warm:
+            # The root owns the claimed pod: its own ReplicaSet starts none (standby.py).
+            body["spec"]["replicas"] = 0
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.leftover_wait
         root = await self._create_or_adopt(table["Deployment"], body, None, deadline, scrub)
@@ -134,8 +145,12 @@ class KubernetesDeployer:
                 proxy_secret = _proxy_secret(obj, instance.name)
                 self._proxy_secrets[(instance.name, uid)] = proxy_secret
             made.append({"kind": dependent["kind"], "name": dependent["metadata"]["name"]})
+        handle: dict[str, Any] = {"namespace": self.ks.namespace, "uid": uid, "objects": made}
+        if (root.get("spec") or {}).get("replicas") == 0:
+            pod = await self._warm_start(instance, root, secret_values, proxy_secret, scrub)
+            if pod is not None:
+                handle["standby_pod"] = pod
         url = objects.public_url(instance, self.ks)
-        handle = {"namespace": self.ks.namespace, "uid": uid, "objects": made}
         if not self.ks.web_url:
             return Deployment(url=url, health_url=url + "health", handle=handle)
         # Behind forward-auth or the web app's proxy the public URL asks for a sign-in: the
@@ -144,6 +159,70 @@ class KubernetesDeployer:
         headers = {PROXY_HEADER: proxy_secret} if proxy_secret else {}
         return Deployment(url=url, health_url=direct + "health", handle=handle,
                           probe_url=direct, probe_headers=headers)  # fmt: skip
+
+    async def _may_claim(self, instance: Instance) -> bool:
+        if self.standby is None or instance.tool != self.standby.tool:
+            return False
+        try:
+            if await self.standby.idle():
+                return True
+        except ApiException as exc:  # the pool's trouble never fails a request: it starts cold
+            log.warning("listing the standby pods failed: %s", status_message(exc, lambda t: t))
+        self.standby.miss()
+        return False
+
+    async def _warm_start(
+        self,
+        instance: Instance,
+        root: dict[str, Any],
+        secret_values: dict[str, str] | None,
+        proxy_secret: str | None,
+        scrub: Scrub,
+    ) -> str | None:
+        """Claim a standby pod for the root (``replicas: 0``) and hand it the source; the name
+        of the pod, or None after scaling the root to 1 (a cold start)."""
+        uid = root["metadata"]["uid"]
+        claimed = None
+        if self.standby is not None:
+            found = await self.standby.claimed_of(uid)  # a redeploy adopts its claim
+            if found is not None:
+                return str(found["metadata"]["name"])
+            root = {**root, "kind": "Deployment", "apiVersion": "apps/v1"}
+            try:
+                claimed = await self.standby.claim(instance, root)
+            except ApiException as exc:
+                log.warning("claiming a standby pod failed: %s", status_message(exc, scrub))
+        if claimed is not None and self.standby is not None:
+            body = {
+                "instance": instance.name,
+                "prefix": instance.prefix,
+                "source": instance.source or "",
+                "env": dict(secret_values or {}),
+                "guard": instance.origin in MESSAGE_ORIGINS,
+                "allow_private_addresses": list(self.ks.allow_private_addresses),
+                **({"proxy_secret": proxy_secret} if proxy_secret else {}),
+            }
+            try:
+                await self.standby.hand_over(claimed, body)
+                return claimed.name
+            except DeployError as exc:
+                log.warning("%s: %s; it starts cold", instance.name, scrub(str(exc)))
+        apps = client.AppsV1Api(await self.kube.api())
+        try:
+            await self.kube.call(
+                apps.patch_namespaced_deployment, instance.name, self.ks.namespace,
+                {"spec": {"replicas": 1}},
+            )  # fmt: skip
+        except ApiException as exc:
+            raise DeployError(
+                f"the cluster refused to start {instance.name}: {status_message(exc, scrub)}"
+            ) from exc
+        return None
+
+    async def close(self) -> None:
+        """At the agent's stop: the idle standby pods go (claimed ones are their UIs')."""
+        if self.standby is not None:
+            await self.standby.close()
 
     async def upstream(self, instance: Instance) -> tuple[str, dict[str, str]] | None:
         """Where the web app's ``/vis/`` proxy reaches a UI it proxies (OpenShift with a web
@@ -432,6 +511,8 @@ class KubernetesDeployer:
     async def running(self) -> list[RunningUI]:
         """Every UI's root; healthy only with a ready pod *and* every object it owns (a
         Service removed under a ready pod leaves the UI unreachable, yet ready)."""
+        if self.standby is not None:
+            self.standby.start()  # the start-up reconcile asks first: refill from then on
         table = await self._kinds()
         roots: dict[str, listing.Root] = {}
 
@@ -454,12 +535,16 @@ class KubernetesDeployer:
                 return page.metadata.continue_
 
             await self._list_all(table[kind_name].list, dependent, lambda: None)
+        warm: set[str] = set()
+        if any(dep.spec.replicas == 0 for dep in roots.values()):
+            warm = await claimed_ready(self.kube, self.ks.namespace)
         out: list[RunningUI] = []
         for name, dep in roots.items():
             uid = dep.metadata.uid
             whole = all((k, name, uid) in owned for k in self._dependent_kinds())
             handle = {"namespace": self.ks.namespace, "uid": uid, "image": dep.image}
-            out.append(RunningUI(name, handle, healthy=dep.ready and whole))
+            ready = uid in warm if dep.spec.replicas == 0 else dep.ready
+            out.append(RunningUI(name, handle, healthy=ready and whole))
         return out
 
     async def _list_all(

@@ -36,6 +36,7 @@ class Template(msgspec.Struct):
 
 class RootSpec(msgspec.Struct):
     template: Template = msgspec.field(default_factory=Template)
+    replicas: int = 1  # 0: its pod is a claimed standby pod (kubernetes/standby.py)
 
 
 class RootStatus(msgspec.Struct):

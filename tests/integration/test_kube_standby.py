@@ -1,0 +1,287 @@
+"""Standby UI pods on Kubernetes (issue 18, experimental), against the API emulator: a request
+claims an idle pod (resourceVersion-guarded label patch, owner reference to the instance's
+root, one authenticated hand-over) and the pool refills; a pod that served A is never given B;
+version change and age recycle idle pods; a restarted agent finds idle and claimed pods; a lost
+claim race and a refused hand-over start cold; teardown and shutdown leave nothing behind.
+
+The pod side of the hand-over is a stand-in here (``HandOvers``): it checks the secret against
+the pod's Secret and accepts one hand-over per pod, as the member does."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from idds_vis.deploy.kubernetes import standby as sb
+from idds_vis.deploy.kubernetes.client import KubeClient
+from idds_vis.deploy.kubernetes.deployer import KubernetesDeployer
+from idds_vis.deploy.kubernetes.settings import KubeSettings
+from idds_vis.deploy.pool import SECRET_ENV
+from idds_vis.domain.errors import DeployError
+from tests.integration.test_kube_deployer import NS, instance
+from tests.k8s_emulator import KubeEmulator
+
+HANG_GUARD = 60.0
+
+
+async def until(what: str, check: Callable[[], Awaitable[bool]]) -> None:
+    """Poll the emulator's controller (another task's state) until ``check`` holds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + HANG_GUARD
+    while not await check():
+        assert loop.time() < deadline, f"never: {what}"
+        await asyncio.sleep(0.02)
+
+
+class HandOvers:
+    """The pods' side: one hand-over per pod, carrying that pod's secret (from its Secret)."""
+
+    def __init__(self, emu: KubeEmulator) -> None:
+        self.emu = emu
+        self.done: dict[str, dict[str, Any]] = {}  # pod -> body
+        self.refuse = False
+
+    async def __call__(self, pod: dict[str, Any], body: dict[str, Any], secret: str) -> None:
+        name = pod["metadata"]["name"]
+        stored = self.emu.get("secrets", name, NS)
+        assert stored is not None
+        expected = base64.b64decode(stored["data"][SECRET_ENV]).decode()
+        if secret != expected:
+            raise DeployError("the standby pod refused its hand-over (HTTP 403)")
+        if self.refuse or name in self.done:
+            raise DeployError("the standby pod refused its hand-over (HTTP 409)")
+        self.done[name] = body
+
+
+class Observed:
+    def __init__(self) -> None:
+        self.size: int | None = None
+        self.hits = self.misses = self.refills = 0
+
+    def pool_size(self, tool: str, size: int) -> None:
+        self.size = size
+
+    def pool_hit(self, tool: str) -> None:
+        self.hits += 1
+
+    def pool_miss(self, tool: str) -> None:
+        self.misses += 1
+
+    def pool_refilled(self, tool: str, seconds: float) -> None:
+        self.refills += 1
+
+
+class Agent:
+    """One agent's view: its client, standby pool and deployer."""
+
+    def __init__(self, kubeconfig: Path, hand_overs: HandOvers, **pool: Any) -> None:
+        self.kube = KubeClient(str(kubeconfig), call_timeout=5, retry_budget=5)
+        self.ks = KubeSettings(namespace=NS)
+        self.observed = Observed()
+        settings = {"size": 1, "max_age": 3600, **pool}
+        self.pool = sb.StandbyPods(self.ks, self.kube, hand_over=hand_overs,
+                                   observer=self.observed, **settings)  # fmt: skip
+        self.deployer = KubernetesDeployer(self.ks, self.kube, watch_silence=2, standby=self.pool)
+
+    async def refilled(self, idle: int = 1) -> list[dict[str, Any]]:
+        await self.pool.refill()
+        await until(f"{idle} standby pod(s) Ready", lambda: self._idle_is(idle))
+        return await self.pool.idle()
+
+    async def _idle_is(self, count: int) -> bool:
+        return len(await self.pool.idle()) == count
+
+    async def close(self) -> None:
+        if self.pool._task is not None:
+            self.pool._task.cancel()
+        await self.kube.close()
+
+
+@pytest.fixture
+async def emu() -> AsyncIterator[KubeEmulator]:
+    async with KubeEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def hand_overs(emu: KubeEmulator) -> HandOvers:
+    return HandOvers(emu)
+
+
+@pytest.fixture
+async def agent(emu: KubeEmulator, tmp_path: Path, hand_overs: HandOvers) -> AsyncIterator[Agent]:
+    kubeconfig = emu.write_kubeconfig(tmp_path / "kubeconfig", NS)
+    one = Agent(kubeconfig, hand_overs)
+    yield one
+    await one.close()
+
+
+def pods_of(emu: KubeEmulator, name: str) -> list[str]:
+    return sorted(p["metadata"]["name"] for p in emu.list("pods", NS, sb_instance(name)))
+
+
+def sb_instance(name: str) -> str:
+    return f"app.kubernetes.io/instance={name}"
+
+
+async def test_a_request_claims_a_standby_pod_and_a_pod_serves_one_task_only(
+    emu: KubeEmulator, agent: Agent, hand_overs: HandOvers
+) -> None:
+    (idle,) = await agent.refilled()
+    first_pod = idle["metadata"]["name"]
+    a, b = instance("standby-a"), instance("standby-b")
+    dep_a = await agent.deployer.deploy(a, None)
+    assert dep_a.handle["standby_pod"] == first_pod
+    root_a = emu.get("deployments", a.name, NS)
+    assert root_a is not None and root_a["spec"]["replicas"] == 0
+    pod = emu.get("pods", first_pod, NS)
+    assert pod is not None
+    labels = pod["metadata"]["labels"]
+    assert labels[sb_instance(a.name).split("=")[0]] == a.name
+    assert sb.VERSION_LABEL not in labels and labels["app.kubernetes.io/component"] != "standby"
+    (ref,) = pod["metadata"]["ownerReferences"]
+    assert ref["uid"] == root_a["metadata"]["uid"] and ref["kind"] == "Deployment"
+    assert ref["controller"] is False and ref["blockOwnerDeletion"] is True
+    assert pods_of(emu, a.name) == [first_pod], "the root started a pod of its own"
+    # One hand-over, with the source; the per-pod secret is nowhere in the pod's object.
+    assert hand_overs.done[first_pod]["source"] == a.source
+    assert hand_overs.done[first_pod]["prefix"] == a.prefix
+    secret = base64.b64decode(emu.get("secrets", first_pod, NS)["data"][SECRET_ENV]).decode()
+    assert secret not in str(pod)
+    await agent.deployer.wait_started(a, dep_a, timeout=30)
+    assert [ui.healthy for ui in await agent.deployer.running() if ui.name == a.name] == [True]
+    assert (agent.observed.hits, agent.pool.hits) == (1, 1)
+
+    # The pool refills; B gets the new pod, never A's.
+    (second,) = await agent.refilled()
+    assert second["metadata"]["name"] != first_pod
+    dep_b = await agent.deployer.deploy(b, None)
+    assert dep_b.handle["standby_pod"] == second["metadata"]["name"]
+    assert pods_of(emu, b.name) == [second["metadata"]["name"]]
+    assert set(hand_overs.done) == {first_pod, second["metadata"]["name"]}
+    assert agent.observed.refills == 2
+
+    # Teardown of A: its root goes and the garbage collector takes the claimed pod and its
+    # Secret; B's pod stays.
+    await agent.deployer.delete(a)
+    await until("A gone", lambda: agent.deployer.gone(a.name))
+    assert emu.get("pods", first_pod, NS) is None and emu.get("secrets", first_pod, NS) is None
+    assert pods_of(emu, b.name) == [second["metadata"]["name"]]
+
+
+async def test_an_empty_pool_a_lost_race_and_a_refused_hand_over_start_cold(
+    emu: KubeEmulator, agent: Agent, hand_overs: HandOvers, tmp_path: Path
+) -> None:
+    # Empty pool: a cold Deployment with its own pod, a miss.
+    cold = instance("standby-cold")
+    dep = await agent.deployer.deploy(cold, None)
+    assert "standby_pod" not in dep.handle
+    assert emu.get("deployments", cold.name, NS)["spec"]["replicas"] == 1
+    await agent.deployer.wait_started(cold, dep, timeout=30)
+    assert agent.pool.misses == 1
+
+    # Two agents race for the one idle pod: the other wins, this one's patch carries a stale
+    # resourceVersion (409) and its request starts cold.
+    stale = await agent.refilled()
+    other = Agent(emu.write_kubeconfig(tmp_path / "other", NS), hand_overs)
+    try:
+        won = instance("standby-won")
+        assert (await other.deployer.deploy(won, None)).handle["standby_pod"]
+
+        async def listed_before_the_other_claimed() -> list[dict[str, Any]]:
+            return stale
+
+        agent.pool.idle = listed_before_the_other_claimed  # type: ignore[method-assign]
+        lost = instance("standby-lost")
+        dep_lost = await agent.deployer.deploy(lost, None)
+        assert "standby_pod" not in dep_lost.handle
+        assert emu.get("deployments", lost.name, NS)["spec"]["replicas"] == 1
+        await agent.deployer.wait_started(lost, dep_lost, timeout=30)
+        (pod,) = pods_of(emu, lost.name)
+        assert pod != stale[0]["metadata"]["name"]
+        assert pods_of(emu, won.name) == [stale[0]["metadata"]["name"]]
+        assert agent.pool.misses == 2
+    finally:
+        await other.close()
+    del agent.pool.idle
+
+    # The pod refuses its hand-over: it is deleted (never reused) and the request starts cold.
+    (idle,) = await agent.refilled()
+    hand_overs.refuse = True
+    refused = instance("standby-refused")
+    dep_refused = await agent.deployer.deploy(refused, None)
+    assert "standby_pod" not in dep_refused.handle
+    assert emu.get("pods", idle["metadata"]["name"], NS) is None
+    await agent.deployer.wait_started(refused, dep_refused, timeout=30)
+
+
+async def test_version_change_and_age_recycle_idle_pods(
+    emu: KubeEmulator, agent: Agent, hand_overs: HandOvers, tmp_path: Path
+) -> None:
+    (old,) = await agent.refilled()
+    # A new version (another image, or another agent version): the old idle pod is never
+    # claimed, and the next refill replaces it.
+    kubeconfig = emu.write_kubeconfig(tmp_path / "new", NS)
+    newer = Agent(kubeconfig, hand_overs, agent_version="idds-vis 9.9")
+    try:
+        assert await newer.pool.idle() == []
+        (fresh,) = await newer.refilled()
+        assert fresh["metadata"]["name"] != old["metadata"]["name"]
+        await until("the old pod deleted", lambda: _gone(emu, old["metadata"]["name"]))
+        # Older than max_age: replaced too.
+        later = 1e12
+        newer.pool.clock = lambda: later
+        assert await newer.pool.idle() == []
+        await newer.pool.refill()
+        assert emu.get("pods", fresh["metadata"]["name"], NS) is None
+        assert emu.get("secrets", fresh["metadata"]["name"], NS) is None
+    finally:
+        await newer.close()
+
+
+async def _gone(emu: KubeEmulator, pod: str) -> bool:
+    return emu.get("pods", pod, NS) is None and emu.get("secrets", pod, NS) is None
+
+
+async def test_a_restarted_agent_finds_idle_and_claimed_pods_and_shutdown_leaves_nothing(
+    emu: KubeEmulator, agent: Agent, hand_overs: HandOvers, tmp_path: Path
+) -> None:
+    await agent.refilled()
+    a = instance("standby-kept")
+    dep = await agent.deployer.deploy(a, None)
+    claimed = dep.handle["standby_pod"]
+    (idle,) = await agent.refilled()
+    await agent.close()
+
+    restarted = Agent(emu.write_kubeconfig(tmp_path / "again", NS), hand_overs)
+    try:
+        # The idle pod is the pool again; the claimed one is A's UI (healthy through it).
+        assert [p["metadata"]["name"] for p in await restarted.pool.idle()] == [
+            idle["metadata"]["name"]]  # fmt: skip
+        (ui,) = await restarted.deployer.running()
+        assert (ui.name, ui.healthy) == (a.name, True)
+        # A redeploy of A (a restart mid-deploy) adopts its claim: no second claim or hand-over.
+        again = await restarted.deployer.deploy(a, None)
+        assert again.handle["standby_pod"] == claimed
+        assert len(hand_overs.done) == 1
+        assert len(await restarted.pool.idle()) == 1
+
+        # Shutdown: the idle pods, their Secrets, the standby root and policy go; A stays.
+        await restarted.deployer.close()
+        for kind in ("pods", "secrets", "configmaps", "networkpolicies"):
+            left = [o["metadata"]["name"] for o in emu.list(kind, NS)
+                    if o["metadata"]["name"].startswith("idds-vis-standby")
+                    and o["metadata"]["name"] != claimed]  # fmt: skip
+            assert left == [], (kind, left)
+        assert pods_of(emu, a.name) == [claimed]
+        await restarted.deployer.delete(a)
+        await until("A gone", lambda: restarted.deployer.gone(a.name))
+        assert emu.list("pods", NS) == []
+        assert [s for s in emu.list("secrets", NS) if "standby" in s["metadata"]["name"]] == []
+    finally:
+        await restarted.close()
