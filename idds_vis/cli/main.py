@@ -37,8 +37,23 @@ from idds_vis.runtime.config import SettingsError
 from idds_vis.runtime.logs import fail
 from idds_vis.runtime.wiring import credential_files
 
+_HELP = "idds_vis.asks_for_help"
+
+
+class _Commands(click.Group):
+    """Notes whether the sub-command's own arguments ask for its help (Click prints it once the
+    sub-command parses them, after the group's callback has read the settings)."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        ctx.meta[_HELP] = any(arg in ctx.help_option_names for arg in rest)
+        return name, command, rest
+
 
 @click.group(
+    cls=_Commands,
     context_settings={
         "help_option_names": ["-h", "--help"],
         "auto_envvar_prefix": "IDDS_VIS",
@@ -73,6 +88,8 @@ def cli(ctx: click.Context, config: Path | None, state_dir: Path | None,
     try:  # a bad settings file or value: one line naming the setting, exit 2 (issue 19)
         settings = make_settings(config, state_dir, database_url)
     except SettingsError as exc:
+        if ctx.meta.get(_HELP):
+            return  # `<cmd> --help` needs no settings: help works with a broken config
         if ctx.invoked_subcommand in ("agent", "web") and exc.log_format != "text":
             setup_logging(verbose, log_format="json")  # their logs' default: JSON lines
         fail(str(exc), 2)
