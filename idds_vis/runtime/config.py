@@ -458,6 +458,12 @@ class Settings:
         default=timedelta(hours=6),
         description="Warm pool: an idle member older than this is replaced.",
     )
+    ui_pool_kubernetes: bool = Field(
+        default=False,
+        description="EXPERIMENTAL (issue 18): with `deployer: kubernetes`, keep `ui_pool` "
+        "standby UI pods a request claims. The UI image's side of the hand-over "
+        "(`serve-ui --standby`) is not written yet: leave off outside tests.",
+    )
     label: str | None = Field(
         default=None,
         description="Keeps the UIs of several agents on one machine apart; null: derived from "

@@ -14,6 +14,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
+from idds_vis import __version__
 from idds_vis.agent.clock import SystemClock
 from idds_vis.agent.health import Health, Heartbeat, WatchTracker, add_agent_checks, install
 from idds_vis.agent.intake import Intake, MessageTrust
@@ -32,6 +33,7 @@ from idds_vis.deploy.kubernetes.settings import (
     parse_egress,
     ui_namespace,
 )
+from idds_vis.deploy.kubernetes.standby import StandbyPods
 from idds_vis.deploy.local import (
     POOL_MEMBER,
     SERVE_UI,
@@ -227,12 +229,21 @@ def build_deployer(
             max_files=settings.max_files,
         )
         files = credential_files(settings)
+        kube = KubeClient(settings.kubeconfig, on_error=metrics.kube_error if metrics else None)
+        standby = None
+        if settings.ui_pool_kubernetes and settings.ui_pool.get("mlflow", 0) > 0:
+            standby = StandbyPods(  # issue 18, experimental (deploy/kubernetes/standby.py)
+                ks, kube, size=settings.ui_pool["mlflow"],
+                max_age=settings.ui_pool_max_age.total_seconds(),
+                agent_version=f"idds-vis {__version__}", observer=metrics,
+            )  # fmt: skip
         return KubernetesDeployer(
             ks,
-            KubeClient(settings.kubeconfig, on_error=metrics.kube_error if metrics else None),
+            kube,
             # The UI pod stages the data itself: the Secret carries what its source needs.
             secrets_for=lambda source: files.load().pod_env(source),
             watches=watches,
+            standby=standby,
         )
     if settings.deployer != "local":
         raise InvalidRequest(f"unknown deployer {settings.deployer!r}: use 'local' or 'kubernetes'")

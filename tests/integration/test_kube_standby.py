@@ -285,3 +285,20 @@ async def test_a_restarted_agent_finds_idle_and_claimed_pods_and_shutdown_leaves
         assert [s for s in emu.list("secrets", NS) if "standby" in s["metadata"]["name"]] == []
     finally:
         await restarted.close()
+
+
+def test_the_setting_wires_standby_pods_only_when_asked(tmp_path: Path) -> None:
+    """Experimental: `ui_pool` alone keeps the Kubernetes deployer cold; with
+    `ui_pool_kubernetes` it gets standby pods of that size and age."""
+    from idds_vis.runtime.config import Settings
+    from idds_vis.runtime.wiring import build_deployer
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
+    base = {"state_dir": tmp_path / "state", "deployer": "kubernetes", "namespace": NS,
+            "kubeconfig": str(kubeconfig), "ui_pool": {"mlflow": 2}}  # fmt: skip
+    cold = build_deployer(Settings(**base))
+    assert isinstance(cold, KubernetesDeployer) and cold.standby is None
+    warm = build_deployer(Settings(**base, ui_pool_kubernetes=True, ui_pool_max_age="1h"))
+    assert isinstance(warm, KubernetesDeployer) and warm.standby is not None
+    assert (warm.standby.size, warm.standby.max_age) == (2, 3600.0)
