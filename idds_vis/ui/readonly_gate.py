@@ -22,6 +22,10 @@ the address with the task's experiment's runs in the model-training mode
 (``#/experiments/<id>/runs?workflowType=machine_learning``). The experiment is found by the
 gate asking the wrapped app the same search the UI makes (the task's only experiment besides
 an empty Default; the experiments list when there are several).
+
+The web app's own cookies (its session, a share link's token) are taken out of every request
+before MLflow's app sees it (``without_own_cookies``): behind an ingress they arrive with the
+visitor's request (issue 17).
 """
 
 from __future__ import annotations
@@ -71,6 +75,9 @@ HIDDEN_CSS = (
 )
 
 BAD_PATH = "this UI is read-only: an artefact path must stay inside the artefacts"
+# The web app's cookies (api/auth/sessions.py's and api/auth/share_links.py's COOKIE; the UI
+# layer may not import the web app's, a unit test compares): never passed on to MLflow.
+OWN_COOKIES = frozenset({b"idds_vis_session", b"idds_vis_share"})
 
 ONE = "{}"  # one path segment (an id)
 REST = "{path}"  # the rest of the path, one or more segments (static files)
@@ -222,6 +229,7 @@ class ReadOnlyGate:
         if scope["type"] != "http":  # a WebSocket: nothing the UI needs
             await send({"type": "websocket.close", "code": 1008})
             return
+        scope = without_own_cookies(scope)
         method = str(scope.get("method", ""))
         path = str(scope.get("path", ""))
         if method in ("GET", "HEAD") and path == f"{self.prefix}/{LANDING_SCRIPT}":
@@ -433,6 +441,28 @@ def _paths_stay_inside(query: bytes) -> bool:
         if any(part == ".." for part in seen.split("/")):
             return False
     return True
+
+
+def without_own_cookies(scope: Scope) -> Scope:
+    """``scope`` without idds-vis's own cookies (``OWN_COOKIES``) in its ``Cookie`` headers.
+
+    On Kubernetes the ingress passes the visitor's request, cookies and all, to the UI's pod:
+    the web app's session cookie and a share link's token (set for the UI's path) would reach
+    MLflow, its logs and anything it runs. The visitor's other cookies go on as they came; a
+    header left empty goes. The scope is copied, never changed in place."""
+    headers = scope.get("headers", [])
+    if not any(bytes(k).lower() == b"cookie" for k, _ in headers):
+        return scope
+    kept: list[tuple[bytes, bytes]] = []
+    for key, value in headers:
+        if bytes(key).lower() != b"cookie":
+            kept.append((key, value))
+            continue
+        pairs = [p for p in bytes(value).split(b";") if p.strip()]
+        left = [p.strip() for p in pairs if p.split(b"=", 1)[0].strip() not in OWN_COOKIES]
+        if left:
+            kept.append((key, b"; ".join(left)))
+    return {**scope, "headers": kept}
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
