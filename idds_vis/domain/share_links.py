@@ -40,6 +40,12 @@ REFUSAL_WORDS = {
 }
 LABEL_MAX = 80
 MIN_LIFETIME = timedelta(minutes=1)
+# Live (unrevoked, unexpired) links one UI may have at once: plenty for a person sharing with
+# colleagues, a bound for a script (the per-person rate limit bounds how fast they are made).
+MAX_LIVE_SHARES = 50
+# How long an ended (revoked or expired) share's record is kept before it is purged; its
+# audit entries (creation, uses, refusals, revocation) stay.
+ENDED_SHARES_KEPT = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,20 @@ def shareable(inst: Instance, now: datetime) -> datetime:
     if inst.expires_at - now < MIN_LIFETIME:
         raise InvalidRequest("this UI expires in less than a minute: extend it to share it")
     return inst.expires_at
+
+
+class TooManyShares(InvalidRequest):
+    """The UI has as many live share links as it may have (answered 409)."""
+
+
+def check_room(shares: list[Share], path_token: str, now: datetime) -> None:
+    """Refuse a new share of the UI at ``path_token`` when it has ``MAX_LIVE_SHARES`` live."""
+    live = sum(1 for s in shares if s.path_token == path_token and s.state(now) == "active")
+    if live >= MAX_LIVE_SHARES:
+        raise TooManyShares(
+            f"this UI has {live} live share links, the most it may have: revoke one you no "
+            "longer need to make another"
+        )
 
 
 def share_expiry(now: datetime, ui_expires_at: datetime, expires_in: timedelta | None) -> datetime:

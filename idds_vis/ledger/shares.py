@@ -9,7 +9,7 @@ from __future__ import annotations
 import builtins
 from datetime import datetime
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, delete, insert, or_, select, update
 from sqlalchemy.engine import RowMapping
 
 from idds_vis.domain.models import InstanceKey
@@ -92,3 +92,16 @@ class ShareLedgerMixin:
 
         row = await self._db.write(run)
         return _share(row) if row is not None else None
+
+    async def purge_shares(self, before: datetime) -> int:
+        """Delete the records of shares that ended (revoked or expired) before ``before``; the
+        audit trail keeps their entries. How many went."""
+        ops.aware("before", before)
+        query = delete(shares).where(
+            or_(shares.c.revoked_at < before, shares.c.expires_at < before)
+        )
+
+        def run(conn: Connection) -> int:
+            return int(conn.execute(query).rowcount or 0)
+
+        return await self._db.write(run)

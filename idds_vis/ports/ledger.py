@@ -173,3 +173,7 @@ class ShareLedger(Protocol):
     ) -> Share | None:
         """Mark the share revoked (at once for every later use); None if there is none."""
         ...
+
+    async def purge_shares(self, before: datetime) -> int:
+        """Delete the records of shares that ended before ``before`` (their audit stays)."""
+        ...

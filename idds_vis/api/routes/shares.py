@@ -7,7 +7,9 @@
 - ``GET  /api/v1/visualizations/<task>/<tool>/shares``: the UI's visibility and its shares.
 - ``POST /api/v1/visualizations/<task>/<tool>/shares`` ``{expires_in?, label?}``: a new link
   (201, its URL shown this once), expiring at the UI's expiry or sooner. Rate-limited per
-  person (``SHARES_RATE``).
+  person (``SHARES_RATE``); at most ``MAX_LIVE_SHARES`` live links per UI (else 409 saying
+  so); records of shares ended more than ``ENDED_SHARES_KEPT`` ago are purged here (their
+  audit entries stay).
 - ``POST .../shares/<share id>/revoke``: revoke at once.
 - ``POST .../visibility`` ``{visibility}``: private, ``groups:a,b``, signed-in, or public
   (only where ``allow_public_uis``); takes effect at the next request to the UI.
@@ -39,8 +41,11 @@ from idds_vis.domain.expiry import parse_duration
 from idds_vis.domain.identity import Identity
 from idds_vis.domain.models import Instance, InstanceKey
 from idds_vis.domain.share_links import (
+    ENDED_SHARES_KEPT,
     REFUSAL_WORDS,
     Share,
+    TooManyShares,
+    check_room,
     clean_label,
     new_share_id,
     share_expiry,
@@ -154,20 +159,26 @@ async def create(request: web.Request) -> web.Response:
         )
     fields = await _fields(request)
     now = request.app[AGENT].clock.now()
+    shares, _ = share_links.ledgers(request.app)
+    # Ended shares' records go a while after they end (their audit entries stay): here, where
+    # new ones are made, rather than in a loop of the agent's.
+    purged = await shares.purge_shares(now - ENDED_SHARES_KEPT)
+    if purged:
+        log.info("%d ended share records purged", purged)
     try:
         ui_expiry = shareable(inst, now)
+        assert inst.path_token is not None  # shareable() checked
+        check_room(await shares.shares_of(inst.key), inst.path_token, now)
         text = fields.get("expires_in", "").strip()
         expires_at = share_expiry(now, ui_expiry, parse_duration(text) if text else None)
         label = clean_label(fields.get("label"))
     except VisError as exc:
-        return _error(400, exc.reason)
-    assert inst.path_token is not None  # shareable() checked
+        return _error(409 if isinstance(exc, TooManyShares) else 400, exc.reason)
     share = Share(id=new_share_id(), task_id=inst.task_id, tool=inst.tool,
                   path_token=inst.path_token, created_by=who.user, created_at=now,
                   expires_at=expires_at, label=label)  # fmt: skip
     token = share_links.sign(request.app[share_links.SHARE_KEY], share)
     share = Share(**{**share.__dict__, "token_hash": share_links.token_hash(token)})
-    shares, _ = share_links.ledgers(request.app)
     await shares.add_share(share, attempt=inst.attempt,
                            detail=f"share {share.id} until {expires_at.isoformat()}")  # fmt: skip
     log.info("share %s of %s made by %s, until %s", share.id, inst.name, who.user,
