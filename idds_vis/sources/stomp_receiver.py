@@ -283,7 +283,7 @@ def run(chan: Connection) -> None:
                     listener.flush()  # DISCONNECT's receipt then confirms them too
                     conn.disconnect(receipt=args[0])
                 else:
-                    log.error("unknown command %r", op)
+                    log.error("unknown command %s", op)
             except Exception as exc:
                 # stomp.py's ConnectFailedException has no message: name the type too.
                 what = f"{type(exc).__name__}: {exc}".rstrip(": ")

@@ -39,6 +39,7 @@ from idds_vis.domain.expiry import parse_duration
 from idds_vis.domain.models import Instance, PhaseEvent
 from idds_vis.domain.permalink import TOOLS
 from idds_vis.domain.phases import Phase
+from idds_vis.runtime.logs import one_line
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -147,6 +148,11 @@ def _refusal_status(error: VisError) -> int:
     return 409
 
 
+def log_refused(task_name: str, tool: str, reason: str) -> None:
+    """The name as it is, not its repr (issue 19), on one line: it comes from the URL."""
+    log.info("permalink start of %s (%s) refused: %s", one_line(task_name), tool, reason)
+
+
 @routes.post(BASE + "/start")
 async def start(request: web.Request) -> web.StreamResponse:
     task_name, tool = _names(request)
@@ -160,7 +166,7 @@ async def start(request: web.Request) -> web.StreamResponse:
         inst = await request.app[STARTER].start(task_name, tool, ttl, None, owner=owner)
     except VisError as exc:
         # No record is made for a refusal: the page and the JSON by name show the reason.
-        log.info("permalink start of %r (%s) refused: %s", task_name, tool, exc.reason)
+        log_refused(task_name, tool, exc.reason)
         request.app[REFUSALS].remember(task_name, exc.reason, _now(request))
         context = _context(
             request, task_name, tool, None, [], refusal=exc.reason, ttl=ttl_text, owner=owner
