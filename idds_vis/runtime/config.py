@@ -461,8 +461,8 @@ class Settings:
     ui_pool_kubernetes: bool = Field(
         default=False,
         description="EXPERIMENTAL (issue 18): with `deployer: kubernetes`, keep `ui_pool` "
-        "standby UI pods a request claims. The UI image's side of the hand-over "
-        "(`serve-ui --standby`) is not written yet: leave off outside tests.",
+        "standby UI pods a request claims (docs/how-to/warm-pool.md, Kubernetes); "
+        "single agent replica only.",
     )
     label: str | None = Field(
         default=None,

@@ -147,9 +147,7 @@ class Member:
                 break
         try:
             phases = Phases()
-            assignment = self.handover.accept(body)
-            self.state = "preparing"
-            await asyncio.to_thread(_prepare, assignment.staged)
+            prefix = await self.take(body)
             phases.mark("prepare store")
         except Refused as exc:
             self.state = "failed" if self.state != "serving" else self.state
@@ -162,14 +160,23 @@ class Member:
         from idds_vis.ui.proxy_guard import ProxyGuard
         from idds_vis.ui.readonly_gate import ReadOnlyGate
 
-        swap = PrefixSwap(self.mlflow_app, assignment.prefix, MEMBER_PREFIX)
-        served = ProxyGuard(ReadOnlyGate(swap, assignment.prefix), self.proxy_secret)
-        await self._warm(served, assignment.prefix)
+        swap = PrefixSwap(self.mlflow_app, prefix, MEMBER_PREFIX)
+        served = ProxyGuard(ReadOnlyGate(swap, prefix), self.proxy_secret)
+        await self._warm(served, prefix)
         phases.mark("first requests")
         print(phases.line().replace("start:", "hand-over:"), file=sys.stderr, flush=True)
         self.served = served
         self.state = "serving"
         await _reply(send, 200, json.dumps({"state": "serving"}).encode(), b"application/json")
+
+    async def take(self, body: bytes) -> str:
+        """Accept the hand-over and prepare its store; the instance's prefix (Refused, or the
+        staging's and MLflow's own errors, if not). A standby pod's member stages its source
+        here instead (``ui/pod_member.py``)."""
+        assignment = self.handover.accept(body)
+        self.state = "preparing"
+        await asyncio.to_thread(_prepare, assignment.staged)
+        return assignment.prefix
 
     async def _warm(self, served: Any, prefix: str) -> None:
         """The readiness probe's requests, once, in process: their first-time costs (the
@@ -241,6 +248,15 @@ def start(
     secret = os.environ.pop(SECRET_ENV, "")
     proxy_secret = os.environ.pop(PROXY_SECRET_ENV, None)
     handover = Handover(secret, instances)
+    mlflow_app, _run_dir = load_mlflow(host, workdir, allowed_hosts, cors_origins)
+    serve_asgi(Member(mlflow_app, handover, proxy_secret, host), host, port)
+
+
+def load_mlflow(
+    host: str, workdir: Path, allowed_hosts: Sequence[str], cors_origins: Sequence[str]
+) -> tuple[Any, Path]:
+    """MLflow's app built under ``MEMBER_PREFIX`` with no store yet, warmed, the process in
+    its run directory: (the app, the run directory)."""
     run_dir, tmp_dir, home = run_dirs(workdir)
     os.environ["HOME"] = str(home)
     switches = mlflow_switches(
@@ -265,7 +281,7 @@ def start(
         internal_request(mlflow_app, "GET", f"{MEMBER_PREFIX}/health", [(b"host", host.encode())])
     )
     os.chdir(run_dir)
-    serve_asgi(Member(mlflow_app, handover, proxy_secret, host), host, port)
+    return mlflow_app, run_dir
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -29,15 +29,17 @@ def stage_source(
     max_bytes: int,
     max_files: int,
     guard: AddressPolicy | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> StagedArtefacts:
     """``guard``: the source was named by a broker message, so its downloads reach no
     loopback, private or link-local address the policy does not list (as the agent's own
-    staging of such a source, ``idds_vis.staging.guarded``)."""
+    staging of such a source, ``idds_vis.staging.guarded``). ``env``: where the credentials
+    are (a standby pod's hand-over, ``ui/pod_member.py``); None: this process's environment."""
     from idds_vis.staging import ArchiveStager
     from idds_vis.staging.download import guarded
 
     # In a UI pod the credentials come from the Secret the deployer made (IDDS_VIS_* variables).
-    credentials = Credentials.from_env(os.environ)
+    credentials = Credentials.from_env(os.environ if env is None else env)
     stager = ArchiveStager(
         max_bytes=max_bytes, max_files=max_files, credentials=lambda: credentials
     )

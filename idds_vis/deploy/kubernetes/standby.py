@@ -24,8 +24,8 @@ from then on that instance's UI, for its whole life:
 - **The hand-over** is one authenticated call to the pod over the pod network (its secret in
   ``X-Idds-Vis-Pool-Secret``) carrying the source, the credentials its staging needs, the
   prefix and the allowed hosts; the pod stages the source itself under the source policy and
-  address guard, as ``serve-ui`` does. The call is injectable (``HandOver``): the pod side
-  (``serve-ui --standby``) is not written yet, see docs/how-to/warm-pool.md.
+  address guard, as ``serve-ui`` does (``ui/pod_member.py``, the pod's command). The call is
+  injectable (``HandOver``) for tests without a pod network.
 - **Recycled** on age (``max_age``, from the pod's creationTimestamp) and on version change:
   each pod is labelled with a hash of its spec (image, args, resources) and the agent's
   version; a pod with another label is deleted at the next refill, never claimed.
@@ -77,6 +77,7 @@ VERSION_LABEL = "idds-vis/standby-version"
 CLAIMED_LABEL = "idds-vis/from-standby"
 CLAIMED_BY = "idds-vis/claimed-by"
 MERGE_PATCH = "application/merge-patch+json"
+MEMBER_COMMAND = ("python", "-m", "idds_vis.ui.pod_member")
 CHECK_EVERY = 300.0  # seconds between looks at the pods' age when nothing else happens
 
 # (pod as listed, the body to hand over, its secret) -> None, DeployError if it refused.
@@ -128,10 +129,9 @@ def _owner(obj: Obj, *, block: bool) -> Obj:
 
 def pod_spec(ks: KubeSettings, pod_name: str) -> Obj:
     """The standby pod's spec: the cold UI's container (``objects.deployment``), started in
-    member mode instead of with a source, with the hand-over secret from the pod's Secret and
-    TCP probes (the member answers 503 to HTTP until its hand-over)."""
+    member mode (``ui/pod_member.py``) instead of with a source, with the hand-over secret
+    from the pod's Secret and TCP probes (the member answers 503 to HTTP until its hand-over)."""
     args = [
-        "--standby",
         "--host", "0.0.0.0",
         "--port", str(UI_PORT),
         "--allowed-host", ks.public_host,
@@ -149,6 +149,8 @@ def pod_spec(ks: KubeSettings, pod_name: str) -> Obj:
         "name": "ui",
         "image": ks.image,
         "imagePullPolicy": "IfNotPresent",
+        # The UI image's interpreter in member mode (ui/pod_member.py), not its entrypoint.
+        "command": list(MEMBER_COMMAND),
         "args": args,
         "ports": [{"name": "http", "containerPort": UI_PORT, "protocol": "TCP"}],
         "env": [
