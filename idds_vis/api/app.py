@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from idds_vis.agent.service import Agent
 from idds_vis.api.catalog import setup as self_service
@@ -23,6 +24,7 @@ from idds_vis.api.routes import health as health_routes
 from idds_vis.api.security import page_headers, same_origin
 from idds_vis.api.starter import Starter
 from idds_vis.api.task_feed import FEED, TaskFeed
+from idds_vis.api.urls import root
 from idds_vis.runtime.config import Settings
 
 
@@ -62,7 +64,31 @@ def make_app(
     # Probes and metrics for operators (no login: probes and Prometheus carry no identity).
     app.add_routes(health_routes.routes)
     app.cleanup_ctx.append(health_routes.heartbeat)
+    app.middlewares.append(not_found)  # innermost: it sees the router's own 404 first
     return app
+
+
+PATH_SHOWN = 200  # characters of an unknown path shown back (escaped) on the 404 page
+
+
+@web.middleware
+async def not_found(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A path no route knows: a page in the app's style for browsers, JSON under ``/api/``
+    (issue 19), instead of aiohttp's bare "404: Not Found". A handler's own 404 (no such UI,
+    no such task) keeps its words. The path is shown escaped (the template's autoescape) and
+    cut short; the JSON names none."""
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        if getattr(request.match_info, "http_exception", None) is None:
+            raise  # a route's own 404
+    if request.path == "/api" or request.path.startswith("/api/"):
+        return web.json_response({"error": "no such API endpoint"}, status=404,
+                                 headers={"Cache-Control": "no-store"})  # fmt: skip
+    path = request.path if len(request.path) <= PATH_SHOWN else request.path[:PATH_SHOWN] + "…"
+    return aiohttp_jinja2.render_template("not_found.html", request,
+                                          {"root": root(request), "path": path},
+                                          status=404)  # fmt: skip
 
 
 async def _end_streams(app: web.Application) -> None:
