@@ -31,8 +31,10 @@ async def test_unknown_paths_get_a_styled_404(
         await expect(page.locator("#path")).to_have_text("/nope/<img src=x onerror=alert(1)>")
         await expect(page.locator("main img")).to_have_count(0)  # text, not markup
         await expect(page.locator('a[href="/catalog"]').first).to_be_visible()
-        assert await page.evaluate(
-            "getComputedStyle(document.querySelector('header.bar')).display") != "none"
+        assert (
+            await page.evaluate("getComputedStyle(document.querySelector('header.bar')).display")
+            != "none"
+        )
         assert response.headers.get("content-security-policy")  # the pages' headers
         await page.screenshot(path=str(artifacts / "not-found.png"), full_page=True)
         assert alerts == []
