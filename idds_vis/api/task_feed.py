@@ -12,6 +12,10 @@ subject's last stream. Two kinds of subject:
   (``follow``); a name of digits only also finds the record of that task id (issue 19);
 - a person's catalog list (``follow_mine``, keyed by the user name): their records and their
   queued requests. Every stream of one person, whatever page or tab, shares one watch.
+
+What each stream derives from a snapshot for its caller is asked of the watch once per
+snapshot (``Follower.once``): the access check's task owner, which may mean asking PanDA, is
+looked up once per change for all of a task's streams, not once per stream.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from aiohttp import web
 
@@ -35,6 +39,7 @@ log = logging.getLogger(__name__)
 Snapshot = tuple[Instance | None, list[PhaseEvent]]
 Mine = tuple[list[Instance], list[Waiting]]
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 async def current(agent: Agent, task_name: str, tool: str) -> Instance | None:
@@ -93,6 +98,19 @@ class _Watch(Generic[T]):
     version: int = 0
     followers: int = 0
     task: asyncio.Task[None] | None = None
+    # What the streams derive from a snapshot, asked once for all of them: (version, key) ->
+    # the asking task. Entries of older snapshots go when a new one is published.
+    memo: dict[tuple[int, Hashable], asyncio.Task[Any]] = field(default_factory=dict)
+
+    def publish(self, snapshot: T) -> None:
+        self.snapshot, self.version = snapshot, self.version + 1
+        for slot in [slot for slot in self.memo if slot[0] < self.version]:
+            del self.memo[slot]
+
+    def forget(self) -> None:
+        for task in self.memo.values():
+            task.cancel()
+        self.memo.clear()
 
 
 class Follower(Generic[T]):
@@ -113,6 +131,26 @@ class Follower(Generic[T]):
                 return None
             self._seen = watch.version
             return watch.snapshot
+
+    async def once(self, key: Hashable, ask: Callable[[], Awaitable[R]]) -> R:
+        """``ask()``'s answer for the snapshot last handed over, asked once for every stream
+        of the watch (issue 17: a task's owner, which PanDA may be asked for, once per change
+        and not once per stream). The first stream asks; the others wait for its answer. A
+        failure is not kept: the next stream asks again."""
+        watch = self._watch
+        slot = (self._seen, key)
+        task = watch.memo.get(slot)
+        if task is None:
+            task = asyncio.ensure_future(ask())
+            if slot[0] == watch.version:  # not kept for a snapshot already replaced
+                watch.memo[slot] = task
+        try:
+            result: R = await asyncio.shield(task)
+        except Exception:
+            if watch.memo.get(slot) is task:
+                del watch.memo[slot]
+            raise
+        return result
 
 
 class TaskFeed:
@@ -165,6 +203,7 @@ class TaskFeed:
                 del self._watches[key]
                 if watch.task is not None:
                     watch.task.cancel()
+                watch.forget()
 
     async def _run(self, watch: _Watch[T]) -> None:
         source = watch.source
@@ -180,7 +219,7 @@ class TaskFeed:
                 else:
                     if source.seen(snapshot) != sent:
                         async with watch.changed:
-                            watch.snapshot, watch.version = snapshot, watch.version + 1
+                            watch.publish(snapshot)
                             watch.changed.notify_all()
                         sent = source.seen(snapshot)
                 await self._changed(queue, source.wakes)

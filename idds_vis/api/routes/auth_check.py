@@ -16,6 +16,7 @@ share link is a 403 with its reason, counted and audited.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -62,9 +63,16 @@ def count_denial(request: web.Request, reason: str) -> None:
     denied_counter(request.app[AGENT].metrics.registry).labels(reason=reason).inc()
 
 
-async def decide(request: web.Request, inst: Instance, *, count: bool = True) -> Decision:
+async def decide(
+    request: web.Request,
+    inst: Instance,
+    *,
+    count: bool = True,
+    owner_of: Callable[[Instance], Awaitable[str | None]] | None = None,
+) -> Decision:
     """May the caller of ``request`` see the UI of ``inst``? Refusals are counted (unless
-    ``count`` is False: a listing that only leaves the URL out is no attempt to get in)."""
+    ``count`` is False: a listing that only leaves the URL out is no attempt to get in).
+    ``owner_of`` looks the task's owner up instead of the catalog (a stream's shared one)."""
     catalog = request.app[CATALOG]
     try:
         visibility = parse_visibility(inst.visibility)
@@ -72,7 +80,7 @@ async def decide(request: web.Request, inst: Instance, *, count: bool = True) ->
         visibility = parse_visibility(None)  # an unreadable value shares nothing
     groups = catalog.tools[inst.tool].groups if inst.tool in catalog.tools else ()
     login = request.app[AUTH].login
-    owner = await catalog.owner(inst) if login else None
+    owner = await (owner_of or catalog.owner)(inst) if login else None
     grant = Grant(owner=owner, requested_by=inst.requested_by, visibility=visibility,
                   manager_groups=groups)  # fmt: skip
     decision = may_view(identity(request), grant, login=login,

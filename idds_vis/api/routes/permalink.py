@@ -27,11 +27,12 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 
 from idds_vis.api.auth.middleware import login_url
+from idds_vis.api.catalog.service import CATALOG
 from idds_vis.api.keys import AGENT, POLL_INTERVAL, REFUSALS, SETTINGS, STARTER, STREAMS
 from idds_vis.api.page_state import page_state
 from idds_vis.api.routes.auth_check import decide
 from idds_vis.api.starter import task_id_of
-from idds_vis.api.task_feed import FEED, Snapshot, current, load
+from idds_vis.api.task_feed import FEED, Follower, Snapshot, current, load
 from idds_vis.api.urls import permalink, root
 from idds_vis.domain.access import Decision
 from idds_vis.domain.errors import InvalidTransition, NotFound, SourceUnreachable, VisError
@@ -93,12 +94,23 @@ def _now(request: web.Request) -> datetime:
     return request.app[AGENT].clock.now()
 
 
-async def _access(request: web.Request, inst: Instance | None, *, count: bool
-                  ) -> Decision | None:  # fmt: skip
-    """The access check of a live UI (None: nothing live, no URL to give or withhold)."""
+async def _access(request: web.Request, inst: Instance | None, *, count: bool,
+                  follower: Follower[Snapshot] | None = None) -> Decision | None:  # fmt: skip
+    """The access check of a live UI (None: nothing live, no URL to give or withhold).
+
+    In a stream (``follower``), the task's owner is looked up once per snapshot for all the
+    streams of the task (``Follower.once``), not once per stream: with PanDA not knowing the
+    owner, 500 open pages made 500 PanDA calls at each change."""
     if inst is None or inst.phase is not Phase.READY or not inst.url:
         return None
-    return await decide(request, inst, count=count)
+    if follower is None:
+        return await decide(request, inst, count=count)
+    catalog = request.app[CATALOG]
+
+    async def owner_of(inst: Instance) -> str | None:
+        return await follower.once(("owner", inst.key), lambda: catalog.owner(inst))
+
+    return await decide(request, inst, count=count, owner_of=owner_of)
 
 
 def _withheld(decision: Decision | None) -> str | None:
@@ -215,7 +227,8 @@ async def events(request: web.Request) -> web.StreamResponse:
                     while stream.is_connected() and not _gone(request):
                         snapshot = await follower.next(wake)
                         if snapshot is not None:
-                            event = await _state_event(request, task_name, tool, *snapshot)
+                            event = await _state_event(request, follower, task_name, tool,
+                                                       *snapshot)  # fmt: skip
                             await stream.send(event, event="state")
                             budget.reschedule(max(deadline, asyncio.get_running_loop().time()))
         return stream
@@ -231,6 +244,7 @@ def _gone(request: web.Request) -> bool:
 
 async def _state_event(
     request: web.Request,
+    follower: Follower[Snapshot],
     task_name: str,
     tool: str,
     inst: Instance | None,
@@ -238,7 +252,7 @@ async def _state_event(
 ) -> str:
     """One ``state`` event for this stream's caller: the shared snapshot, the URL only when
     the access check lets them see the UI (asked again at each change: sharing may change)."""
-    withheld = _withheld(await _access(request, inst, count=False))
+    withheld = _withheld(await _access(request, inst, count=False, follower=follower))
     context = _context(request, task_name, tool, inst, history, withheld=withheld)
     html = aiohttp_jinja2.render_string("progress.html", request, context)
     body = {"phase": context["phase"], "url": context["url"], "attempt": context["attempt"]}
