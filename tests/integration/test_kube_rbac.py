@@ -5,7 +5,6 @@ namespace."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -110,36 +109,6 @@ async def exercise(
         await kube.close()
 
 
-async def exercise_standby(kubeconfig: str) -> None:
-    """Issue 18's standby pods: refill (twice: the root is read back), claim, shut down."""
-    from idds_vis.deploy.kubernetes.standby import StandbyPods
-
-    async def hand_over(pod: Any, body: Any, secret: str) -> None:
-        pass
-
-    kube = KubeClient(kubeconfig, call_timeout=5, retry_budget=5)
-    ks = KubeSettings(namespace=NS)
-    pool = StandbyPods(ks, kube, size=1, max_age=3600, hand_over=hand_over)
-    deployer = KubernetesDeployer(ks, kube, watch_silence=2, standby=pool)
-    try:
-        await pool.refill()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 60
-        while not await pool.idle():  # the emulator's controller makes the pod Ready
-            assert loop.time() < deadline
-            await asyncio.sleep(0.02)
-        await pool.refill()
-        inst = instance("rbac-standby")
-        assert "standby_pod" in (await deployer.deploy(inst, None)).handle
-        await deployer.running()
-        pool.version = "another"  # recycled: the idle pod is deleted
-        await pool.refill()
-        await deployer.close()
-        await deployer.delete(inst)
-    finally:
-        await kube.close()
-
-
 async def exercise_the_lease(kubeconfig: str) -> None:
     """Create, renew, take over after the holder lapsed, release."""
     kube = KubeClient(kubeconfig, call_timeout=5, retry_budget=5)
@@ -165,7 +134,6 @@ async def test_the_role_lists_exactly_the_calls_the_deployer_makes(tmp_path: Pat
         for exposure in ("ingress", "route"):
             await exercise(emu, kubeconfig, exposure)
         await exercise(emu, kubeconfig, "route", "https://vis.example.org")  # the web app fronts
-        await exercise_standby(kubeconfig)
         await exercise_the_lease(kubeconfig)
         calls = [r for r in emu.faults.log if r.resource and r.verb != "discovery"]
     assert [r for r in calls if r.namespace is None] == [], "cluster-wide calls"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ class HandOvers:
 
     async def __call__(self, pod: dict[str, Any], body: dict[str, Any], secret: str) -> None:
         name = pod["metadata"]["name"]
-        stored = self.emu.get("secrets", name, NS)
+        stored = self.emu.get("secrets", name, pod["metadata"]["namespace"])
         assert stored is not None
         expected = base64.b64decode(stored["data"][SECRET_ENV]).decode()
         if secret != expected:
@@ -97,8 +98,11 @@ class Agent:
         return len(await self.pool.idle()) == count
 
     async def close(self) -> None:
-        if self.pool._task is not None:
-            self.pool._task.cancel()
+        task, self.pool._task = self.pool._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self.kube.close()
 
 
@@ -302,3 +306,54 @@ def test_the_setting_wires_standby_pods_only_when_asked(tmp_path: Path) -> None:
     warm = build_deployer(Settings(**base, ui_pool_kubernetes=True, ui_pool_max_age="1h"))
     assert isinstance(warm, KubernetesDeployer) and warm.standby is not None
     assert (warm.standby.size, warm.standby.max_age) == (2, 3600.0)
+
+
+async def test_the_opt_in_standby_role_grants_exactly_the_calls_standby_pods_add(
+    tmp_path: Path,
+) -> None:
+    """conf/standby/role.yaml (not in the default kustomization: the default agent creates no
+    pods of its own) holds exactly the calls the standby pool makes beyond conf/role.yaml's."""
+    import yaml
+
+    from tests.integration.test_kube_rbac import AGENT_NS, CONF, UI_NS, granted
+
+    docs = [d for d in yaml.safe_load_all((CONF / "standby" / "role.yaml").read_text()) if d]
+    (role,) = [d for d in docs if d["kind"] == "Role"]
+    (binding,) = [d for d in docs if d["kind"] == "RoleBinding"]
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == UI_NS
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "idds-vis-agent", "namespace": AGENT_NS}]  # fmt: skip
+    standby = {(res, verb) for rule in role["rules"] for res in rule["resources"]
+               for verb in rule["verbs"]}  # fmt: skip
+    assert "standby/role.yaml" not in (CONF / "kustomization.yaml").read_text()
+
+    async with KubeEmulator() as emu:
+        kubeconfig = emu.write_kubeconfig(tmp_path / "kubeconfig", AGENT_NS)
+        emu.ensure_namespace(UI_NS)
+        kube = KubeClient(str(kubeconfig), call_timeout=5, retry_budget=5)
+        ks = KubeSettings(namespace=UI_NS, agent_namespace=AGENT_NS)
+        pool = sb.StandbyPods(ks, kube, size=1, max_age=3600, hand_over=HandOvers(emu))
+        deployer = KubernetesDeployer(ks, kube, watch_silence=2, standby=pool)
+        try:
+            await pool.refill()
+            await until("a Ready standby pod", lambda: _has_idle(pool))
+            await pool.refill()  # the standby root exists: read back
+            inst = instance("rbac-standby")
+            assert "standby_pod" in (await deployer.deploy(inst, None)).handle
+            await deployer.running()
+            pool.version = "another"  # recycled: the idle pod is deleted
+            await pool.refill()
+            await deployer.close()
+            await deployer.delete(inst)
+        finally:
+            await kube.close()
+        calls = [r for r in emu.faults.log if r.resource and r.verb != "discovery"]
+    assert {r.namespace for r in calls} == {UI_NS}
+    used = {(r.resource, r.verb) for r in calls}
+    assert used - granted(UI_NS) - standby == set(), "calls no Role allows"
+    assert standby - (used - granted(UI_NS)) == set(), "standby grants no call needs"
+
+
+async def _has_idle(pool: sb.StandbyPods) -> bool:
+    return bool(await pool.idle())

@@ -6,17 +6,19 @@ kubelet marks them Ready and the pod's side of the hand-over is a stand-in."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest_asyncio
+import yaml
 
 from idds_vis.deploy.kubernetes import standby as sb
 from idds_vis.deploy.kubernetes.client import KubeClient
 from idds_vis.deploy.kubernetes.deployer import KubernetesDeployer
 from idds_vis.deploy.kubernetes.settings import KubeSettings
 from tests.real_k8s.cluster_view import ClusterView, owner_uids, until
-from tests.real_k8s.conftest import AgentAccess
+from tests.real_k8s.conftest import CONF, AgentAccess
 from tests.real_k8s.control_plane import INGRESS_HOST, ControlPlane
 from tests.real_k8s.stand_ins import StandInKubelet, admin_api
 from tests.real_k8s.test_deployer import CREDENTIALS, instance
@@ -50,9 +52,21 @@ async def view(k8s: ControlPlane, agent_access: AgentAccess) -> AsyncIterator[Cl
     await api.close()
 
 
+def apply_standby_role(k8s: ControlPlane, namespace: str) -> None:
+    """conf/standby/role.yaml (opt-in, on top of conf/'s Roles), moved to the test's namespace."""
+    docs = [d for d in yaml.safe_load_all((CONF / "standby" / "role.yaml").read_text()) if d]
+    for doc in docs:
+        doc["metadata"]["namespace"] = namespace
+        for subject in doc.get("subjects") or []:
+            subject["namespace"] = namespace
+    k8s.kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                      "items": docs}))  # fmt: skip
+
+
 async def test_claim_race_ownership_and_garbage_collection(
-    view: ClusterView, agent_access: AgentAccess, kubelet: StandInKubelet
+    k8s: ControlPlane, view: ClusterView, agent_access: AgentAccess, kubelet: StandInKubelet
 ) -> None:
+    apply_standby_role(k8s, agent_access.namespace)
     handed: dict[str, dict[str, Any]] = {}
     one, two = Agent(agent_access, handed), Agent(agent_access, handed)
     try:

@@ -40,6 +40,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -347,6 +348,8 @@ class StandbyPods:
         self.max_age = max_age
         self.tool = tool
         self.version = pod_version(ks, agent_version)
+        if hand_over is post_hand_over:  # staging happens inside the call: a UI's start time
+            hand_over = functools.partial(post_hand_over, timeout=float(ks.start_seconds))
         self.hand_over_call = hand_over
         self.observer = observer or NoObserver()
         self.clock = clock
