@@ -461,8 +461,8 @@ class Settings:
     ui_pool_kubernetes: bool = Field(
         default=False,
         description="EXPERIMENTAL (issue 18): with `deployer: kubernetes`, keep `ui_pool` "
-        "standby UI pods a request claims (docs/how-to/warm-pool.md, Kubernetes); "
-        "single agent replica only.",
+        "standby UI pods a request claims (docs/how-to/warm-pool.md, Kubernetes; needs the "
+        "opt-in Role conf/standby/role.yaml).",
     )
     label: str | None = Field(
         default=None,

@@ -210,6 +210,11 @@ async def test_an_empty_pool_a_lost_race_and_a_refused_hand_over_start_cold(
         assert pod != stale[0]["metadata"]["name"]
         assert pods_of(emu, won.name) == [stale[0]["metadata"]["name"]]
         assert agent.pool.misses == 2
+        # An agent that only claimed (a replica that is not the leader) leaves the pool be.
+        standing = {p["metadata"]["name"] for p in emu.list("pods", NS)}
+        await other.deployer.close()
+        assert {p["metadata"]["name"] for p in emu.list("pods", NS)} == standing
+        assert emu.get("configmaps", sb.root_name("mlflow"), NS) is not None
     finally:
         await other.close()
     del agent.pool.idle

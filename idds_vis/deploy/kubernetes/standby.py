@@ -450,12 +450,15 @@ class StandbyPods:
 
     async def close(self) -> None:
         """Stop refilling and delete the standby root: the garbage collector removes every
-        idle pod, its Secret and the standby policy (claimed pods are their roots')."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        idle pod, its Secret and the standby policy (claimed pods are their roots'). Only an
+        agent that kept the pool does this (``start``: the reconciler's, so the leader of
+        several replicas): the others only claimed from it, and leave it to the leader."""
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
         core = await self._core()
         with contextlib.suppress(ApiException):
             # Belt and braces for a collector that lags: the idle pods go now.
