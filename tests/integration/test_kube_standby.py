@@ -362,3 +362,52 @@ async def test_the_opt_in_standby_role_grants_exactly_the_calls_standby_pods_add
 
 async def _has_idle(pool: sb.StandbyPods) -> bool:
     return bool(await pool.idle())
+
+
+async def test_the_agent_serves_a_request_from_a_standby_pod_and_stops_clean(
+    emu: KubeEmulator, hand_overs: HandOvers, tmp_path: Path
+) -> None:
+    """The real agent with `ui_pool_kubernetes`: its start-up reconcile starts the refill, a
+    request is served by a claimed pod (READY), its teardown removes it, and the agent's stop
+    removes the idle pods; the pool's counters reach /metrics."""
+    from idds_vis.agent.metrics import AgentMetrics
+    from idds_vis.agent.service import Agent as RealAgent
+    from idds_vis.domain.models import VisRequest
+    from idds_vis.domain.phases import Phase
+    from idds_vis.runtime.config import Settings
+    from idds_vis.runtime.wiring import build_deployer, build_ledger
+    from tests.fakes import FakeProbe, FakeStager, SystemClock, wait_for_all
+
+    kubeconfig = emu.write_kubeconfig(tmp_path / "kubeconfig", NS)
+    settings = Settings(state_dir=tmp_path / "state", deployer="kubernetes", namespace=NS,
+                        kubeconfig=str(kubeconfig), ui_pool={"mlflow": 1},
+                        ui_pool_kubernetes=True)  # fmt: skip
+    metrics = AgentMetrics()
+    deployer = build_deployer(settings, metrics)
+    assert isinstance(deployer, KubernetesDeployer) and deployer.standby is not None
+    deployer.standby.hand_over_call = hand_overs  # no pod network here
+    agent = RealAgent(ledger=build_ledger(settings), stager=FakeStager(), deployer=deployer,
+                      probe=FakeProbe(), clock=SystemClock(), poll_interval=0.05,
+                      metrics=metrics)  # fmt: skip
+    events = agent.events.subscribe()
+    await agent.start()
+    try:
+        await until("a Ready standby pod", lambda: _has_idle(deployer.standby))
+        await agent.submit(VisRequest("warm-1", source="https://bigpanda.example/x"))
+        done = await wait_for_all(events, {"warm-1"}, {Phase.READY, Phase.FAILED})
+        inst = done["warm-1"]
+        assert inst.phase is Phase.READY, inst.reason
+        (pod,) = pods_of(emu, inst.name)
+        assert pod in hand_overs.done, "not served by a standby pod"
+        exposition = metrics.exposition().decode()
+        assert 'idds_vis_pool_hits_total{tool="mlflow"} 1.0' in exposition
+        await agent.teardown(VisRequest("warm-1").key)
+        await wait_for_all(events, {"warm-1"}, {Phase.EXPIRED})
+        await until("the UI gone", lambda: deployer.gone(inst.name))
+        assert emu.get("pods", pod, NS) is None
+    finally:
+        await agent.stop()
+        await agent.ledger.close()
+        await deployer.kube.close()
+    assert [p["metadata"]["name"] for p in emu.list("pods", NS)] == []
+    assert emu.get("configmaps", sb.root_name("mlflow"), NS) is None
