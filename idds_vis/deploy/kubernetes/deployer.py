@@ -123,7 +123,7 @@ class KubernetesDeployer:
         body = objects.deployment(
             instance, self.ks, source, instance.expires_at, bool(secret_values)
         )
-        warm = await self._may_claim(instance)
+        warm = await self._may_claim(instance)  # the idle standby pods, listed once
         if warm:
             # The root owns the claimed pod: its own ReplicaSet starts none (standby.py).
             body["spec"]["replicas"] = 0
@@ -147,7 +147,9 @@ class KubernetesDeployer:
             made.append({"kind": dependent["kind"], "name": dependent["metadata"]["name"]})
         handle: dict[str, Any] = {"namespace": self.ks.namespace, "uid": uid, "objects": made}
         if (root.get("spec") or {}).get("replicas") == 0:
-            pod = await self._warm_start(instance, root, secret_values, proxy_secret, scrub)
+            pod = await self._warm_start(
+                instance, root, warm, secret_values, proxy_secret, scrub
+            )
             if pod is not None:
                 handle["standby_pod"] = pod
         url = objects.public_url(instance, self.ks)
@@ -160,21 +162,22 @@ class KubernetesDeployer:
         return Deployment(url=url, health_url=direct + "health", handle=handle,
                           probe_url=direct, probe_headers=headers)  # fmt: skip
 
-    async def _may_claim(self, instance: Instance) -> bool:
+    async def _may_claim(self, instance: Instance) -> list[dict[str, Any]]:
         if self.standby is None or instance.tool != self.standby.tool:
-            return False
+            return []
         try:
-            if await self.standby.idle():
-                return True
+            if idle := await self.standby.idle():
+                return idle
         except ApiException as exc:  # the pool's trouble never fails a request: it starts cold
             log.warning("listing the standby pods failed: %s", status_message(exc, lambda t: t))
         self.standby.miss()
-        return False
+        return []
 
     async def _warm_start(
         self,
         instance: Instance,
         root: dict[str, Any],
+        idle: list[dict[str, Any]],
         secret_values: dict[str, str] | None,
         proxy_secret: str | None,
         scrub: Scrub,
@@ -189,7 +192,7 @@ class KubernetesDeployer:
                 return str(found["metadata"]["name"])
             root = {**root, "kind": "Deployment", "apiVersion": "apps/v1"}
             try:
-                claimed = await self.standby.claim(instance, root)
+                claimed = await self.standby.claim(instance, root, idle or None)
             except ApiException as exc:
                 log.warning("claiming a standby pod failed: %s", status_message(exc, scrub))
         if claimed is not None and self.standby is not None:

@@ -516,10 +516,13 @@ class StandbyPods:
         return root
 
     # -- a request ----------------------------------------------------------------------------
-    async def claim(self, instance: Instance, root: Obj) -> Claimed | None:
+    async def claim(
+        self, instance: Instance, root: Obj, listed: list[Obj] | None = None
+    ) -> Claimed | None:
         """Claim an idle pod for ``instance`` (owned by ``root`` from now on); None: start cold
-        (no idle pod, or another agent claimed the one this one listed: 409)."""
-        candidates = await self.idle()
+        (no idle pod, or another agent claimed the one this one listed: 409). ``listed``: the
+        idle pods as the caller just listed them (None: list them now)."""
+        candidates = await self.idle() if listed is None else listed
         self._wake.set()  # refill behind this request
         if not candidates:
             self._miss()
