@@ -233,6 +233,11 @@ async def test_version_change_and_age_recycle_idle_pods(
     emu: KubeEmulator, agent: Agent, hand_overs: HandOvers, tmp_path: Path
 ) -> None:
     (old,) = await agent.refilled()
+    # The version label follows the image (and the pod's args and resources) and the agent.
+    ks = agent.ks
+    assert sb.pod_version(ks, "") != sb.pod_version(
+        KubeSettings(namespace=NS, image="idds-vis-ui:0.2.0"), "")  # fmt: skip
+    assert sb.pod_version(ks, "") != sb.pod_version(KubeSettings(namespace=NS, max_files=1), "")
     # A new version (another image, or another agent version): the old idle pod is never
     # claimed, and the next refill replaces it.
     kubeconfig = emu.write_kubeconfig(tmp_path / "new", NS)

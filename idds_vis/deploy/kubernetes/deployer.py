@@ -147,9 +147,7 @@ class KubernetesDeployer:
             made.append({"kind": dependent["kind"], "name": dependent["metadata"]["name"]})
         handle: dict[str, Any] = {"namespace": self.ks.namespace, "uid": uid, "objects": made}
         if (root.get("spec") or {}).get("replicas") == 0:
-            pod = await self._warm_start(
-                instance, root, warm, secret_values, proxy_secret, scrub
-            )
+            pod = await self._warm_start(instance, root, warm, secret_values, proxy_secret, scrub)
             if pod is not None:
                 handle["standby_pod"] = pod
         url = objects.public_url(instance, self.ks)
