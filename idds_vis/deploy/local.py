@@ -10,6 +10,7 @@ import logging
 import os
 import secrets
 import shutil
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,11 +18,11 @@ from pathlib import Path
 import aiohttp
 
 from idds_vis.deploy import local_processes as procs
-from idds_vis.deploy.local_ports import pick_port
+from idds_vis.deploy.local_ports import listening_socket, pick_and_listen
 from idds_vis.deploy.pool import LocalPool, Member, PoolObserver, ui_version
 from idds_vis.domain.errors import DeployError
 from idds_vis.domain.models import Deployment, Instance, RunningUI, StagedArtefacts
-from idds_vis.domain.naming import PROXY_HEADER, PROXY_SECRET_ENV
+from idds_vis.domain.naming import LISTEN_FD_ENV, PREFIX_ENV, PROXY_HEADER, PROXY_SECRET_ENV
 from idds_vis.domain.ui_environment import ui_environment
 from idds_vis.staging.info import write_staged_info
 from idds_vis.staging.permissions import make_writable
@@ -82,6 +83,8 @@ class LocalProcessDeployer:
         self.proxy_base = proxy_base.rstrip("/") if proxy_base else None
         self._secrets: dict[tuple[str, int], str] = {}
         self.pool_argv = tuple(pool_argv)
+        # Members' listening sockets between the choice of their port and their start.
+        self._listeners: dict[int, socket.socket] = {}
         self.pool: LocalPool | None = None
         if pool_size > 0:
             self.pool = LocalPool(
@@ -191,7 +194,16 @@ class LocalProcessDeployer:
                     await asyncio.to_thread(self._stop_member, member)
         taken = {ui.port for ui in running_uis if ui.port is not None}
         taken |= {m.port for m in (self.pool.idle if self.pool else [])}
-        port = await asyncio.to_thread(pick_port, self.bind_host, taken)
+        listener = await asyncio.to_thread(pick_and_listen, self.bind_host, taken)
+        try:
+            return await self._start_cold(instance, staged, listener)
+        finally:
+            listener.close()  # the UI has its own copy
+
+    async def _start_cold(
+        self, instance: Instance, staged: StagedArtefacts, listener: socket.socket
+    ) -> Deployment:
+        port = int(listener.getsockname()[1])
         log = self.instance_dir(instance.name) / "ui.log"
         home = self.ui_home(instance.name)
         await asyncio.to_thread(home.mkdir, mode=0o700, parents=True, exist_ok=True)
@@ -200,6 +212,8 @@ class LocalProcessDeployer:
             "IDDS_VIS_UI_LABEL": self.label,
             "IDDS_VIS_UI_NAME": instance.name,
             "IDDS_VIS_UI_PORT": str(port),
+            LISTEN_FD_ENV: str(listener.fileno()),
+            PREFIX_ENV: instance.prefix,
         }
         if self.proxy_base is not None:
             # In the environment (0600 to this user in /proc), never on the command line.
@@ -212,7 +226,6 @@ class LocalProcessDeployer:
         argv = [
             self.python, *self.ui_argv,
             "--staged", staged.root,
-            "--prefix", instance.prefix,
             "--host", self.bind_host,
             "--port", str(port),
             "--allowed-host", self.public_host,
@@ -227,6 +240,7 @@ class LocalProcessDeployer:
                 stderr=asyncio.subprocess.STDOUT,
                 env=env,
                 start_new_session=True,  # outlives an agent restart; stopped as a group
+                pass_fds=(listener.fileno(),),
             )
         deployment = self._deployment(instance, port, proc.pid, secret)
         (self.instance_dir(instance.name) / "ui.json").write_text(json.dumps(deployment.handle))
@@ -272,10 +286,15 @@ class LocalProcessDeployer:
             self.pool.remove_member_dir(member.id)
 
     async def _member_port(self) -> int:
+        """A member's port, already listening (kept until ``_spawn_member`` hands it over)."""
         running_uis = await asyncio.to_thread(procs.find_ui_processes, self.label, self.pool_dir)
         taken = {ui.port for ui in running_uis if ui.port is not None}
         taken |= {m.port for m in (self.pool.idle if self.pool else [])}
-        return await asyncio.to_thread(pick_port, self.bind_host, taken)
+        taken |= set(self._listeners)
+        listener = await asyncio.to_thread(pick_and_listen, self.bind_host, taken)
+        port = int(listener.getsockname()[1])
+        self._listeners[port] = listener
+        return port
 
     async def _spawn_member(self, member_id: str, port: int, extra: dict[str, str]) -> int:
         """Start one pool member (deploy/pool.py's Spawner)."""
@@ -284,6 +303,17 @@ class LocalProcessDeployer:
         workdir = self.pool_dir / member_id
         home = workdir / "run" / "home"
         await asyncio.to_thread(home.mkdir, mode=0o700, parents=True, exist_ok=True)
+        listener = self._listeners.pop(port, None)
+        if listener is None:
+            listener = await asyncio.to_thread(listening_socket, self.bind_host, port)
+        with listener:  # the member has its own copy once started
+            return await self._spawn_member_on(workdir, home, port, extra, listener)
+
+    async def _spawn_member_on(
+        self, workdir: Path, home: Path, port: int, extra: dict[str, str],
+        listener: socket.socket,
+    ) -> int:
+        extra = {**extra, LISTEN_FD_ENV: str(listener.fileno())}
         env = ui_environment(os.environ, home=str(home), extra=extra)
         argv = [
             self.python, *self.pool_argv,
@@ -303,6 +333,7 @@ class LocalProcessDeployer:
                 stderr=asyncio.subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
+                pass_fds=(listener.fileno(),),
             )
         asyncio.get_running_loop().create_task(proc.wait())
         return proc.pid
@@ -311,6 +342,9 @@ class LocalProcessDeployer:
         """At the agent's stop: idle pool members are stopped and removed (UIs stay)."""
         if self.pool is not None:
             await self.pool.close()
+        for listener in self._listeners.values():  # ports chosen for members never started
+            listener.close()
+        self._listeners.clear()
 
     async def wait_started(
         self, instance: Instance, deployment: Deployment, timeout: float

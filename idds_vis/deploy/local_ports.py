@@ -86,3 +86,32 @@ def pick_port(host: str, taken: Collection[int], directory: Path | None = None) 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # a crowded machine
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """``host:port`` bound and listening, inheritable: the UI process is given this socket
+    (``LISTEN_FD_ENV``) instead of binding the port itself, so between the choice and the UI's
+    start no other local user can take the port and catch the probes' proxy secret."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+        sock.set_inheritable(True)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def pick_and_listen(host: str, taken: Collection[int]) -> socket.socket:
+    """A free port as ``pick_port`` chooses it, already listening (a few tries: a port found
+    free may be taken before the bind)."""
+    for attempt in range(5):
+        try:
+            return listening_socket(host, pick_port(host, taken))
+        except OSError:
+            if attempt == 4:
+                raise
+    raise AssertionError("unreachable")

@@ -52,3 +52,10 @@ def is_path_token(text: str) -> bool:
 # proxy adds with the per-instance secret, and the variable the UI process reads it from.
 PROXY_HEADER = "X-Idds-Vis-Proxy"
 PROXY_SECRET_ENV = "IDDS_VIS_UI_PROXY_SECRET"
+# The UI's listening socket, bound by the agent before the UI starts and inherited by it (its
+# descriptor number): no other local user can take the port in the seconds before the UI
+# listens and catch the proxy secret the agent's probes send (docs/threat-model.md).
+LISTEN_FD_ENV = "IDDS_VIS_UI_LISTEN_FD"
+# The UI's path prefix (it holds the instance's unguessable token): in the environment, which
+# only the same Unix user reads, never on the command line every user sees in ps.
+PREFIX_ENV = "IDDS_VIS_UI_PREFIX"

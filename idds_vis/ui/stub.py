@@ -30,7 +30,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
-from idds_vis.domain.naming import PROXY_HEADER, PROXY_SECRET_ENV
+from idds_vis.domain.naming import PREFIX_ENV, PROXY_HEADER, PROXY_SECRET_ENV
 from idds_vis.ui.handover import (
     HANDOVER_PATH,
     MAX_BODY,
@@ -40,6 +40,7 @@ from idds_vis.ui.handover import (
     Handover,
     Refused,
 )
+from idds_vis.ui.listen import inherited_socket
 
 # idds_vis.staging.info.STAGED_INFO (a test checks they agree); not imported, because that
 # package imports aiohttp and more, which would triple this process's memory.
@@ -175,7 +176,7 @@ def make_handler(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m idds_vis.ui.stub", description=__doc__)
     parser.add_argument("--staged", type=Path)
-    parser.add_argument("--prefix")
+    parser.add_argument("--prefix", default=os.environ.get(PREFIX_ENV))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     # Accepted for the same command line as serve-ui; a stand-in checks no Host or Origin.
@@ -196,7 +197,11 @@ def main(argv: list[str] | None = None) -> None:
             parser.error("--staged and --prefix are required")
         info = json.loads((args.staged / STAGED_INFO).read_text())
         handler = make_handler(args.prefix.rstrip("/"), list(info["experiments"]))
-    server = HTTPServer((args.host, args.port), handler)
+    sock = inherited_socket()  # the agent's listening socket, as uvicorn_server takes it
+    server = HTTPServer((args.host, args.port), handler, bind_and_activate=sock is None)
+    if sock is not None:
+        server.socket.close()
+        server.socket = sock
 
     def stop(_signum: int, _frame: object) -> None:
         raise SystemExit(0)

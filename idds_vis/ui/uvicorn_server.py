@@ -28,6 +28,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from idds_vis.domain.naming import PREFIX_ENV
+
 # MLflow's names for what its server reads (mlflow.server.constants and .handlers); spelled
 # out because importing those modules builds MLflow's app before its switches are set. A unit
 # test checks they agree with the installed MLflow.
@@ -171,7 +173,10 @@ def serve_asgi(app: Any, host: str, port: int, phases: Phases | None = None) -> 
     if phases is not None:
         phases.mark("serve setup")
         print(phases.line(), file=sys.stderr, flush=True)
-    server.run()
+    from idds_vis.ui.listen import inherited_socket
+
+    sock = inherited_socket()  # the agent's, already listening: nobody else held the port
+    server.run(sockets=[sock] if sock is not None else None)
 
 
 def serve_staged(
@@ -219,12 +224,15 @@ def serve_staged(
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m idds_vis.ui.uvicorn_server")
     parser.add_argument("--staged", type=Path, required=True)
-    parser.add_argument("--prefix", required=True)
+    # The local deployer passes the prefix in the environment (it holds the path token).
+    parser.add_argument("--prefix", default=os.environ.get(PREFIX_ENV))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--allowed-host", action="append", default=[])
     parser.add_argument("--cors-origin", action="append", default=[])
     args = parser.parse_args(argv)
+    if not args.prefix:
+        parser.error(f"--prefix (or {PREFIX_ENV}) is required")
     if not args.staged.is_dir():
         raise SystemExit(f"error: --staged {args.staged} is not a directory")
     serve_staged(
