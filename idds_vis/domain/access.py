@@ -125,7 +125,26 @@ def groups_only(groups: Collection[str]) -> Visibility:
 
 
 def may_share(who: Identity, grant: Grant) -> bool:
-    """Share a UI (links, visibility): its owners and the production role only. Not the tool's
+    """Share a UI (links, visibility): its owner and the production role only. Not the tool's
     manager groups (they may stop a UI, not hand its results to others), and never a share
-    link's holder, who has no identity here at all."""
-    return who.production or bool(who.user and who.user in (grant.owner, grant.requested_by))
+    link's holder, who has no identity here at all. Whoever started the UI shares it only
+    when the task's owner is unknown: a manager who stopped and started another's UI became
+    its requester, and sharing would have handed the owner's results on (red team)."""
+    if who.production:
+        return True
+    if not who.user:
+        return False
+    if grant.owner is not None:
+        return who.user == grant.owner
+    return who.user == grant.requested_by
+
+
+# The origins whose requester is a person signed in here (the catalog, the permalink) or the
+# PanDA task's owner (the permalink's PanDA lookup, the resolver). A broker message's sender,
+# the CLI and the demo name no web identity: a web user of the same name is not them.
+PERSON_ORIGINS = frozenset({"catalog", "permalink", "panda"})
+
+
+def person_requester(origin: str, requested_by: str | None) -> str | None:
+    """``requested_by`` when it names a person of this service, else None (for ``Grant``)."""
+    return requested_by if origin in PERSON_ORIGINS else None

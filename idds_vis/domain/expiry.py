@@ -12,8 +12,26 @@ _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 _PART = re.compile(r"(\d+(?:\.\d+)?)([dhms])")
 
 
+# Longer than any lifetime a UI, a link or a setting may have; bounded so that adding it to a
+# date never overflows (a share link asked for 999999999d was an HTTP 500, red team).
+LONGEST = timedelta(days=3650)
+
+
 def parse_duration(text: str | int | float | timedelta) -> timedelta:
-    """Parse ``"24h"``, ``"1h30m"``, ``"45s"``, ``"2d"`` or a number of seconds."""
+    """Parse ``"24h"``, ``"1h30m"``, ``"45s"``, ``"2d"`` or a number of seconds (at most
+    ``LONGEST``)."""
+    try:
+        value = _parse(text)
+    except (OverflowError, ValueError):  # beyond what a timedelta holds (or NaN)
+        value = LONGEST + LONGEST
+    if value > LONGEST:
+        raise InvalidRequest(f"duration {text!r} is longer than {LONGEST.days} days")
+    if value <= timedelta(0):
+        raise InvalidRequest(f"duration {text!r} must be positive")
+    return value
+
+
+def _parse(text: str | int | float | timedelta) -> timedelta:
     if isinstance(text, timedelta):
         value = text
     elif isinstance(text, (int, float)):
@@ -29,8 +47,6 @@ def parse_duration(text: str | int | float | timedelta) -> timedelta:
             raise InvalidRequest(
                 f"cannot read duration {text!r}: write it like 24h, 90m, 1h30m or 60s"
             )
-    if value <= timedelta(0):
-        raise InvalidRequest(f"duration {text!r} must be positive")
     return value
 
 

@@ -43,9 +43,12 @@ def test_no_logging_call_writes_a_repr() -> None:
 
 
 async def test_a_refused_permalink_start_logs_the_name_as_it_is(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert permalink.log.name == "idds_vis.api.routes.permalink"
+    # An earlier test's logging.config (a library's dictConfig) may have disabled it.
+    monkeypatch.setattr(permalink.log, "disabled", False)
+    monkeypatch.setattr(permalink.log, "propagate", True)
     with caplog.at_level(logging.INFO, logger=permalink.log.name):
         permalink.log_refused("user.jdoe.train/\nforged line", "mlflow", "PanDA has no task")
     (record,) = caplog.records

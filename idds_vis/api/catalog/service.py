@@ -13,6 +13,7 @@ from aiohttp import web
 from idds_vis.agent.quotas import QuotaQueue
 from idds_vis.agent.service import Agent
 from idds_vis.api.catalog.tasks import CatalogTask, TaskDirectory
+from idds_vis.domain.access import person_requester
 from idds_vis.domain.errors import InvalidRequest, NotFound, VisError
 from idds_vis.domain.expiry import format_duration, parse_duration
 from idds_vis.domain.identity import Forbidden, Identity, may_change, refusal
@@ -157,8 +158,14 @@ class Catalog:
         return await self.agent.teardown(key)
 
     async def mine(self, who: Identity) -> tuple[list[Instance], list[Waiting]]:
-        """The person's visualizations (started by them, or of their tasks) and queued asks."""
-        return await self.ledger.owned_by(who.user), await self.queue.queue(requested_by=who.user)
+        """The person's visualizations (started by them, or of their tasks) and queued asks.
+        A record whose requester is a broker sender, the CLI or the demo of the same name is
+        not theirs unless they own its task (``person_requester``; the listing has its URL)."""
+        found = await self.ledger.owned_by(who.user)
+        mine = [inst for inst in found
+                if person_requester(inst.origin, inst.requested_by) == who.user
+                or await self.ledger.owner_of(inst.key) == who.user]  # fmt: skip
+        return mine, await self.queue.queue(requested_by=who.user)
 
 
 CATALOG = web.AppKey("catalog", Catalog)

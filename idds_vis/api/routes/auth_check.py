@@ -34,6 +34,7 @@ from idds_vis.domain.access import (
     Grant,
     may_view,
     parse_visibility,
+    person_requester,
 )
 from idds_vis.domain.errors import InvalidRequest
 from idds_vis.domain.models import Instance
@@ -81,7 +82,8 @@ async def decide(
     groups = catalog.tools[inst.tool].groups if inst.tool in catalog.tools else ()
     login = request.app[AUTH].login
     owner = await (owner_of or catalog.owner)(inst) if login else None
-    grant = Grant(owner=owner, requested_by=inst.requested_by, visibility=visibility,
+    grant = Grant(owner=owner, requested_by=person_requester(inst.origin, inst.requested_by),
+                  visibility=visibility,
                   manager_groups=groups)  # fmt: skip
     decision = may_view(identity(request), grant, login=login,
                         public_allowed=request.app[SETTINGS].allow_public_uis)  # fmt: skip

@@ -35,7 +35,13 @@ from idds_vis.api.catalog.service import CATALOG
 from idds_vis.api.keys import AGENT, SETTINGS
 from idds_vis.api.routes.auth_check import count_denial
 from idds_vis.api.urls import public_base
-from idds_vis.domain.access import Grant, check_visibility, may_share, parse_visibility
+from idds_vis.domain.access import (
+    Grant,
+    check_visibility,
+    may_share,
+    parse_visibility,
+    person_requester,
+)
 from idds_vis.domain.errors import InvalidRequest, VisError
 from idds_vis.domain.expiry import parse_duration
 from idds_vis.domain.identity import Identity
@@ -102,7 +108,8 @@ async def _owned(request: web.Request) -> tuple[Identity, Instance]:
     if inst is None:
         raise _raised(404, f"no visualization of task {key.task_id} ({key.tool})")
     catalog = request.app[CATALOG]
-    grant = Grant(owner=await catalog.owner(inst), requested_by=inst.requested_by)
+    grant = Grant(owner=await catalog.owner(inst),
+                  requested_by=person_requester(inst.origin, inst.requested_by))
     if not may_share(who, grant):
         raise _raised(403, f"{who.user} may not share this UI: only its owner and the "
                            "production role may")  # fmt: skip
