@@ -32,6 +32,7 @@ from idds_vis.api.auth.config import AUTH
 from idds_vis.api.auth.middleware import identity, require, unauthorized
 from idds_vis.api.auth.sessions import csrf_token
 from idds_vis.api.catalog.service import CATALOG
+from idds_vis.api.fields import request_fields
 from idds_vis.api.keys import AGENT, POLL_INTERVAL, SETTINGS, STREAMS
 from idds_vis.api.routes.auth_check import decide
 from idds_vis.api.task_feed import FEED, Mine
@@ -102,19 +103,6 @@ def _listing(request: web.Request, instances: list[Instance], queued: list[Waiti
         "queued": [w.as_json() for w in queued],
         "now": now.isoformat(),
     }
-
-
-async def _fields(request: web.Request) -> dict[str, str]:
-    if request.content_type == "application/json":
-        try:
-            body = await request.json()
-        except ValueError:
-            raise web.HTTPBadRequest(text="the body is not JSON") from None
-        if not isinstance(body, dict):
-            raise web.HTTPBadRequest(text="the body must be a JSON object")
-        return {k: str(v) for k, v in body.items() if v is not None}
-    form = await request.post()
-    return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
 def _key(request: web.Request) -> InstanceKey:
@@ -237,7 +225,7 @@ def _gone(request: web.Request) -> bool:
 @routes.post("/api/v1/visualizations")
 async def start(request: web.Request) -> web.Response:
     who = require(request)
-    fields = await _fields(request)
+    fields = await request_fields(request)
     task_id = fields.get("task_id", "").strip()
     if not task_id:
         return _refused(NotFound("say which task: task_id is missing"))
@@ -260,7 +248,7 @@ async def start(request: web.Request) -> web.Response:
 @routes.post(ONE + "/extend")
 async def extend(request: web.Request) -> web.Response:
     who = require(request)
-    fields = await _fields(request)
+    fields = await request_fields(request)
     try:
         inst = await request.app[CATALOG].extend(who, _key(request), fields.get("by", "").strip())
     except VisError as exc:

@@ -32,6 +32,7 @@ from idds_vis.api.auth.denials import Denial, count
 from idds_vis.api.auth.middleware import require
 from idds_vis.api.auth.ratelimit import RateLimiter
 from idds_vis.api.catalog.service import CATALOG
+from idds_vis.api.fields import request_fields
 from idds_vis.api.keys import AGENT, SETTINGS
 from idds_vis.api.routes.auth_check import count_denial
 from idds_vis.api.urls import public_base
@@ -85,19 +86,6 @@ def install(app: web.Application) -> None:
 
 def _error(status: int, why: str) -> web.Response:
     return web.json_response({"error": why}, status=status, headers=NO_STORE)
-
-
-async def _fields(request: web.Request) -> dict[str, str]:
-    if request.content_type == "application/json":
-        try:
-            body = await request.json()
-        except ValueError:
-            raise web.HTTPBadRequest(text="the body is not JSON") from None
-        if not isinstance(body, dict):
-            raise web.HTTPBadRequest(text="the body must be a JSON object")
-        return {k: str(v) for k, v in body.items() if v is not None}
-    form = await request.post()
-    return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
 async def _owned(request: web.Request) -> tuple[Identity, Instance]:
@@ -164,7 +152,7 @@ async def create(request: web.Request) -> web.Response:
             content_type="application/json",
             headers={"Retry-After": str(wait), **NO_STORE},
         )
-    fields = await _fields(request)
+    fields = await request_fields(request)
     now = request.app[AGENT].clock.now()
     shares, _ = share_links.ledgers(request.app)
     # Ended shares' records go a while after they end (their audit entries stay): here, where
@@ -212,7 +200,7 @@ async def revoke(request: web.Request) -> web.Response:
 @routes.post(ONE + "/visibility")
 async def visibility(request: web.Request) -> web.Response:
     who, inst = await _owned(request)
-    fields = await _fields(request)
+    fields = await request_fields(request)
     try:
         wanted = parse_visibility(fields.get("visibility"))
         check_visibility(wanted, public_allowed=request.app[SETTINGS].allow_public_uis)
