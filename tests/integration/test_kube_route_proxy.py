@@ -125,7 +125,8 @@ async def test_on_openshift_the_web_app_fronts_the_ui(emu, kube, tmp_path) -> No
 
 @pytest.mark.parametrize(
     ("exposure", "web_url", "kind"),
-    [("route", None, "routes"), ("ingress", WEB, "ingresses"), ("ingress", None, "ingresses")],
+    # Behind nginx with a web app the UI is guarded too (test_kube_ingress_guard.py).
+    [("route", None, "routes"), ("ingress", None, "ingresses")],
 )
 async def test_elsewhere_the_ui_keeps_its_own_exposure_and_no_proxy(
     emu, kube, exposure, web_url, kind
@@ -139,7 +140,7 @@ async def test_elsewhere_the_ui_keeps_its_own_exposure_and_no_proxy(
     (ui,) = emu.get("deployments", inst.name, UI_NS)["spec"]["template"]["spec"]["containers"]
     assert PROXY_SECRET_ENV not in [e["name"] for e in ui["env"]]
     assert ui["readinessProbe"]["httpGet"]["path"] == f"{inst.prefix}/health"
-    assert await deployer.upstream(inst) is None
+    assert await deployer.upstream(inst) is None and await deployer.proxy_headers(inst) is None
     (rule,) = emu.get("networkpolicies", inst.name, UI_NS)["spec"]["ingress"]
     ingress_ns = {"namespaceSelector": {"matchLabels": ks.ingress_namespace_labels}}
     assert rule["from"][0] == ingress_ns

@@ -11,6 +11,12 @@ which asks ``domain.access.may_view``; every refusal is counted by its reason.
 At a UI itself (this endpoint and the local proxy, ``decide_ui``), a share link's cookie
 (``api/auth/share_links.py``) lets its holder in too, to view that one UI only; a refused
 share link is a 403 with its reason, counted and audited.
+
+A UI on Kubernetes answers only requests carrying its per-instance secret
+(``ui/proxy_guard.py``, ``objects.guarded``): an allowing 204 carries it in
+``X-Idds-Vis-Proxy``, which nginx sets on the request it passes to the UI (the Ingress's
+``auth-response-headers``), so an Ingress that skips this check (any tenant's, to the UI's
+Service) reaches a UI that refuses it. Only an allowing answer carries it; it is never logged.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from idds_vis.api.auth.config import AUTH
 from idds_vis.api.auth.middleware import identity
 from idds_vis.api.catalog.service import CATALOG
 from idds_vis.api.keys import AGENT, SETTINGS
+from idds_vis.deploy.kubernetes import objects
+from idds_vis.deploy.kubernetes.deployer import KubernetesDeployer
 from idds_vis.domain.access import (
     DENIAL_REASONS,
     UNKNOWN_INSTANCE,
@@ -36,7 +44,7 @@ from idds_vis.domain.access import (
     parse_visibility,
     person_requester,
 )
-from idds_vis.domain.errors import InvalidRequest
+from idds_vis.domain.errors import DeployError, InvalidRequest
 from idds_vis.domain.models import Instance
 from idds_vis.domain.share_links import REFUSAL_WORDS, SHARE_REASONS
 
@@ -131,6 +139,22 @@ async def instance_at(request: web.Request, segment: str) -> Instance | None:
 CHECK_PATH = "/auth/check"
 
 
+async def guard_headers(request: web.Request, inst: Instance) -> dict[str, str] | None:
+    """What an allowed request must carry to the UI of ``inst``: its proxy secret's header
+    when the deployer guards its UIs, else nothing; None when the secret cannot be had (the
+    UI's Secret is gone, or the cluster refused to read it)."""
+    deployer = request.app[AGENT].deployer
+    if not isinstance(deployer, KubernetesDeployer):
+        return {}
+    try:
+        headers = await deployer.proxy_headers(inst)
+    except DeployError:
+        return None
+    if headers is None and objects.guarded(deployer.ks):
+        return None
+    return headers or {}
+
+
 @routes.get(CHECK_PATH)
 async def check(request: web.Request) -> web.Response:
     uri = request.headers.get(ORIGINAL_URI) or request.headers.get("X-Original-URL") or ""
@@ -145,7 +169,11 @@ async def check(request: web.Request) -> web.Response:
                                  headers=_NO_STORE)  # fmt: skip
     decision = await decide_ui(request, inst, segment)
     if decision.allowed:
-        return web.Response(status=204, headers=_NO_STORE)
+        guard = await guard_headers(request, inst)
+        if guard is None:
+            return web.json_response({"error": "this UI is not running (it may be starting)"},
+                                     status=503, headers=_NO_STORE)  # fmt: skip
+        return web.Response(status=204, headers={**_NO_STORE, **guard})
     if decision.needs_sign_in:
         return web.json_response({"error": decision.detail}, status=401, headers={
             **_NO_STORE, "WWW-Authenticate": 'Bearer realm="idds-vis"'})  # fmt: skip

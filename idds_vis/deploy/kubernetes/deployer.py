@@ -63,8 +63,8 @@ def _proxy_secret(secret: dict[str, Any], name: str) -> str:
         value = ""
     if not value:
         raise DeployError(
-            f"the Secret of {name} holds no proxy secret (made before the web app proxied"
-            " UIs?): tear the UI down and start it again"
+            f"the Secret of {name} holds no proxy secret (made before the UIs demanded one?):"
+            " tear the UI down and start it again"
         )
     return value
 
@@ -99,7 +99,8 @@ class KubernetesDeployer:
         # How long a redeploy waits for the garbage collector to remove a deleted UI's objects
         # (measured on kube-controller-manager v1.36: 0.3-1.6 s; a busy one takes longer).
         self.leftover_wait = leftover_wait
-        # (name, root uid) -> the proxy secret of a UI the web app proxies (OpenShift, issue 17).
+        # (name, root uid) -> the proxy secret of a guarded UI (issue 17): the web app's proxy
+        # (OpenShift) and its /auth/check (nginx forward-auth) ask for it on every request.
         self._proxy_secrets: dict[tuple[str, str], str] = {}
 
     def staging_dir(self, instance: Instance) -> Path | None:
@@ -116,8 +117,9 @@ class KubernetesDeployer:
         if self.secrets_for is not None:
             # In a thread: finding the values may read credential files.
             secret_values = await asyncio.to_thread(self.secrets_for, source)
-        # OpenShift with a web app: the UI answers only its proxy, which sends this (issue 17).
-        proxy_secret = secrets.token_urlsafe(32) if objects.proxied(self.ks) else None
+        # With a web app the UI answers only requests with this (issue 17): the web app's
+        # proxy (OpenShift) or nginx, told it by /auth/check, sends it (objects.guarded).
+        proxy_secret = secrets.token_urlsafe(32) if objects.guarded(self.ks) else None
         scrub = scrubber([*source_secrets(source), *(secret_values or {}).values(),
                           *([proxy_secret] if proxy_secret else [])])  # fmt: skip
         body = objects.deployment(
@@ -231,14 +233,26 @@ class KubernetesDeployer:
         has no Secret (not deployed, or gone)."""
         if not objects.proxied(self.ks):
             return None
-        key = (instance.name, str(instance.handle.get("uid") or ""))
+        headers = await self.proxy_headers(instance)
+        if headers is None:
+            return None
+        return objects.service_origin(instance, self.ks), headers
+
+    async def proxy_headers(self, instance: Instance) -> dict[str, str] | None:
+        """The header a guarded UI (``objects.guarded``) demands of every request, from its
+        Secret (cached per instance and root uid, bounded); None when the UIs are not guarded
+        or the UI has no Secret holding one (not deployed, or gone). Never logged."""
+        if not objects.guarded(self.ks):
+            return None
+        uid = str(instance.handle.get("uid") or "")
+        key = (instance.name, uid)
         secret = self._proxy_secrets.get(key)
         if secret is None:
             table = await self._kinds()
             scrub = scrubber(source_secrets(instance.source or ""))
             found = await self._read(table["Secret"], "Secret", instance.name, scrub)
-            if found is None:
-                return None
+            if found is None or _stale(found.get("metadata") or {}, uid or None):
+                return None  # gone, or an earlier UI's the collector has yet to remove
             try:
                 secret = _proxy_secret(found, instance.name)
             except DeployError:
@@ -246,7 +260,7 @@ class KubernetesDeployer:
             if len(self._proxy_secrets) > 4096:  # bounded: stale entries of ended UIs go
                 self._proxy_secrets.clear()
             self._proxy_secrets[key] = secret
-        return objects.service_origin(instance, self.ks), {PROXY_HEADER: secret}
+        return {PROXY_HEADER: secret}
 
     async def _same_expiry(self, instance: Instance, root: dict[str, Any], scrub: Scrub) -> None:
         """An adopted root keeps the expiry it was created with: give it this one, so the

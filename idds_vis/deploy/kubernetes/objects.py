@@ -3,9 +3,12 @@
 Access (issue 17): with the web app's ``web_url``, an Ingress asks the web app's ``/auth/check``
 before each request (nginx forward-auth annotations). An OpenShift Route has no forward-auth of
 its own, so there the web app is the Route's backend for the UIs' host and proxies ``/vis/``
-to each UI's Service after the same check (``proxied``): the UI gets no Route, answers only
-requests carrying its per-instance secret header (kept in its Secret), and its NetworkPolicy
-admits the web app's pods only.
+to each UI's Service after the same check (``proxied``): the UI gets no Route and its
+NetworkPolicy admits the web app's pods only. Either way (``guarded``) the UI answers only
+requests carrying its per-instance secret header (kept in its Secret): the web app's proxy adds
+it, or ``/auth/check`` answers it to nginx, which sets it on the request it passes on
+(``auth-response-headers``). So an Ingress of someone else's making (any tenant's, pointing at
+the UI's Service past the check) reaches nothing.
 
 Pure builders returning plain dicts (the JSON the API server receives), so they are validated
 against the Kubernetes OpenAPI schemas in tests without a cluster.
@@ -20,7 +23,7 @@ from urllib.parse import quote
 
 from idds_vis.deploy.kubernetes.settings import DNS_PORTS, UI_PORT, UI_USER, KubeSettings
 from idds_vis.domain.models import Instance
-from idds_vis.domain.naming import PROXY_SECRET_ENV
+from idds_vis.domain.naming import PROXY_HEADER, PROXY_SECRET_ENV
 from idds_vis.domain.source_policy import MESSAGE_ORIGINS
 from idds_vis.staging.redact import redact_url
 
@@ -57,6 +60,12 @@ def public_url(inst: Instance, ks: KubeSettings) -> str:
 def proxied(ks: KubeSettings) -> bool:
     """OpenShift with a web app: the web app proxies ``/vis/`` to the UI (no Route per UI)."""
     return ks.exposure == "route" and bool(ks.web_url)
+
+
+def guarded(ks: KubeSettings) -> bool:
+    """With a web app the UI answers only requests with its proxy secret (ui/proxy_guard.py):
+    the web app's proxy (``proxied``) or nginx, from ``/auth/check``'s answer, adds it."""
+    return bool(ks.web_url)
 
 
 def service_host(inst: Instance, ks: KubeSettings) -> str:
@@ -178,9 +187,10 @@ def deployment(
     }
     if secret:
         container["envFrom"] = [{"secretRef": {"name": inst.name}}]
-    if proxied(ks):
+    if guarded(ks):
         # The UI answers only requests with this secret (ui/proxy_guard.py); the kubelet's
-        # probes cannot carry it without writing it into this object, so they only connect.
+        # probes cannot carry it without writing it into this object, so they only connect
+        # (the agent's probe sends it: ``Deployment.probe_headers``).
         container["env"].append({
             "name": PROXY_SECRET_ENV,
             "valueFrom": {"secretKeyRef": {"name": inst.name, "key": PROXY_SECRET_ENV}},
@@ -275,7 +285,10 @@ def forward_auth(inst: Instance, web_url: str) -> dict[str, str]:
     """nginx ingress forward-auth (issue 17): each request to the UI is first checked by the
     web app's ``/auth/check`` (2xx passes, 401 signs in, 403 refuses); a browser without a
     session signs in at the web app and comes back to the UI's page (``next``, a path: the
-    web app sends a browser nowhere else, so the UI shares its host)."""
+    web app sends a browser nowhere else, so the UI shares its host). The check's answer
+    carries the UI's proxy secret, which nginx sets on the request it passes to the UI
+    (``auth-response-headers``: ingress-nginx writes ``proxy_set_header`` for each name, so a
+    client's own header of that name never reaches the UI)."""
     base = web_url.rstrip("/")
     return {
         "nginx.ingress.kubernetes.io/auth-url": f"{base}/auth/check",
@@ -285,6 +298,7 @@ def forward_auth(inst: Instance, web_url: str) -> dict[str, str]:
         ),
         # The signin URL names where to come back already: nginx adds no rd= of its own.
         "nginx.ingress.kubernetes.io/auth-signin-redirect-param": "next",
+        "nginx.ingress.kubernetes.io/auth-response-headers": PROXY_HEADER,
     }
 
 
@@ -365,7 +379,7 @@ def dependents(
     inst: Instance, ks: KubeSettings, owner: Obj, secret_values: dict[str, str] | None
 ) -> list[Obj]:
     """Everything the root Deployment owns, in the order they are created: the Secret first,
-    since the pod cannot start without its source (nor, when ``proxied``, its proxy secret,
+    since the pod cannot start without its source (nor, when ``guarded``, its proxy secret,
     which ``secret_values`` then holds under ``PROXY_SECRET_ENV``)."""
     values = {**(secret_values or {}), SOURCE_KEY: inst.source or ""}
     made = [secret(inst, ks, owner, values), service(inst, ks, owner)]
