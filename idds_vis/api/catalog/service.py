@@ -164,7 +164,7 @@ class Catalog:
         found = await self.ledger.owned_by(who.user)
         mine = [inst for inst in found
                 if person_requester(inst.origin, inst.requested_by) == who.user
-                or await self.ledger.owner_of(inst.key) == who.user]  # fmt: skip
+                or await self.owner(inst) == who.user]  # fmt: skip
         return mine, await self.queue.queue(requested_by=who.user)
 
 
