@@ -6,16 +6,19 @@ The local deployer makes the secret when it starts the UI (``deploy/local.py``: 
 the instance's state directory, handed to the process in its environment, never on its command
 line) and the web app's ``/vis/<path>/`` proxy adds it to each request it passes on. The UI
 listens on loopback too, so a browser never reaches it but through the proxy, which checks who
-is asking first. Without a secret in the environment (a Kubernetes pod, behind forward-auth at
-the ingress) the guard lets everything through to the gate.
+is asking first. Behind nginx forward-auth (Kubernetes) the UI gets, through nginx, what
+``/auth/check`` answered: a short-lived proof of the secret (``domain/proxy_tokens.py``), never
+the secret itself. Without a secret in the environment the guard lets everything through.
 """
 
 from __future__ import annotations
 
 import hmac
+import time
 from typing import Any
 
 from idds_vis.domain.naming import PROXY_HEADER, PROXY_SECRET_ENV
+from idds_vis.domain.proxy_tokens import is_proof
 
 HEADER = PROXY_HEADER.lower()
 SECRET_ENV = PROXY_SECRET_ENV
@@ -32,7 +35,8 @@ class ProxyGuard:
             await self.app(scope, receive, send)  # lifespan, or no guard configured
             return
         sent = [value for name, value in scope.get("headers", ()) if name == HEADER.encode()]
-        if len(sent) == 1 and hmac.compare_digest(sent[0], self.secret):
+        if len(sent) == 1 and (hmac.compare_digest(sent[0], self.secret)
+                               or is_proof(self.secret, sent[0], time.time())):  # fmt: skip
             await self.app(scope, receive, send)
             return
         if scope["type"] == "websocket":

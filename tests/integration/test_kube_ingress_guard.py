@@ -13,6 +13,7 @@ secret the pod's environment gets from its Secret."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -26,8 +27,10 @@ from idds_vis.api.auth import share_links
 from idds_vis.deploy.kubernetes.client import KubeClient
 from idds_vis.deploy.kubernetes.deployer import KubernetesDeployer
 from idds_vis.deploy.kubernetes.settings import KubeSettings
+from idds_vis.domain import proxy_tokens as tokens
 from idds_vis.domain.models import Instance
 from idds_vis.domain.naming import PROXY_HEADER, PROXY_SECRET_ENV
+from idds_vis.domain.proxy_tokens import is_proof
 from idds_vis.ledger import SqlLedger
 from tests.catalog_support import TASKS, TableDirectory, settings_for
 from tests.fakes import FakeProbe, FakeStager
@@ -119,8 +122,11 @@ async def test_the_ui_behind_forward_auth_answers_only_what_auth_check_let_throu
         (rule,) = emu.get("networkpolicies", inst.name, UI_NS)["spec"]["ingress"]  # type: ignore[index]
         assert len(rule["from"]) == 2
 
-        # Only an allowing answer carries the secret.
-        assert await nginx_check(jane, asset) == (204, secret)
+        # Only an allowing answer carries a proof of the secret, never the secret itself (a
+        # browser may call /auth/check too and keep what it got after losing access).
+        status, proof = await nginx_check(jane, asset)
+        assert status == 204 and proof is not None and secret not in proof
+        assert is_proof(secret.encode(), proof.encode(), time.time())
         await sign_in(web, john, user=JOHN_USER)
         assert await nginx_check(john, asset) == (403, None)
         assert await nginx_check(visitor, asset) == (401, None)
@@ -135,7 +141,9 @@ async def test_the_ui_behind_forward_auth_answers_only_what_auth_check_let_throu
             made = await resp.json()
         token = made["link"].rsplit("/s/", 1)[1]
         holder = {"Cookie": f"{share_links.COOKIE}={token}"}
-        assert await nginx_check(visitor, asset, **holder) == (204, secret)
+        status, proof = await nginx_check(visitor, asset, **holder)
+        assert status == 204 and proof is not None and is_proof(secret.encode(), proof.encode(),
+                                                                  time.time())  # fmt: skip
         sid = made["share"]["id"]
         async with jane.post(f"{VIS}/4242/mlflow/shares/{sid}/revoke", headers=csrf) as resp:
             assert resp.status == 200
@@ -148,7 +156,11 @@ async def test_the_ui_behind_forward_auth_answers_only_what_auth_check_let_throu
             assert status == 204 and forwarded is not None
             async with direct.get(origin + asset, headers={PROXY_HEADER: forwarded}) as resp:
                 assert resp.status == 200 and await resp.text() == f"stand-in UI at {asset}"
-            for headers in ({}, {PROXY_HEADER: "guessed"}, {PROXY_HEADER: secret[:-1]}):
+            # A proof kept past its lifetime, or made with another secret, lets nobody in.
+            kept = tokens.proof(secret, time.time() - tokens.LIFETIME - 120)
+            foreign = tokens.proof("another UI's secret", time.time())
+            for headers in ({}, {PROXY_HEADER: "guessed"}, {PROXY_HEADER: secret[:-1]},
+                            {PROXY_HEADER: kept}, {PROXY_HEADER: foreign}):  # fmt: skip
                 async with direct.get(origin + asset, headers=headers) as resp:
                     assert resp.status == 403 and "stand-in" not in await resp.text()
 

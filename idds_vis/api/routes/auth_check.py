@@ -21,6 +21,7 @@ Service) reaches a UI that refuses it. Only an allowing answer carries it; it is
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
@@ -46,6 +47,7 @@ from idds_vis.domain.access import (
 )
 from idds_vis.domain.errors import DeployError, InvalidRequest
 from idds_vis.domain.models import Instance
+from idds_vis.domain.proxy_tokens import proof
 from idds_vis.domain.share_links import REFUSAL_WORDS, SHARE_REASONS
 
 routes = web.RouteTableDef()
@@ -152,7 +154,10 @@ async def guard_headers(request: web.Request, inst: Instance) -> dict[str, str] 
         return None
     if headers is None and objects.guarded(deployer.ks):
         return None
-    return headers or {}
+    # A browser may call /auth/check itself: it gets a proof good for minutes, never the secret
+    # (which would let it in for the UI's whole life after losing access).
+    now = time.time()
+    return {name: proof(value, now) for name, value in (headers or {}).items()}
 
 
 @routes.get(CHECK_PATH)
