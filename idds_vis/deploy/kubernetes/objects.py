@@ -120,13 +120,44 @@ def _guard_args(inst: Instance, ks: KubeSettings) -> list[str]:
     return args
 
 
+def ui_container_limits(ks: KubeSettings, probe: Obj) -> Obj:
+    """What every UI container has, cold or standby: resources, the three probes (``probe``
+    says how one checks the UI), a locked-down security context and the two writable mounts."""
+    return {
+        "resources": {
+            "requests": {"cpu": ks.cpu_request, "memory": ks.memory_request},
+            "limits": {"cpu": ks.cpu_limit, "memory": ks.memory_limit},
+        },
+        "startupProbe": {
+            **probe,
+            "periodSeconds": 2,
+            "failureThreshold": max(1, ks.start_seconds // 2),
+        },
+        "readinessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 3},
+        "livenessProbe": {**probe, "periodSeconds": 30, "failureThreshold": 4},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "data", "mountPath": "/data"},
+        ],
+    }
+
+
 def deployment(
     inst: Instance, ks: KubeSettings, source: str, expires_at: datetime | None, secret: bool
 ) -> Obj:
     """``source`` appears only redacted (the raw one is in the Secret, see ``dependents``);
     ``secret``: the source needs credentials, which the pod reads from the Secret too."""
-    probe_path = f"{inst.prefix}/health"
-    http_get = {"path": probe_path, "port": "http"}
+    # Guarded (ui/proxy_guard.py), the UI answers only requests with its secret; the kubelet's
+    # probes cannot carry it without writing it into this object, so they only connect (the
+    # agent's probe sends it: ``Deployment.probe_headers``).
+    probe: Obj = ({"tcpSocket": {"port": "http"}} if guarded(ks)
+                  else {"httpGet": {"path": f"{inst.prefix}/health", "port": "http"}})  # fmt: skip
     container: Obj = {
         "name": "ui",
         "image": ks.image,
@@ -163,41 +194,15 @@ def deployment(
                 "valueFrom": {"secretKeyRef": {"name": inst.name, "key": SOURCE_KEY}},
             },
         ],
-        "resources": {
-            "requests": {"cpu": ks.cpu_request, "memory": ks.memory_request},
-            "limits": {"cpu": ks.cpu_limit, "memory": ks.memory_limit},
-        },
-        "startupProbe": {
-            "httpGet": http_get,
-            "periodSeconds": 2,
-            "failureThreshold": max(1, ks.start_seconds // 2),
-        },
-        "readinessProbe": {"httpGet": http_get, "periodSeconds": 10, "failureThreshold": 3},
-        "livenessProbe": {"httpGet": http_get, "periodSeconds": 30, "failureThreshold": 4},
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
-        "volumeMounts": [
-            {"name": "tmp", "mountPath": "/tmp"},
-            {"name": "data", "mountPath": "/data"},
-        ],
+        **ui_container_limits(ks, probe),
     }
     if secret:
         container["envFrom"] = [{"secretRef": {"name": inst.name}}]
     if guarded(ks):
-        # The UI answers only requests with this secret (ui/proxy_guard.py); the kubelet's
-        # probes cannot carry it without writing it into this object, so they only connect
-        # (the agent's probe sends it: ``Deployment.probe_headers``).
         container["env"].append({
             "name": PROXY_SECRET_ENV,
             "valueFrom": {"secretKeyRef": {"name": inst.name, "key": PROXY_SECRET_ENV}},
         })  # fmt: skip
-        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            container[probe] = {**container[probe], "tcpSocket": {"port": "http"}}
-            del container[probe]["httpGet"]
     meta = _meta(inst, ks, None)
     meta["annotations"] = annotations_for(inst, ks, expires_at)
     meta["annotations"]["idds-vis/source"] = shown_source(source)

@@ -145,7 +145,6 @@ def pod_spec(ks: KubeSettings, pod_name: str) -> Obj:
         # MLflow's allowed hosts are fixed when its app is built, before the pod knows its
         # instance: the Service hosts of this namespace (the proxy's and the probe's Host).
         args += ["--allowed-host", f"*.{ks.namespace}.svc"]
-    tcp = {"tcpSocket": {"port": "http"}}
     container: Obj = {
         "name": "ui",
         "image": ks.image,
@@ -162,27 +161,7 @@ def pod_spec(ks: KubeSettings, pod_name: str) -> Obj:
                 "valueFrom": {"secretKeyRef": {"name": pod_name, "key": SECRET_ENV}},
             },
         ],
-        "resources": {
-            "requests": {"cpu": ks.cpu_request, "memory": ks.memory_request},
-            "limits": {"cpu": ks.cpu_limit, "memory": ks.memory_limit},
-        },
-        "startupProbe": {
-            **tcp,
-            "periodSeconds": 2,
-            "failureThreshold": max(1, ks.start_seconds // 2),
-        },
-        "readinessProbe": {**tcp, "periodSeconds": 10, "failureThreshold": 3},
-        "livenessProbe": {**tcp, "periodSeconds": 30, "failureThreshold": 4},
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
-        "volumeMounts": [
-            {"name": "tmp", "mountPath": "/tmp"},
-            {"name": "data", "mountPath": "/data"},
-        ],
+        **objects.ui_container_limits(ks, {"tcpSocket": {"port": "http"}}),
     }
     template = objects.deployment(_placeholder(), ks, "", None, False)["spec"]["template"]["spec"]
     return {**template, "containers": [container], "restartPolicy": "Always"}
