@@ -53,13 +53,18 @@ class Handover:
     def authentic(self, sent: list[bytes]) -> bool:
         return len(sent) == 1 and hmac.compare_digest(sent[0], self._secret)
 
-    def accept(self, body: bytes) -> Assignment:
-        """The first well-formed hand-over; Refused with an HTTP status otherwise."""
+    def take_once(self, body: bytes) -> None:
+        """The single-use rule every hand-over obeys: only the first is looked at (409 after),
+        marked taken before any check, so a refused one is not retried either."""
         if self.taken:
             raise Refused(409, "this UI was handed its instance already")
-        self.taken = True  # before any check: a refused hand-over is not retried either
+        self.taken = True
         if len(body) > MAX_BODY:
             raise Refused(413, "hand-over body too large")
+
+    def accept(self, body: bytes) -> Assignment:
+        """The first well-formed hand-over; Refused with an HTTP status otherwise."""
+        self.take_once(body)
         try:
             data = json.loads(body)
             staged, prefix = data["staged"], data["prefix"]

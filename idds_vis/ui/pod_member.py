@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from idds_vis.domain.source_policy import AddressPolicy, PolicyError
-from idds_vis.ui.handover import MAX_BODY, SECRET_ENV, Handover, Refused
+from idds_vis.ui.handover import SECRET_ENV, Handover, Refused
 from idds_vis.ui.pool_member import Member, _prepare, load_mlflow
 from idds_vis.ui.readonly_gate import check_prefix
 from idds_vis.ui.uvicorn_server import serve_asgi
@@ -61,11 +61,7 @@ class PodHandover(Handover):
         raise Refused(400, "a standby pod stages its source: the hand-over names one")
 
     def accept_pod(self, body: bytes) -> PodAssignment:
-        if self.taken:
-            raise Refused(409, "this UI was handed its instance already")
-        self.taken = True  # before any check: a refused hand-over is not retried either
-        if len(body) > MAX_BODY:
-            raise Refused(413, "hand-over body too large")
+        self.take_once(body)
         try:
             data = json.loads(body)
         except ValueError:
