@@ -37,7 +37,7 @@ from idds_vis.domain.source_policy import AddressPolicy, PolicyError
 from idds_vis.ui.handover import SECRET_ENV, Handover, Refused
 from idds_vis.ui.pool_member import Member, _prepare, load_mlflow
 from idds_vis.ui.readonly_gate import check_prefix
-from idds_vis.ui.uvicorn_server import serve_asgi
+from idds_vis.ui.uvicorn_server import add_listen_arguments, serve_asgi
 
 MAX_ENV = 64  # credential variables in one hand-over
 
@@ -135,11 +135,8 @@ class PodMember(Member):
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m idds_vis.ui.pod_member")
-    parser.add_argument("--host", default="0.0.0.0")
-    parser.add_argument("--port", type=int, required=True)
+    add_listen_arguments(parser, host="0.0.0.0")
     parser.add_argument("--workdir", type=Path, required=True)
-    parser.add_argument("--allowed-host", action="append", default=[])
-    parser.add_argument("--cors-origin", action="append", default=[])
     parser.add_argument("--max-bytes", type=int, default=2 * 1024**3)
     parser.add_argument("--max-files", type=int, default=20_000)
     args = parser.parse_args(argv)

@@ -45,6 +45,7 @@ from idds_vis.ui.uvicorn_server import (
     BACKEND_STORE_URI_ENV_VAR,
     REGISTRY_STORE_URI_ENV_VAR,
     Phases,
+    add_listen_arguments,
     cache_schema_head,
     leave_out_unused_modules,
     mlflow_switches,
@@ -286,12 +287,9 @@ def load_mlflow(
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m idds_vis.ui.pool_member")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
+    add_listen_arguments(parser)
     parser.add_argument("--instances", type=Path, required=True)
     parser.add_argument("--workdir", type=Path, required=True)
-    parser.add_argument("--allowed-host", action="append", default=[])
-    parser.add_argument("--cors-origin", action="append", default=[])
     args = parser.parse_args(argv)
     if not os.environ.get(SECRET_ENV):
         raise SystemExit(f"error: a pool member needs {SECRET_ENV} in its environment")

@@ -221,15 +221,21 @@ def serve_staged(
     serve_asgi(app, host, port, phases)
 
 
+def add_listen_arguments(parser: argparse.ArgumentParser, host: str = "127.0.0.1") -> None:
+    """Where a UI process listens and whom MLflow answers: the same options for every kind
+    (a cold UI, a pool member, a standby pod, the stand-in)."""
+    parser.add_argument("--host", default=host)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--allowed-host", action="append", default=[])
+    parser.add_argument("--cors-origin", action="append", default=[])
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m idds_vis.ui.uvicorn_server")
     parser.add_argument("--staged", type=Path, required=True)
     # The local deployer passes the prefix in the environment (it holds the path token).
     parser.add_argument("--prefix", default=os.environ.get(PREFIX_ENV))
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--allowed-host", action="append", default=[])
-    parser.add_argument("--cors-origin", action="append", default=[])
+    add_listen_arguments(parser)
     args = parser.parse_args(argv)
     if not args.prefix:
         parser.error(f"--prefix (or {PREFIX_ENV}) is required")
