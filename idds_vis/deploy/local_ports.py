@@ -108,10 +108,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
 def pick_and_listen(host: str, taken: Collection[int]) -> socket.socket:
     """A free port as ``pick_port`` chooses it, already listening (a few tries: a port found
     free may be taken before the bind)."""
-    for attempt in range(5):
-        try:
+    for _ in range(4):
+        with contextlib.suppress(OSError):
             return listening_socket(host, pick_port(host, taken))
-        except OSError:
-            if attempt == 4:
-                raise
-    raise AssertionError("unreachable")
+    return listening_socket(host, pick_port(host, taken))  # the last try's error is the answer
