@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
+
+import aiohttp
 
 from idds_vis.agent.service import Agent
 from idds_vis.domain.errors import InvalidRequest, NotFound
@@ -51,3 +56,19 @@ class TableStarter:
                              requested_by=requested_by, task_name=task_name)  # fmt: skip
         inst, _ = await self.agent.submit(request)
         return inst
+
+
+async def sse(resp: aiohttp.ClientResponse, kind: str) -> AsyncIterator[tuple[str, Any]]:
+    """The ``kind`` events of a Server-Sent Events response: (raw data, decoded)."""
+    event, data = None, []
+    async for raw in resp.content:
+        line = raw.decode().rstrip("\r\n")
+        if line.startswith("event:"):
+            event = line.partition(":")[2].strip()
+        elif line.startswith("data:"):
+            data.append(line.partition(":")[2].removeprefix(" "))
+        elif not line and data:
+            if event == kind:
+                text = "\n".join(data)
+                yield text, json.loads(text)
+            event, data = None, []

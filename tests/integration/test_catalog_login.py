@@ -5,7 +5,6 @@ token for its reads (``IDDS_VIS_TOKEN_FILE``)."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -22,6 +21,7 @@ from idds_vis.domain.phases import Phase
 from idds_vis.idds.channel import AgentEndpoint, ChannelError, task_status
 from tests.catalog_support import JANE, JOHN, Site, site
 from tests.oidc_issuer import Issuer, running_issuer
+from tests.web_support import sse
 
 VIS = "/api/v1/visualizations"
 PERMALINK = "/t/user.jdoe.mnist%2F/mlflow"
@@ -171,17 +171,8 @@ async def test_the_catalog_stream_shows_the_progress_of_a_start(web: Site) -> No
 
 
 async def sse_events(resp: aiohttp.ClientResponse, name: str) -> AsyncIterator[dict[str, Any]]:
-    event, data = None, []
-    async for raw in resp.content:
-        line = raw.decode().rstrip("\r\n")
-        if line.startswith("event:"):
-            event = line.partition(":")[2].strip()
-        elif line.startswith("data:"):
-            data.append(line.partition(":")[2].removeprefix(" "))
-        elif not line and data:
-            if event == name:
-                yield json.loads("\n".join(data))
-            event, data = None, []
+    async for _, body in sse(resp, name):
+        yield body
 
 
 # --- the permalink behind the login -------------------------------------------------------

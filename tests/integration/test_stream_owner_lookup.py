@@ -21,8 +21,7 @@ from idds_vis.ledger import SqlLedger
 from tests.catalog_support import settings_for
 from tests.fakes import FakeDeployer, make_agent
 from tests.oidc_issuer import running_issuer
-from tests.security.test_access_live_progress import sse
-from tests.web_support import TableStarter
+from tests.web_support import TableStarter, sse
 
 STREAMS = 6
 EVENTS = "/t/7000/mlflow/events"

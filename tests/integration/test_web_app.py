@@ -4,7 +4,6 @@ stand-in stager and deployer): permalink pages, their live progress, the monitor
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import signal
@@ -26,7 +25,7 @@ from idds_vis.domain.phases import Phase
 from idds_vis.ledger import SqlLedger
 from idds_vis.runtime.config import Settings
 from tests.fakes import FakeDeployer, make_agent, wait_for_phase
-from tests.web_support import TableStarter, Task
+from tests.web_support import TableStarter, Task, sse
 
 TRAIN = "user.jdoe.mnist-train/"  # PanDA task names often end in "/"
 TRAIN_PATH = "/t/user.jdoe.mnist-train%2F/mlflow"
@@ -99,17 +98,8 @@ async def until(env: Env, task_id: str, phases: set[Phase]) -> Instance:
 
 async def sse_states(resp: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
     """The ``state`` events of a Server-Sent Events response, decoded."""
-    event, data = None, []
-    async for raw in resp.content:
-        line = raw.decode().rstrip("\r\n")
-        if line.startswith("event:"):
-            event = line.partition(":")[2].strip()
-        elif line.startswith("data:"):
-            data.append(line.partition(":")[2].removeprefix(" "))
-        elif not line and data:
-            if event == "state":
-                yield json.loads("\n".join(data))
-            event, data = None, []
+    async for _, state in sse(resp, "state"):
+        yield state
 
 
 def step_states(html: str) -> dict[str, str]:

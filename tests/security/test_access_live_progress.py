@@ -28,6 +28,7 @@ from idds_vis.domain.models import Instance
 from idds_vis.domain.phases import Phase
 from tests.catalog_support import JANE, JOHN, Site, site
 from tests.oidc_issuer import Issuer, running_issuer
+from tests.web_support import sse
 
 VIS = "/api/v1/visualizations"
 PERMALINK = "/t/user.jdoe.mnist%2F/mlflow"  # Jane's task 4242
@@ -37,22 +38,6 @@ PERMALINK = "/t/user.jdoe.mnist%2F/mlflow"  # Jane's task 4242
 async def issuer() -> AsyncIterator[Issuer]:
     async with running_issuer() as running:
         yield running
-
-
-async def sse(resp: aiohttp.ClientResponse, kind: str) -> AsyncIterator[tuple[str, Any]]:
-    """The ``kind`` events of a Server-Sent Events response: (raw data, decoded)."""
-    event, data = None, []
-    async for raw in resp.content:
-        line = raw.decode().rstrip("\r\n")
-        if line.startswith("event:"):
-            event = line.partition(":")[2].strip()
-        elif line.startswith("data:"):
-            data.append(line.partition(":")[2].removeprefix(" "))
-        elif not line and data:
-            if event == kind:
-                text = "\n".join(data)
-                yield text, json.loads(text)
-            event, data = None, []
 
 
 async def first(resp: aiohttp.ClientResponse, kind: str) -> tuple[str, Any]:
