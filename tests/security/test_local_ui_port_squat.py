@@ -35,19 +35,9 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from idds_vis.agent.clock import SystemClock
-from idds_vis.agent.service import Agent
-from idds_vis.api import make_app, serving
 from idds_vis.deploy import local as local_module
-from idds_vis.deploy.local import LocalProcessDeployer
-from idds_vis.deploy.probe import HttpReadinessProbe
 from idds_vis.domain.naming import PROXY_HEADER
-from idds_vis.ledger import SqlLedger
-from tests.catalog_support import TASKS, TableDirectory, settings_for
-from tests.fakes import FakeStager
-from tests.oidc_issuer import running_issuer
-from tests.security.test_ui_access_local import LocalSite, jane_with_her_ui
-from tests.web_support import TableStarter, Task
+from tests.security.test_ui_access_local import LocalSite, jane_with_her_ui, local_site
 
 # The stand-in UI, starting late (a real UI imports MLflow for seconds before it listens).
 SLOW_UI = ("-c", "import runpy, sys, time; time.sleep(0.5); sys.argv[0] = 'stub'; "
@@ -111,27 +101,9 @@ async def squatted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         return listener
 
     monkeypatch.setattr(local_module, "pick_and_listen", pick_and_squat)
-    async with running_issuer() as issuer:
-        settings = settings_for(tmp_path, issuer)
-        ledger = SqlLedger(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
-        deployer = LocalProcessDeployer(tmp_path, label=f"ui-squat-{tmp_path.name}",
-                                        ui_argv=SLOW_UI, poll_interval=0.05)  # fmt: skip
-        agent = Agent(ledger=ledger, stager=FakeStager(), deployer=deployer,
-                      probe=HttpReadinessProbe(interval=0.1), clock=SystemClock(),
-                      poll_interval=0.05)  # fmt: skip
-        await agent.start()
-        tasks = {t.task_name or "": Task(t.task_id, source=t.source) for t in TASKS.values()}
-        app = make_app(agent, settings, TableStarter(agent, tasks), poll_interval=0.05,
-                       directory=TableDirectory(TASKS))  # fmt: skip
-        try:
-            async with serving(app, "127.0.0.1", 0) as url:
-                deployer.proxy_base = url
-                yield LocalSite(agent, deployer, issuer, url), squatter
-        finally:
-            for inst in await ledger.list():
-                await deployer.delete(inst)
-            await agent.stop()
-            await ledger.close()
+    async with local_site(tmp_path, f"ui-squat-{tmp_path.name}", SLOW_UI,
+                          probe_interval=0.1) as site:  # fmt: skip
+        yield site, squatter
 
 
 async def test_a_local_user_squatting_the_port_learns_no_proxy_secret(

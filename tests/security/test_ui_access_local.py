@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -49,13 +49,21 @@ class LocalSite:
 
 @pytest_asyncio.fixture
 async def web(tmp_path: Path) -> AsyncIterator[LocalSite]:
+    async with local_site(tmp_path, f"ui-access-{tmp_path.name}", STAND_IN_UI) as site:
+        yield site
+
+
+@contextlib.asynccontextmanager
+async def local_site(tmp_path: Path, label: str, ui_argv: Sequence[str],
+                     probe_interval: float = 0.05) -> AsyncIterator[LocalSite]:  # fmt: skip
+    """The real agent with the local deployer (``ui_argv``'s UIs) behind the real web app."""
     async with running_issuer() as issuer:
         settings = settings_for(tmp_path, issuer)
         ledger = SqlLedger(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
-        deployer = LocalProcessDeployer(tmp_path, label=f"ui-access-{tmp_path.name}",
-                                        ui_argv=STAND_IN_UI, poll_interval=0.05)  # fmt: skip
+        deployer = LocalProcessDeployer(tmp_path, label=label, ui_argv=ui_argv,
+                                        poll_interval=0.05)  # fmt: skip
         agent = Agent(ledger=ledger, stager=FakeStager(), deployer=deployer,
-                      probe=HttpReadinessProbe(interval=0.05), clock=SystemClock(),
+                      probe=HttpReadinessProbe(interval=probe_interval), clock=SystemClock(),
                       poll_interval=0.05)  # fmt: skip
         await agent.start()
         tasks = {t.task_name or "": Task(t.task_id, source=t.source) for t in TASKS.values()}
