@@ -264,6 +264,10 @@ async def test_progress_made_by_another_process_reaches_the_stream(env: Env, tmp
     other = SqlLedger(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
     await other.open()
     await env.agent.stop()  # no worker here takes the request: the 'other process' drives it
+    # A stopped worker's claim already queued on the ledger's writing thread still runs
+    # (ledger/runner.py); one more write on that thread lets it finish before the submit (in a
+    # loaded full run it claimed the request after it: 'resolving' instead of 'requested').
+    assert await env.agent.ledger.claim(env.agent.clock.now(), "drain") is None
     try:
         req = VisRequest("77", source="s", task_name="user.x.other")
         inst, _ = await other.submit(req, env.agent.clock.now())
