@@ -39,9 +39,10 @@ ARTIFACT_ROOT_ENV_VAR = "_MLFLOW_SERVER_ARTIFACT_ROOT"
 STATIC_PREFIX_ENV_VAR = "_MLFLOW_STATIC_PREFIX"
 
 # What MLflow's server imports but a read-only UI never uses: about 50 MB of a UI's memory
-# (pyarrow's libraries, scipy; pygments, which Mako uses for tracebacks only). Each is
-# imported inside try/except ImportError.
-UNUSED_MODULES = ("pyarrow", "scipy", "pygments")
+# (pyarrow's libraries, scipy; pygments, which Mako uses for tracebacks only;
+# prometheus_client, for counters of OTLP trace ingestion, a write this UI refuses: ~0.7 MB).
+# Each is imported inside try/except ImportError.
+UNUSED_MODULES = ("pyarrow", "scipy", "pygments", "prometheus_client")
 
 
 def leave_out_unused_modules() -> None:

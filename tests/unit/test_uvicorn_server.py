@@ -1,5 +1,6 @@
 """The UI process's spelled-out MLflow switch names agree with the installed MLflow, and MLflow's
-server app imports with the unused heavy modules left out (issue 18)."""
+server app imports with the unused heavy modules left out, and the store's preparation without
+the stagers (issue 18)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,10 @@ from mlflow.server.handlers import STATIC_PREFIX_ENV_VAR
 import mlflow.server.fastapi_app, mlflow.store.fs2db, mlflow.store.tracking.sqlalchemy_store
 from mlflow.store.db.utils import _get_latest_schema_revision
 alembic_head = _get_latest_schema_revision()
+import idds_vis.staging.info, idds_vis.ui.store  # what a pool member preloads
 print(json.dumps({
+    "stagers": [m for m in ("idds_vis.staging.archive_stager", "idds_vis.staging.download",
+                            "idds_vis.staging.s3", "idds_vis.staging.rucio") if m in sys.modules],
     "heads": [u.schema_head(), alembic_head],
     "names": [BACKEND_STORE_URI_ENV_VAR, REGISTRY_STORE_URI_ENV_VAR, ARTIFACT_ROOT_ENV_VAR,
               STATIC_PREFIX_ENV_VAR],
@@ -45,6 +49,8 @@ def test_switch_names_match_mlflow_and_the_app_imports_without_unused_modules() 
         uvicorn_server.STATIC_PREFIX_ENV_VAR,
     ]
     assert found["loaded"] == []
+    # Preparing a store loads none of the stagers (idds_vis/staging/__init__.py is lazy).
+    assert found["stagers"] == []
     ours, alembics = found["heads"]
     assert ours == alembics  # the scripts' text says what Alembic says
 
