@@ -407,6 +407,12 @@ class LocalProcessDeployer:
                     if running.name == name:
                         procs.stop_process_group(running.pid)
                         stopped.append(running)
+            if not name or name in (".", "..") or "/" in name or "\0" in name:
+                # Not one of this deployer's instance directories: the name came from a
+                # process's environment or a claim file, and instances/<'/x' or '..'> is
+                # outside them (red team, issue 18: rmtree of any directory, as the agent).
+                logger.warning("not removing files for the UI name %r: no instance name", name)
+                return
             path = self.instance_dir(name)
             # A UI that was a pool member: its own directory goes too (found by its process,
             # or by the record of its hand-over when the process is gone already).

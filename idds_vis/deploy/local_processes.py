@@ -52,6 +52,18 @@ def claimed_name(pool_dir: Path | None, member: str) -> str | None:
         return found.read(512).strip() or None
 
 
+def _ours(proc: psutil.Process) -> bool:
+    """Only this user's processes are the agent's. An agent running as root can read every
+    process's environment, where another local user may put this deployer's label (derived
+    from the state dir, which members show on their command line), a UI name of their choosing
+    (the reconciler then removes ``instances/<name>``) or a pool member's id (a twin that takes
+    the member's hand-over secret): the environment alone proves nothing (red team, issue 18)."""
+    try:
+        return bool(proc.uids().real == os.getuid())
+    except (psutil.Error, OSError):
+        return False
+
+
 def _describe(pid: int, env: dict[str, str], label: str, pool_dir: Path | None) -> UIProcess | None:
     if env.get("IDDS_VIS_UI_LABEL") != label:
         return None
@@ -83,6 +95,8 @@ def find_ui_processes(label: str, pool_dir: Path | None = None) -> list[UIProces
     """
     found: list[UIProcess] = []
     for proc in psutil.process_iter(["pid"]):
+        if not _ours(proc):
+            continue
         try:
             env = proc.environ()
         except (psutil.Error, OSError):
@@ -96,7 +110,8 @@ def find_ui_processes(label: str, pool_dir: Path | None = None) -> list[UIProces
 def ui_process(pid: int, label: str, pool_dir: Path | None = None) -> UIProcess | None:
     """The UI with this pid, if it still runs and carries this deployer's label."""
     try:
-        env = psutil.Process(pid).environ()
+        proc = psutil.Process(pid)
+        env = proc.environ() if _ours(proc) else {}
     except (psutil.Error, OSError):
         return None
     return _describe(pid, env, label, pool_dir)
@@ -106,6 +121,8 @@ def find_pool_members(label: str, pool_dir: Path) -> list[PoolProcess]:
     """Every pool member process of this deployer's label, idle or claimed."""
     found: list[PoolProcess] = []
     for proc in psutil.process_iter(["pid"]):
+        if not _ours(proc):
+            continue
         try:
             env = proc.environ()
             started = proc.create_time()

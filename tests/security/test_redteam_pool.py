@@ -1,0 +1,175 @@
+"""Red team (issue 18's warm pool and standby pods): another local Unix user, a visitor, a pod.
+
+Finding 1 — a local user's process was taken for the agent's own (agent running as root).
+The local deployer finds its UIs and pool members by reading every process's environment
+(``local_processes``: the label, the UI's name, the member id, the port). A non-root agent
+cannot read another user's ``/proc/<pid>/environ``, but an agent running as root (as in a
+container, or this test machine) can, and took what it read on trust. The label is no secret:
+it is the first 12 hex digits of sha256(state dir), and the state dir is on every member's
+command line (``--instances``, ``--workdir``), readable in ``ps`` by everyone; the pool
+directory is listable (0755), so the member ids are too. So any local user could:
+
+- start ``env IDDS_VIS_UI_LABEL=<label> IDDS_VIS_UI_NAME=/some/dir sleep 1d``: the reconciler
+  lists it as a UI with no live record, an orphan, and ``delete_by_name('/some/dir')`` runs
+  ``make_writable`` and ``rmtree`` on ``instances / '/some/dir'`` == ``/some/dir``, as root
+  (``test_another_users_process_is_no_ui_and_no_orphan_to_remove``);
+- start a twin of an idle member (its id, the pool's version, a port of their own): a
+  restarted agent adopts the twin into the pool with the real member's secret, and the next
+  request hands the twin that secret, the staged path and (behind the web app) the UI's proxy
+  secret; the web app then proxies that task's visitors to the twin, which serves them what
+  it likes on the web app's origin (``test_a_twin_of_an_idle_member_is_not_adopted``);
+- start a twin of a claimed member: it is listed as that instance's UI
+  (``test_a_twin_of_a_claimed_member_is_no_ui``).
+
+The fix (``local_processes``): a process counts only when its real uid is the agent's; the
+local deployer also refuses an instance name that is not one path component before it removes
+anything (``deploy/local.py``, ``delete_by_name``).
+
+The other questions of the brief, answered with the defences that hold, are tested below
+(member before its hand-over, a second hand-over, symlinked and foreign staged directories,
+Kubernetes claims); the report lists what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from idds_vis.deploy import local_processes as procs
+from idds_vis.deploy.local import STAND_IN_POOL_MEMBER, STAND_IN_UI, LocalProcessDeployer
+from idds_vis.deploy.pool import SECRET_HEADER, STATE_PATH
+
+NOBODY = 65534
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="plays another local user: needs root to start its processes"
+)
+
+
+class Planted:
+    """Processes another local user (nobody) starts, with the environment they choose."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, env: dict[str, str]) -> int:
+        proc = subprocess.Popen(
+            ["/bin/sleep", "600"], env={"PATH": "/usr/bin:/bin", **env},
+            user=NOBODY, group=NOBODY, cwd="/", start_new_session=True,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.procs.append(proc)
+        return proc.pid
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def planted() -> Iterator[Planted]:
+    found = Planted()
+    try:
+        yield found
+    finally:
+        found.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _deployer(state: Path, label: str, **kwargs: object) -> LocalProcessDeployer:
+    return LocalProcessDeployer(state, label=label, ui_argv=STAND_IN_UI, poll_interval=0.05,
+                                pool_argv=STAND_IN_POOL_MEMBER, pool_version="v1",
+                                **kwargs)  # type: ignore[arg-type]  # fmt: skip
+
+
+@needs_root
+async def test_another_users_process_is_no_ui_and_no_orphan_to_remove(
+    tmp_path: Path, planted: Planted
+) -> None:
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "data").write_text("not the agent's to remove")
+    label = f"redteam-{tmp_path.name}"
+    deployer = _deployer(tmp_path / "state", label)
+    planted.start({"IDDS_VIS_UI_LABEL": label, "IDDS_VIS_UI_NAME": str(precious),
+                   "IDDS_VIS_UI_PORT": "1"})  # fmt: skip
+    listed = await deployer.running()
+    assert [ui.name for ui in listed] == []
+    # What the reconciler does with a listed UI that has no live record (agent/reconciler.py).
+    for ui in listed:
+        await deployer.delete_by_name(ui.name)
+    assert (precious / "data").read_text() == "not the agent's to remove"
+    assert planted.procs[0].poll() is None  # nor is another user's process the agent's to stop
+
+
+async def test_a_name_that_is_no_path_component_removes_nothing(tmp_path: Path) -> None:
+    """The second line of the defence above: whatever lists a name, the deployer removes only
+    ``instances/<one component>``."""
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "data").write_text("kept")
+    deployer = _deployer(tmp_path / "state", f"redteam-{tmp_path.name}")
+    (tmp_path / "state" / "instances").mkdir(parents=True)
+    for name in (str(precious), "../../precious", "..", ".", ""):
+        await deployer.delete_by_name(name)
+    assert (precious / "data").read_text() == "kept"
+    assert (tmp_path / "state" / "instances").is_dir()
+
+
+@needs_root
+async def test_a_twin_of_an_idle_member_is_not_adopted(tmp_path: Path, planted: Planted) -> None:
+    state, label = tmp_path / "state", f"redteam-{tmp_path.name}"
+    first = _deployer(state, label, pool_size=1)
+    assert first.pool is not None
+    try:
+        first.pool.start()
+        async with asyncio.timeout(120):  # a hang guard, not a timing assertion
+            await first.pool.wait_until(lambda pool: len(pool.idle) == 1)
+        real = first.pool.idle[0]
+        # The attacker learns the member id from the pool directory and runs a twin on a port
+        # of their own; the agent then restarts without its shutdown.
+        twin_port = _free_port()
+        twin = planted.start({"IDDS_VIS_UI_LABEL": label, procs.MEMBER_ENV: real.id,
+                              procs.VERSION_ENV: first.pool.version,
+                              "IDDS_VIS_UI_PORT": str(twin_port)})  # fmt: skip
+        first.pool._task.cancel()  # type: ignore[union-attr]
+        again = _deployer(state, label, pool_size=1)
+        assert again.pool is not None
+        adopted = await asyncio.to_thread(again.pool._adopt)
+        assert [(m.pid, m.port) for m in adopted] == [(real.pid, real.port)]
+        assert twin not in {m.pid for m in procs.find_pool_members(label, state / "pool")}
+        # The real member still answers the agent (the twin never took its place).
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(
+                real.base("127.0.0.1") + STATE_PATH, headers={SECRET_HEADER: real.secret}
+            ) as resp,
+        ):
+            assert resp.status == 200 and (await resp.json())["state"] == "idle"
+    finally:
+        await first.close()
+
+
+@needs_root
+def test_a_twin_of_a_claimed_member_is_no_ui(tmp_path: Path, planted: Planted) -> None:
+    pool_dir, label, member = tmp_path / "pool", f"redteam-{tmp_path.name}", "ab" * 16
+    (pool_dir / member).mkdir(parents=True)
+    (pool_dir / member / procs.CLAIM_FILE).write_text("mlflow-7-task")
+    twin = planted.start({"IDDS_VIS_UI_LABEL": label, procs.MEMBER_ENV: member,
+                          "IDDS_VIS_UI_PORT": "1"})  # fmt: skip
+    assert twin not in {ui.pid for ui in procs.find_ui_processes(label, pool_dir)}
+    assert procs.ui_process(twin, label, pool_dir) is None
