@@ -166,10 +166,17 @@ async def _wait_for(
 ) -> Instance:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    shown: Phase | None = None
     while True:
         inst: Instance | None = await service.ledger.get(key)
         if inst is not None and inst.phase in phases:
             return inst
+        if inst is not None and inst.phase is not shown:
+            # Each step once, on stderr (stdout stays the result): a wait of minutes on a big
+            # archive shows where it is.
+            if shown is not None:
+                note(f"{_what(key)}: {inst.phase.value}…")
+            shown = inst.phase
         if loop.time() > deadline:
             phase = inst.phase.value if inst else "missing"
             raise exits.TimedOut(
@@ -357,9 +364,12 @@ async def _relaunch_with(
 @cli.command(name="list", epilog=exits.epilog())
 @click.option("--phase", "phases", multiple=True, type=click.Choice([p.value for p in Phase]),
               help="Only these phases (repeatable).")  # fmt: skip
+@click.option("--task", "tasks", multiple=True, metavar="TASK_ID",
+              help="Only these tasks (repeatable).")  # fmt: skip
 @json_option
 @click.pass_context
-def list_(ctx: click.Context, phases: tuple[str, ...], as_json: bool) -> None:
+def list_(ctx: click.Context, phases: tuple[str, ...], tasks: tuple[str, ...],
+          as_json: bool) -> None:  # fmt: skip
     """List visualizations and their phases: a table on a terminal (URLs whole, never cut),
     tab-separated lines with a header in a pipe, JSON with --json."""
     settings = settings_from(ctx)
@@ -368,6 +378,8 @@ def list_(ctx: click.Context, phases: tuple[str, ...], as_json: bool) -> None:
         async with ledger_session(settings) as service:
             wanted = [Phase(p) for p in phases] or None
             instances = await service.ledger.list(wanted)
+        if tasks:
+            instances = [i for i in instances if i.task_id in set(tasks)]
         print_instances(instances, as_json)
 
     run(main)

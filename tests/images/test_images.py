@@ -86,14 +86,14 @@ def state(name: str) -> tuple[str, int]:
     return status, int(code)
 
 
-async def wait_until_answers(url: str, name: str) -> None:
+async def wait_until_answers(url: str, name: str, headers: dict[str, str] | None = None) -> None:
     """Until ``url`` answers 200, failing at once if the container has exited."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + START_TIMEOUT
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
         while True:
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                async with session.get(url) as resp:
+                async with session.get(url, headers=headers) as resp:
                     if resp.status == 200:
                         return
             status, code = await asyncio.to_thread(state, name)

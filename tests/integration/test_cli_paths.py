@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import pty
+import queue
 import re
 import select
 import signal
@@ -20,6 +21,7 @@ import struct
 import subprocess
 import sys
 import termios
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -223,6 +225,70 @@ def test_ctrl_c_while_waiting_is_one_line_and_keeps_the_request(
     assert "Traceback" not in err and "interrupted" in err
     listed = json.loads(idds_vis(state, "list", "--json").stdout)
     assert [(i["task_id"], i["phase"]) for i in listed] == [("4716", "requested")]
+
+
+def step(state: Path, task_id: str, phase: Phase) -> None:
+    """One transition of a claimed record, as the agent makes it."""
+
+    async def go() -> None:
+        ledger = ledger_of(state)
+        await ledger.open()
+        try:
+            extra: dict[str, object] = {}
+            if phase is Phase.READY:
+                extra = {"url": URL, "expires_at": NOW + timedelta(hours=1)}
+            await ledger.transition(InstanceKey(task_id), phase, NOW, **extra)  # type: ignore[arg-type]
+        finally:
+            await ledger.close()
+
+    asyncio.run(go())
+
+
+def test_request_wait_says_each_step_on_stderr_and_prints_the_result_on_stdout(
+    state: Path, artefacts: Path
+) -> None:
+    """Each step the record takes while --wait waits is one line on stderr, as it happens
+    (each is read before the next transition: observed, not timed); stdout is the JSON."""
+    proc = subprocess.Popen(
+        [*CLI, "--state-dir", str(state), "request", "--task", "4718", "--source", "run",
+         "--claim-wait", "0", "--wait", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None and proc.stdout is not None
+    said: queue.Queue[str] = queue.Queue()  # stderr's lines, read as they come
+    stderr = proc.stderr
+
+    def read() -> None:
+        for line in stderr:
+            said.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
+
+    def next_line() -> str:  # the bound only turns a missing line into a failure, not a hang
+        return said.get(timeout=120).strip()
+
+    try:
+        assert "no agent has picked task 4718 (mlflow) up yet" in next_line()
+        move(state, "4718")  # claimed: resolving
+        assert next_line() == "task 4718 (mlflow): resolving…"
+        step(state, "4718", Phase.STAGING)
+        assert next_line() == "task 4718 (mlflow): staging…"
+        for phase in (Phase.DEPLOYING, Phase.STARTING, Phase.READY):
+            step(state, "4718", phase)
+        out = proc.stdout.read()
+        assert proc.wait(timeout=120) == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    assert json.loads(out)["phase"] == "ready"
+
+
+def test_list_can_show_some_tasks_only(state: Path, artefacts: Path) -> None:
+    for task in ("5001", "5002", "5003"):
+        requested(state, task)
+    listed = idds_vis(state, "list", "--task", "5001", "--task", "5003", "--json")
+    assert [i["task_id"] for i in json.loads(listed.stdout)] == ["5001", "5003"]
+    assert json.loads(idds_vis(state, "list", "--task", "none", "--json").stdout) == []
 
 
 # -- after a failure or an expiry: relaunch ----------------------------------------------------
