@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import sys
+import threading
 from collections.abc import Iterable
 from typing import Any, NoReturn, TextIO
 
@@ -111,7 +112,18 @@ def configure_logging(
     for name, logger in logging.root.manager.loggerDict.items():
         if name.startswith("idds_vis") and isinstance(logger, logging.Logger):
             logger.disabled = False
+    # A thread's uncaught exception (a library's worker, one of ours) through the same
+    # handler too: Python's default prints a bare, unredacted traceback on stderr.
+    threading.excepthook = _log_thread_exception
     return redact
+
+
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit or args.exc_value is None:
+        return
+    where = args.thread.name if args.thread is not None else "a thread"
+    logging.getLogger("idds_vis.threads").error("uncaught exception in %s", where,
+                                                exc_info=args.exc_value)  # fmt: skip
 
 
 START = logging.getLogger("idds_vis.start")

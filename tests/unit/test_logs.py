@@ -87,3 +87,31 @@ def test_redactor_finds_secrets_however_they_are_written():
     assert redact("abc stays") == "abc stays"
     assert redact("stomp://u:topsecret@h:61613") == "stomp://u:" + REDACTED + "@h:61613"
     assert redact("passcode: 12345678") == "passcode: " + REDACTED
+
+
+def test_a_threads_uncaught_exception_is_one_redacted_json_line() -> None:
+    import threading
+
+    out = io.StringIO()
+    saved = threading.excepthook
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        configure_logging(json_lines=True, secrets=[SECRET], stream=out)
+
+        def fail() -> None:
+            raise ValueError(f"could not reach https://me:{SECRET}@s3.example/b")
+
+        worker = threading.Thread(target=fail, name="leaky-worker")
+        worker.start()
+        worker.join()
+    finally:
+        threading.excepthook = saved
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1, lines
+    line = json.loads(lines[0])
+    assert line["level"] == "ERROR" and "leaky-worker" in line["message"]
+    assert "ValueError" in line["exc_info"] and SECRET not in lines[0]
+
