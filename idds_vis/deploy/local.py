@@ -99,6 +99,17 @@ class LocalProcessDeployer:
                 observer=pool_observer,
             )
 
+    def _private_roots(self) -> None:
+        """Blocking: ``instances/`` and ``pool/`` readable by this user only. The state dir is
+        often 0755 (``mkdir -p``), and a stager makes ``instances/<name>/`` as a parent of its
+        0700 ``staged`` (0755 too): a cold UI's ``ui.log`` there (0644) has its access log,
+        whose request lines carry the path token, without a web app the UI's only capability;
+        ``pool/`` lists the members' ids (red team, issue 18). Set, not only made: a state
+        dir of an earlier version has them 0755."""
+        for root in (self.root, self.pool_dir):
+            root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            root.chmod(0o700)
+
     def _direct_host(self) -> str:
         return "127.0.0.1" if self.bind_host in ("0.0.0.0", "") else self.bind_host
 
@@ -175,6 +186,7 @@ class LocalProcessDeployer:
     async def deploy(self, instance: Instance, staged: StagedArtefacts | None) -> Deployment:
         if staged is None:
             raise DeployError("the local deployer needs staged artefacts")
+        await asyncio.to_thread(self._private_roots)
         running_uis = await asyncio.to_thread(procs.find_ui_processes, self.label, self.pool_dir)
         for running in running_uis:
             if running.name == instance.name and running.port is not None:
@@ -429,6 +441,7 @@ class LocalProcessDeployer:
 
     async def running(self) -> list[RunningUI]:
         if self.pool is not None:
+            await asyncio.to_thread(self._private_roots)  # before the first member's secret
             self.pool.start()  # the start-up reconcile asks first: adopt and refill from then
         found = await asyncio.to_thread(procs.find_ui_processes, self.label, self.pool_dir)
         return [RunningUI(p.name, {"pid": p.pid, "port": p.port}) for p in found]

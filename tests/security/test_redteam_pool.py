@@ -34,9 +34,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -45,6 +49,11 @@ import pytest
 from idds_vis.deploy import local_processes as procs
 from idds_vis.deploy.local import STAND_IN_POOL_MEMBER, STAND_IN_UI, LocalProcessDeployer
 from idds_vis.deploy.pool import SECRET_HEADER, STATE_PATH
+from idds_vis.domain.models import Instance, InstanceKey
+from idds_vis.domain.phases import Phase
+from idds_vis.staging.archive_stager import ArchiveStager
+from tests.fakes import FakeStager
+from tests.integration.conftest import demo_archive  # noqa: F401
 
 NOBODY = 65534
 
@@ -173,3 +182,91 @@ def test_a_twin_of_a_claimed_member_is_no_ui(tmp_path: Path, planted: Planted) -
                           "IDDS_VIS_UI_PORT": "1"})  # fmt: skip
     assert twin not in {ui.pid for ui in procs.find_ui_processes(label, pool_dir)}
     assert procs.ui_process(twin, label, pool_dir) is None
+
+
+# Finding 2 — a cold UI's log was readable by every local user. The state directory is made
+# as ``mkdir -p`` makes it (0755), and so were ``instances/`` and ``instances/<name>/`` (the
+# stager creates them as parents of its 0700 ``staged``); ``ui.log`` and ``ui.json`` in it are
+# 0644. The UI's access log (uvicorn, MLflow's log config) has every request line, the agent's
+# readiness probes first: ``GET /vis/<path token>/health``. Without a web app that path is the
+# UI's only capability, and the UI listens on the public host. The pool's directory likewise
+# listed every member's id. Fix (deploy/local.py): the deployer keeps ``instances/`` and
+# ``pool/`` 0700 (made so, or set so, before the first UI or member starts).
+
+
+@pytest.fixture
+def open_state() -> Iterator[Path]:
+    """A state directory as an operator's ``mkdir -p`` leaves it: others may traverse it
+    (pytest's own tmp_path is under a 0700 directory, which would hide the finding)."""
+    top = Path(tempfile.mkdtemp(prefix="idds-vis-redteam-"))
+    try:
+        top.chmod(0o755)
+        (top / "state").mkdir(mode=0o755)
+        yield top / "state"
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def _read_as_nobody(path: Path) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["/bin/cat", str(path)], user=NOBODY, group=NOBODY, cwd="/",
+                          capture_output=True, check=False, timeout=30)  # fmt: skip
+
+
+def _instance(name_key: str, source: str) -> Instance:
+    now = datetime.now(UTC)
+    key = InstanceKey(name_key)
+    return Instance(task_id=key.task_id, tool=key.tool, name=key.name, phase=Phase.DEPLOYING,
+                    source=source, ttl=timedelta(hours=1), created_at=now, updated_at=now,
+                    path_token=f"mlflow-{uuid.uuid4().hex}")  # fmt: skip
+
+
+@needs_root
+async def test_another_user_reads_no_ui_log_nor_member_directory(
+    open_state: Path, planted: Planted
+) -> None:
+    deployer = _deployer(open_state, f"redteam-{uuid.uuid4().hex[:8]}")  # cold UIs
+    pooled = _deployer(open_state, f"redteam-{uuid.uuid4().hex[:8]}", pool_size=1)
+    assert pooled.pool is not None
+    inst = _instance("user.redteam/log-1", "fake://x")
+    staged = await FakeStager().stage("fake://x", deployer.instance_dir(inst.name) / "staged")
+    try:
+        deployment = await deployer.deploy(inst, staged)
+        await deployer.wait_started(inst, deployment, timeout=60)
+        await pooled.running()  # the agent's start-up reconcile: the pool starts
+        async with asyncio.timeout(120):  # a hang guard, not a timing assertion
+            await pooled.pool.wait_until(lambda pool: len(pool.idle) == 1)
+        log = deployer.instance_dir(inst.name) / "ui.log"
+        assert log.exists()
+        assert _read_as_nobody(log).returncode != 0
+        assert _read_as_nobody(deployer.instance_dir(inst.name) / "ui.json").returncode != 0
+        listing = subprocess.run(["/bin/ls", str(pooled.pool_dir)], user=NOBODY, group=NOBODY,
+                                 cwd="/", capture_output=True, check=False, timeout=30)  # fmt: skip
+        assert pooled.pool.idle[0].id.encode() not in listing.stdout
+        for root in (deployer.root, deployer.pool_dir):
+            assert root.stat().st_mode & 0o077 == 0
+    finally:
+        await deployer.delete(inst)
+        await pooled.close()
+
+
+@needs_root
+@pytest.mark.mlflow
+async def test_the_path_token_in_a_cold_uis_access_log_is_not_another_users(
+    open_state: Path,
+    demo_archive: Path,  # noqa: F811
+) -> None:
+    """The same with the real UI: its access log does hold the path token."""
+    deployer = LocalProcessDeployer(open_state, label=f"redteam-{uuid.uuid4().hex[:8]}")
+    inst = _instance("user.redteam/log-2", str(demo_archive))
+    staged = await ArchiveStager().stage(
+        str(demo_archive), deployer.instance_dir(inst.name) / "staged"
+    )
+    try:
+        deployment = await deployer.deploy(inst, staged)
+        await deployer.wait_started(inst, deployment, timeout=180)
+        log = deployer.instance_dir(inst.name) / "ui.log"
+        assert f"{inst.prefix}/health" in log.read_text()  # the capability, in the log
+        seen = _read_as_nobody(log)
+        assert seen.returncode != 0 and inst.prefix.encode() not in seen.stdout
+    finally:
+        await deployer.delete(inst)
