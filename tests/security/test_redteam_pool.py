@@ -35,8 +35,10 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -330,3 +332,71 @@ async def test_another_user_reads_no_path_token_from_the_ledger(open_state: Path
     ledger = state / "ledger.db"
     assert ledger.exists()
     assert _read_as_nobody(ledger).returncode != 0
+
+
+# Finding 3 (Kubernetes, not fixed: a design limit, in the report) — a standby pod's MLflow
+# process holds the staging credentials. A cold UI pod stages in ``serve-ui`` and then execs
+# MLflow with an allowlisted environment, so the process that parses hostile stores never has
+# them (tests/security/test_ui_environment.py). A standby pod receives them in its hand-over
+# body and stages in the process that then serves MLflow (ui/pod_member.py): whoever gets code
+# execution in that MLflow (the hostile-store threat) reads them from its memory.
+
+
+def _in_memory(pid: int, needle: bytes) -> bool:
+    """Root only: whether ``needle`` is in any readable private mapping of ``pid``."""
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            fields = line.split()
+            if not fields[1].startswith("r") or (len(fields) > 5 and fields[5].startswith("/")):
+                continue
+            start, stop = (int(x, 16) for x in fields[0].split("-"))
+            try:
+                mem.seek(start)
+                if needle in mem.read(stop - start):
+                    return True
+            except (OSError, ValueError, OverflowError):
+                continue
+    return False
+
+
+@needs_root
+@pytest.mark.mlflow
+@pytest.mark.xfail(
+    strict=True,
+    reason="not fixed (ui/pod_member.py stages in the serving process): a standby pod's "
+    "MLflow process keeps the staging credentials of its hand-over in memory",
+)
+async def test_a_standby_pods_mlflow_process_holds_no_staging_credential(
+    tmp_path: Path,
+    demo_archive: Path,  # noqa: F811
+) -> None:
+    from idds_vis.deploy.kubernetes import standby as sb
+    from idds_vis.deploy.pool import SECRET_ENV
+    from tests.integration.test_standby_pod_member import _wait_listening
+    from tests.panda_server import free_port
+
+    secret, token = "pod-secret-for-the-test", f"tok-{uuid.uuid4().hex}"
+    port = free_port()
+    log = (tmp_path / "member.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "idds_vis.ui.pod_member", "--host", "127.0.0.1",
+         "--port", str(port), "--workdir", str(tmp_path / "data")],
+        env={**os.environ, SECRET_ENV: secret}, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        await _wait_listening(f"http://127.0.0.1:{port}", proc)
+        pod = {"metadata": {"name": "p"}, "status": {"podIP": "127.0.0.1"}}
+        body = {"instance": "ui-1", "prefix": "/vis/abc123", "source": str(demo_archive),
+                "env": {"IDDS_VIS_HTTP_TOKEN_HOST": "data.example",
+                        "IDDS_VIS_HTTP_TOKEN": token}, "guard": False}  # fmt: skip
+        saved, sb.UI_PORT = sb.UI_PORT, port
+        try:
+            await sb.post_hand_over(pod, body, secret)
+        finally:
+            sb.UI_PORT = saved
+        assert not await asyncio.to_thread(_in_memory, proc.pid, token.encode())
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        log.close()
