@@ -339,7 +339,9 @@ async def test_another_user_reads_no_path_token_from_the_ledger(open_state: Path
 # MLflow with an allowlisted environment, so the process that parses hostile stores never has
 # them (tests/security/test_ui_environment.py). A standby pod receives them in its hand-over
 # body and stages in the process that then serves MLflow (ui/pod_member.py): whoever gets code
-# execution in that MLflow (the hostile-store threat) reads them from its memory.
+# execution in that MLflow (the hostile-store threat) reads them from its memory. So the
+# member must never be handed one: the deployer starts such a source cold (kubernetes/
+# deployer.py); this test shows what a member does with one if it were.
 
 
 def _in_memory(pid: int, needle: bytes) -> bool:
@@ -363,8 +365,9 @@ def _in_memory(pid: int, needle: bytes) -> bool:
 @pytest.mark.mlflow
 @pytest.mark.xfail(
     strict=True,
-    reason="not fixed (ui/pod_member.py stages in the serving process): a standby pod's "
-    "MLflow process keeps the staging credentials of its hand-over in memory",
+    reason="a design limit of ui/pod_member.py (it stages in the serving process): a "
+    "standby pod's MLflow process keeps the staging credentials of its hand-over in memory; "
+    "the deployer is to hand over no credential (a source needing one starts cold)",
 )
 async def test_a_standby_pods_mlflow_process_holds_no_staging_credential(
     tmp_path: Path,
@@ -400,3 +403,40 @@ async def test_a_standby_pods_mlflow_process_holds_no_staging_credential(
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         log.close()
+
+
+# Kubernetes: what holds. A pod is a standby pod to the agent by its labels, which whoever may
+# create pods in the UIs' namespace can copy (the version label too); but the agent hands over
+# only with the pod's own Secret, which it made, and a pod without one is deleted, never handed
+# anything. (Whoever may create pods and Secrets there can mount every UI's Secret anyway: the
+# namespace's RBAC is the boundary, conf/standby/role.yaml grants the agent alone.)
+
+
+async def test_a_planted_pod_with_standby_labels_is_handed_nothing(tmp_path: Path) -> None:
+    from idds_vis.deploy.kubernetes import standby as sb
+    from tests.integration.test_kube_deployer import NS, instance
+    from tests.integration.test_kube_standby import Agent, HandOvers, until
+    from tests.k8s_emulator import KubeEmulator
+
+    async with KubeEmulator() as emu:
+        hand_overs = HandOvers(emu)
+        agent = Agent(emu.write_kubeconfig(tmp_path / "kubeconfig", NS), hand_overs, size=0)
+        try:
+            root = {"kind": "ConfigMap", "apiVersion": "v1",
+                    "metadata": {"name": "someone-elses", "uid": "0000"}}  # fmt: skip
+            planted = sb.standby_pod(agent.ks, "mlflow", "planted", agent.pool.version, root)
+            del planted["metadata"]["ownerReferences"]
+            emu.create(planted, NS)
+
+            async def planted_is_idle() -> bool:
+                return [p["metadata"]["name"] for p in await agent.pool.idle()] == ["planted"]
+
+            await until("the planted pod Ready", planted_is_idle)
+            inst = instance("90001")  # a source with no credential: it may start warm
+            deployment = await agent.deployer.deploy(inst, None)
+            assert "standby_pod" not in deployment.handle  # a cold start
+            assert hand_overs.done == {}
+            assert emu.get("pods", "planted", NS) is None
+            await agent.deployer.wait_started(inst, deployment, timeout=30)
+        finally:
+            await agent.close()
