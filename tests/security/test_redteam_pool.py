@@ -440,3 +440,104 @@ async def test_a_planted_pod_with_standby_labels_is_handed_nothing(tmp_path: Pat
             await agent.deployer.wait_started(inst, deployment, timeout=30)
         finally:
             await agent.close()
+
+
+# A visitor (or another local user) at an idle member: 503 to everything but the two control
+# paths, which answer the agent's secret only; a refused hand-over spends the member; once
+# handed, only the instance's prefix reaches MLflow (its own prefix is no way around the gate).
+
+
+class _Asgi:
+    """One request to an ASGI app in process: (status, what the inner app saw)."""
+
+    def __init__(self) -> None:
+        self.inner_calls: list[str] = []
+
+    async def inner(self, scope: dict[str, object], receive: object, send: object) -> None:
+        self.inner_calls.append(str(scope.get("path")))
+        await send({"type": "http.response.start", "status": 200, "headers": []})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": b"data"})  # type: ignore[operator]
+
+    def call(
+        self,
+        app: object,
+        path: str,
+        method: str = "GET",
+        body: bytes = b"",
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+        kind: str = "http",
+    ) -> object:
+        sent: list[dict[str, object]] = []
+        scope = {"type": kind, "path": path, "raw_path": path.encode(), "method": method,
+                 "query_string": b"", "headers": [(b"host", b"127.0.0.1"), *headers]}  # fmt: skip
+
+        async def receive() -> dict[str, object]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+
+        asyncio.run(app(scope, receive, send))  # type: ignore[operator]
+        if kind == "websocket":
+            return sent[0].get("code")
+        return sent[0]["status"]
+
+
+def test_an_idle_member_answers_nothing_but_the_agent(tmp_path: Path) -> None:
+    from idds_vis.ui.handover import HANDOVER_PATH, MEMBER_PREFIX, Handover
+    from idds_vis.ui.handover import SECRET_HEADER as HEADER
+    from idds_vis.ui.handover import STATE_PATH as STATE
+    from idds_vis.ui.pool_member import Member
+
+    (tmp_path / "instances").mkdir()
+    asgi = _Asgi()
+    member = Member(asgi.inner, Handover("s3cret", tmp_path / "instances"), None, "127.0.0.1")
+    agent = ((HEADER.lower().encode(), b"s3cret"),)
+    for method, path in (("GET", f"{MEMBER_PREFIX}/health"), ("GET", "/vis/x/"),
+                         ("HEAD", "/"), ("OPTIONS", f"{MEMBER_PREFIX}/"),
+                         ("POST", f"{MEMBER_PREFIX}/ajax-api/2.0/mlflow/experiments/search"),
+                         ("POST", HANDOVER_PATH + "/"), ("GET", "/" + STATE),
+                         ("GET", STATE.upper())):  # fmt: skip
+        assert asgi.call(member, path, method, headers=agent) == 503, (method, path)
+    assert asgi.call(member, f"{MEMBER_PREFIX}/", kind="websocket", headers=agent) == 1013
+    assert asgi.call(member, STATE) == 403
+    assert asgi.call(member, HANDOVER_PATH, "POST", b"{}") == 403
+    assert asgi.call(member, HANDOVER_PATH, "POST", b"{}",
+                     headers=((HEADER.lower().encode(), b"s3cret "),)) == 403  # fmt: skip
+    assert asgi.call(member, HANDOVER_PATH, "GET", headers=agent) == 405
+    # A hand-over of something not this deployer's spends the member: refused, then 409.
+    assert asgi.call(member, HANDOVER_PATH, "POST", b'{"staged": "/etc", "prefix": "/vis/a"}',
+                     headers=agent) == 403  # fmt: skip
+    good = tmp_path / "instances" / "a" / "staged"
+    good.mkdir(parents=True)
+    body = f'{{"staged": "{good}", "prefix": "/vis/a"}}'.encode()
+    assert asgi.call(member, HANDOVER_PATH, "POST", body, headers=agent) == 409
+    assert asgi.call(member, "/vis/a/health", headers=agent) == 503
+    assert asgi.inner_calls == []
+
+
+def test_a_handed_member_serves_its_instance_prefix_only(tmp_path: Path) -> None:
+    from idds_vis.ui.handover import HANDOVER_PATH, MEMBER_PREFIX, Handover
+    from idds_vis.ui.handover import SECRET_HEADER as HEADER
+    from idds_vis.ui.pool_member import Member
+
+    class Unprepared(Member):
+        async def take(self, body: bytes) -> str:  # the store's preparation is MLflow's
+            return self.handover.accept(body).prefix
+
+        async def _warm(self, served: object, prefix: str) -> None:
+            pass
+
+    good = tmp_path / "instances" / "a" / "staged"
+    good.mkdir(parents=True)
+    asgi = _Asgi()
+    member = Unprepared(asgi.inner, Handover("s3cret", tmp_path / "instances"), None, "h")
+    agent = ((HEADER.lower().encode(), b"s3cret"),)
+    body = f'{{"staged": "{good.resolve()}", "prefix": "/vis/a"}}'.encode()
+    assert asgi.call(member, HANDOVER_PATH, "POST", body, headers=agent) == 200
+    assert asgi.call(member, "/vis/a/health") == 200
+    assert asgi.inner_calls == [f"{MEMBER_PREFIX}/health"]
+    for path in (f"{MEMBER_PREFIX}/health", "/vis/b/health", "/vis/a/../b/health", "/health"):
+        assert asgi.call(member, path) == 403, path
+    assert asgi.call(member, HANDOVER_PATH, "POST", body, headers=agent) == 409
+    assert asgi.inner_calls == [f"{MEMBER_PREFIX}/health"]
