@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,9 @@ from idds_vis.deploy.kubernetes.deployer import KubernetesDeployer
 from idds_vis.deploy.kubernetes.settings import KubeSettings
 from idds_vis.deploy.pool import SECRET_ENV
 from idds_vis.domain.errors import DeployError
-from tests.integration.test_kube_deployer import NS, instance
+from idds_vis.domain.models import Instance
+from tests.integration.test_kube_deployer import NS
+from tests.integration.test_kube_deployer import instance as any_instance
 from tests.k8s_emulator import KubeEmulator
 
 HANG_GUARD = 60.0
@@ -57,6 +60,13 @@ class HandOvers:
         if self.refuse or name in self.done:
             raise DeployError("the standby pod refused its hand-over (HTTP 409)")
         self.done[name] = body
+
+
+def instance(task_id: str) -> Instance:
+    """A request whose source needs no credential (a query value other than a numeric id
+    may be one, and such sources never go to a standby pod)."""
+    source = f"https://bigpanda.example/{task_id}.tgz?workloadid=4242"
+    return dataclasses.replace(any_instance(task_id), source=source)
 
 
 class Observed:
@@ -227,6 +237,33 @@ async def test_an_empty_pool_a_lost_race_and_a_refused_hand_over_start_cold(
     assert "standby_pod" not in dep_refused.handle
     assert emu.get("pods", idle["metadata"]["name"], NS) is None
     await agent.deployer.wait_started(refused, dep_refused, timeout=30)
+
+
+async def test_a_source_that_needs_credentials_never_goes_to_a_standby_pod(
+    emu: KubeEmulator, agent: Agent, hand_overs: HandOvers
+) -> None:
+    """A standby pod stages in the process that then runs MLflow on the staged store (a cold
+    pod's serve-ui execs MLflow without them): such sources start cold, with an idle pod
+    standing by, and no hand-over carries a credential (red team, issue 18)."""
+    (idle,) = await agent.refilled()
+    deployer = KubernetesDeployer(
+        agent.ks, agent.kube, watch_silence=2, standby=agent.pool,
+        secrets_for=lambda src: {"AWS_SECRET_ACCESS_KEY": "k3y"} if src.startswith("s3:") else {},
+    )  # fmt: skip
+    sources = {"standby-s3": "s3://bucket/task/mlruns.tgz",
+               "standby-url": "https://me:pa55word@bigpanda.example/x.tgz"}  # fmt: skip
+    for name, source in sources.items():
+        inst = dataclasses.replace(any_instance(name), source=source)
+        dep = await deployer.deploy(inst, None)
+        assert "standby_pod" not in dep.handle
+        assert emu.get("deployments", inst.name, NS)["spec"]["replicas"] == 1
+    assert hand_overs.done == {}
+    assert [p["metadata"]["name"] for p in await agent.pool.idle()] == [idle["metadata"]["name"]]
+    # A source without credentials (a numeric id is not one; any other query value may be,
+    # as for the redaction of URLs) still takes the idle pod; its hand-over names none.
+    plain = instance("standby-plain")
+    assert (await deployer.deploy(plain, None)).handle["standby_pod"] == idle["metadata"]["name"]
+    assert hand_overs.done[idle["metadata"]["name"]]["env"] == {}
 
 
 async def test_version_change_and_age_recycle_idle_pods(

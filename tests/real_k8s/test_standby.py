@@ -6,6 +6,7 @@ kubelet marks them Ready and the pod's side of the hand-over is a stand-in."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,11 +18,18 @@ from idds_vis.deploy.kubernetes import standby as sb
 from idds_vis.deploy.kubernetes.client import KubeClient
 from idds_vis.deploy.kubernetes.deployer import KubernetesDeployer
 from idds_vis.deploy.kubernetes.settings import KubeSettings
+from idds_vis.domain.models import Instance
 from tests.real_k8s.cluster_view import ClusterView, owner_uids, until
 from tests.real_k8s.conftest import CONF, AgentAccess
 from tests.real_k8s.control_plane import INGRESS_HOST, ControlPlane
 from tests.real_k8s.stand_ins import StandInKubelet, admin_api
-from tests.real_k8s.test_deployer import CREDENTIALS, instance
+from tests.real_k8s.test_deployer import CREDENTIALS
+from tests.real_k8s.test_deployer import instance as any_instance
+
+
+def _credentials(source: str) -> dict[str, str] | None:
+    """Credentials for S3 sources only: a source with some never goes to a standby pod."""
+    return CREDENTIALS if source.startswith("s3:") else None
 
 
 class Agent:
@@ -35,7 +43,7 @@ class Agent:
 
         self.pool = sb.StandbyPods(ks, self.kube, size=1, max_age=3600, hand_over=hand_over)
         self.deployer = KubernetesDeployer(ks, self.kube, watch_silence=5, standby=self.pool,
-                                           secrets_for=lambda _s: CREDENTIALS)  # fmt: skip
+                                           secrets_for=_credentials)  # fmt: skip
 
     async def one_idle(self) -> list[dict[str, Any]]:
         await until("a Ready standby pod", self._one_idle)
@@ -43,6 +51,12 @@ class Agent:
 
     async def _one_idle(self) -> bool:
         return len(await self.pool.idle()) == 1
+
+
+def instance(task_id: str) -> Instance:
+    """A request whose source needs no credential: only such go to a standby pod."""
+    source = f"https://bigpanda.example/{task_id}.tgz?workloadid=4242"
+    return dataclasses.replace(any_instance(task_id), source=source)
 
 
 @pytest_asyncio.fixture

@@ -125,7 +125,16 @@ class KubernetesDeployer:
         body = objects.deployment(
             instance, self.ks, source, instance.expires_at, bool(secret_values)
         )
-        warm = await self._may_claim(instance)  # the idle standby pods, listed once
+        # A standby pod stages in the process that then runs MLflow on the staged (hostile)
+        # store, where a cold pod's serve-ui stages and then execs MLflow without its
+        # credentials: a source that needs credentials (a Secret, or in its URL a password or
+        # a query value that may be one: all but numeric ids, as redact_url decides) therefore
+        # always starts cold, and a hand-over never carries one (red team, issue 18).
+        needs_credentials = bool(secret_values) or any(source_secrets(source))
+        if needs_credentials and self.standby is not None:
+            log.info("%s starts cold: its source needs credentials", instance.name)
+        # The idle standby pods, listed once.
+        warm = [] if needs_credentials else await self._may_claim(instance)
         if warm:
             # The root owns the claimed pod: its own ReplicaSet starts none (standby.py).
             body["spec"]["replicas"] = 0
@@ -149,7 +158,7 @@ class KubernetesDeployer:
             made.append({"kind": dependent["kind"], "name": dependent["metadata"]["name"]})
         handle: dict[str, Any] = {"namespace": self.ks.namespace, "uid": uid, "objects": made}
         if (root.get("spec") or {}).get("replicas") == 0:
-            pod = await self._warm_start(instance, root, warm, secret_values, proxy_secret, scrub)
+            pod = await self._warm_start(instance, root, warm, proxy_secret, scrub)
             if pod is not None:
                 handle["standby_pod"] = pod
         url = objects.public_url(instance, self.ks)
@@ -178,7 +187,6 @@ class KubernetesDeployer:
         instance: Instance,
         root: dict[str, Any],
         idle: list[dict[str, Any]],
-        secret_values: dict[str, str] | None,
         proxy_secret: str | None,
         scrub: Scrub,
     ) -> str | None:
@@ -200,7 +208,7 @@ class KubernetesDeployer:
                 "instance": instance.name,
                 "prefix": instance.prefix,
                 "source": instance.source or "",
-                "env": dict(secret_values or {}),
+                "env": {},  # never credentials (above)
                 "guard": instance.origin in MESSAGE_ORIGINS,
                 "allow_private_addresses": list(self.ks.allow_private_addresses),
                 **({"proxy_secret": proxy_secret} if proxy_secret else {}),
