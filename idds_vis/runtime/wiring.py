@@ -189,8 +189,30 @@ def after_stop(settings: Settings, live: int) -> str:
 
 
 def build_ledger(settings: Settings) -> SqlLedger:
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    # A new state directory is this user's only (red team, issue 18): it holds the UIs' data,
+    # logs and secrets. An existing one keeps the mode its operator gave it.
+    settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    db = sqlite_file(settings)
+    if db is not None:
+        private_ledger_file(db)
     return SqlLedger(settings.db_url)
+
+
+def private_ledger_file(db: Path) -> None:
+    """The SQLite ledger holds every UI's URL, whose path is the UI's capability where no web
+    app guards it: made 0600 (SQLite gives its journal and WAL files the same mode), and an
+    existing one made unreadable to other users (group bits kept: a deliberate shared group)."""
+    try:
+        db.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        os.close(fd)
+    except FileExistsError:
+        with contextlib.suppress(OSError):  # not ours to change (another owner): leave it
+            mode = db.stat().st_mode & 0o777
+            if mode & 0o007:
+                db.chmod(mode & ~0o007)
+    except OSError:
+        pass  # SQLite's own open then says what is wrong, in one line (open_ledger)
 
 
 def ui_egress(settings: Settings) -> tuple[EgressRule, ...]:
