@@ -141,6 +141,22 @@ def find_pool_members(label: str, pool_dir: Path) -> list[PoolProcess]:
     return found
 
 
+def is_member(pid: int, member: str) -> bool:
+    """Whether ``pid`` is still pool member ``member``, running: not only some process. A
+    member that died frees its port to any local user; a process that got its pid (pids are
+    reused, and can be cycled to) would pass a liveness check, and the hand-over would then go
+    to the port with the member's secret, and behind the web app the visitors after it."""
+    try:
+        proc = psutil.Process(pid)
+        return (
+            _ours(proc)
+            and proc.environ().get(MEMBER_ENV) == member
+            and proc.status() != psutil.STATUS_ZOMBIE
+        )
+    except (psutil.Error, OSError):
+        return False
+
+
 def stop_process_group(pid: int, grace: float = 10.0) -> None:
     """SIGTERM the UI's process group, then SIGKILL what is left after the grace period."""
     try:

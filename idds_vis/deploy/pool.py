@@ -157,7 +157,7 @@ class LocalPool:
         now = time.time()
         while self.idle:
             member = self.idle.pop(0)
-            if self._fresh(member, now) and procs.exit_code(member.pid) is None:
+            if self._fresh(member, now) and procs.is_member(member.pid, member.id):
                 self.hits += 1
                 self.observer.pool_hit(self.tool)
                 self._report()
@@ -254,7 +254,12 @@ class LocalPool:
             await self._changed.wait_for(lambda: predicate(self))
 
     def _retire_later(self, member: Member) -> None:
-        self._in_background(asyncio.to_thread(self._stop_all, [member.pid], [member.id]))
+        self._in_background(asyncio.to_thread(self._retire, member))
+
+    def _retire(self, member: Member) -> None:
+        # A member that died may have left its pid to another process: only the member goes.
+        alive = procs.is_member(member.pid, member.id)
+        self._stop_all([member.pid] if alive else [], [member.id])
 
     def _in_background(self, work: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(work)

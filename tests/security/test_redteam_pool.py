@@ -313,12 +313,9 @@ async def test_another_user_reads_no_hand_over_or_proxy_secret(open_state: Path)
 
 
 @needs_root
-@pytest.mark.xfail(
-    strict=True,
-    reason="not fixed here (runtime/wiring.py build_ledger): the state dir is made 0755 and "
-    "SQLite makes ledger.db 0644, so every local user reads every instance's path token",
-)
 async def test_another_user_reads_no_path_token_from_the_ledger(open_state: Path) -> None:
+    """The state dir was made 0755 and SQLite made ledger.db 0644: every local user read every
+    instance's path token (fixed in runtime/wiring.py and the ledger by 975fe94)."""
     from idds_vis.runtime.config import Settings
     from idds_vis.runtime.wiring import build_agent
 
@@ -341,7 +338,7 @@ async def test_another_user_reads_no_path_token_from_the_ledger(open_state: Path
 # body and stages in the process that then serves MLflow (ui/pod_member.py): whoever gets code
 # execution in that MLflow (the hostile-store threat) reads them from its memory. So the
 # member must never be handed one: the deployer starts such a source cold (kubernetes/
-# deployer.py); this test shows what a member does with one if it were.
+# deployer.py, 2c67466); this test shows what a member does with one if it were.
 
 
 def _in_memory(pid: int, needle: bytes) -> bool:
@@ -366,8 +363,8 @@ def _in_memory(pid: int, needle: bytes) -> bool:
 @pytest.mark.xfail(
     strict=True,
     reason="a design limit of ui/pod_member.py (it stages in the serving process): a "
-    "standby pod's MLflow process keeps the staging credentials of its hand-over in memory; "
-    "the deployer is to hand over no credential (a source needing one starts cold)",
+    "standby pod's MLflow process keeps the staging credentials of a hand-over in memory; "
+    "so the deployer hands over none, a source needing one starts cold (2c67466)",
 )
 async def test_a_standby_pods_mlflow_process_holds_no_staging_credential(
     tmp_path: Path,
@@ -541,3 +538,49 @@ def test_a_handed_member_serves_its_instance_prefix_only(tmp_path: Path) -> None
         assert asgi.call(member, path) == 403, path
     assert asgi.call(member, HANDOVER_PATH, "POST", body, headers=agent) == 409
     assert asgi.inner_calls == [f"{MEMBER_PREFIX}/health"]
+
+
+# Finding 4 — a dead member's pid was enough. ``take()`` checked only that the member's pid
+# ran. A member that died (OOM, a crash) frees its loopback port to any local user, and its
+# pid to the next process (pids are reused, and a user can cycle through them to land on one):
+# the agent then handed "the member" over, POSTing its secret and staged path to the port,
+# and behind the web app sent that task's visitors, with the UI's proxy secret, to whoever
+# listened there. Retiring such a member stopped the process group that had the pid. Fix
+# (deploy/pool.py, local_processes.is_member): a member is taken, or stopped, only while the
+# pid is still that member (this user's, its member id in its environment).
+
+
+async def test_a_member_whose_pid_another_process_has_is_not_taken_nor_stopped(
+    tmp_path: Path,
+) -> None:
+    import time as clock
+
+    from idds_vis.deploy.pool import LocalPool, Member
+
+    async def no_spawn(member_id: str, port: int, extra: dict[str, str]) -> int:
+        raise AssertionError("not started here")
+
+    async def no_port() -> int:
+        raise AssertionError("not started here")
+
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    reused = subprocess.Popen(["/bin/sleep", "600"], start_new_session=True)  # the pid's new owner
+    pool = LocalPool(tmp_path / "pool", label="x", size=1, max_age=3600, version="v1",
+                     spawn=no_spawn, pick_port=no_port)  # fmt: skip
+    member = Member("cd" * 16, reused.pid, int(squatter.getsockname()[1]), "secret",
+                    clock.time(), "v1")  # fmt: skip
+    (tmp_path / "pool" / member.id).mkdir(parents=True)
+    pool.idle.append(member)
+    try:
+        assert pool.take() is None
+        async with asyncio.timeout(60):  # a hang guard: the retirement runs in the background
+            while pool._background:
+                await asyncio.gather(*pool._background)
+        assert reused.poll() is None  # not the member: not stopped
+        assert not (tmp_path / "pool" / member.id).exists()  # the dead member's files go
+    finally:
+        reused.kill()
+        reused.wait()
+        squatter.close()
