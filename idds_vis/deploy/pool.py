@@ -223,9 +223,9 @@ class LocalPool:
                 await self._task
             self._task = None
         idle, self.idle = self.idle, []
-        pids = [m.pid for m in idle] + sorted(self._starting)
-        ids = [m.id for m in idle]
-        await asyncio.to_thread(self._stop_all, pids, ids)
+        for member in idle:  # as at retirement: one that died since is not its pid's process
+            await asyncio.to_thread(self._retire, member)
+        await asyncio.to_thread(self._stop_all, sorted(self._starting), [])
         # A member of ours this agent did not know of (started by a previous one, not adopted).
         await asyncio.to_thread(self._remove_unclaimed)
         self._report()

@@ -584,3 +584,29 @@ async def test_a_member_whose_pid_another_process_has_is_not_taken_nor_stopped(
         reused.kill()
         reused.wait()
         squatter.close()
+
+
+async def test_shutdown_stops_no_process_that_took_a_dead_members_pid(tmp_path: Path) -> None:
+    import time as clock
+
+    from idds_vis.deploy.pool import LocalPool, Member
+
+    async def no_spawn(member_id: str, port: int, extra: dict[str, str]) -> int:
+        raise AssertionError("not started here")
+
+    async def no_port() -> int:
+        raise AssertionError("not started here")
+
+    reused = subprocess.Popen(["/bin/sleep", "600"], start_new_session=True)  # the pid's new owner
+    pool = LocalPool(tmp_path / "pool", label="x", size=1, max_age=3600, version="v1",
+                     spawn=no_spawn, pick_port=no_port)  # fmt: skip
+    member = Member("ef" * 16, reused.pid, 1, "secret", clock.time(), "v1")
+    (tmp_path / "pool" / member.id).mkdir(parents=True)
+    pool.idle.append(member)
+    try:
+        await pool.close()
+        assert reused.poll() is None
+        assert not (tmp_path / "pool" / member.id).exists()
+    finally:
+        reused.kill()
+        reused.wait()
