@@ -86,6 +86,7 @@ class LocalProcessDeployer:
         # Members' listening sockets between the choice of their port and their start.
         self._listeners: dict[int, socket.socket] = {}
         self.pool: LocalPool | None = None
+        self._idle_members_checked = False
         if pool_size > 0:
             self.pool = LocalPool(
                 self.pool_dir,
@@ -292,6 +293,13 @@ class LocalProcessDeployer:
         with os.fdopen(fd, "w") as out:
             out.write(secret)
 
+    def _stop_idle_members(self) -> None:
+        """Blocking: stop the members of this label no instance claimed; remove their files."""
+        for found in procs.find_pool_members(self.label, self.pool_dir):
+            if found.claimed_by is None:
+                procs.stop_process_group(found.pid)
+                shutil.rmtree(self.pool_dir / found.member, ignore_errors=True)
+
     def _stop_member(self, member: Member) -> None:
         procs.stop_process_group(member.pid)
         if self.pool is not None:
@@ -443,5 +451,10 @@ class LocalProcessDeployer:
         if self.pool is not None:
             await asyncio.to_thread(self._private_roots)  # before the first member's secret
             self.pool.start()  # the start-up reconcile asks first: adopt and refill from then
+        elif not self._idle_members_checked:
+            # The pool turned off after an agent that had one died: its idle members (each
+            # with its secrets) would stay forever, as nobody adopts or closes them. Once.
+            self._idle_members_checked = True
+            await asyncio.to_thread(self._stop_idle_members)
         found = await asyncio.to_thread(procs.find_ui_processes, self.label, self.pool_dir)
         return [RunningUI(p.name, {"pid": p.pid, "port": p.port}) for p in found]

@@ -610,3 +610,27 @@ async def test_shutdown_stops_no_process_that_took_a_dead_members_pid(tmp_path: 
     finally:
         reused.kill()
         reused.wait()
+
+
+# Finding 5 — an agent restarted with the pool turned off left a crashed agent's idle members
+# running for good (listening, their secrets in their environment and files): only a pool
+# adopts or closes members. Fix (deploy/local.py ``running``): without a pool, the first look
+# stops the unclaimed members of this label and removes their directories.
+
+
+async def test_idle_members_of_a_dead_agent_go_when_the_pool_is_turned_off(tmp_path: Path) -> None:
+    state, label = tmp_path / "state", f"redteam-{tmp_path.name}"
+    first = _deployer(state, label, pool_size=1)
+    assert first.pool is not None
+    await first.running()
+    async with asyncio.timeout(120):  # a hang guard, not a timing assertion
+        await first.pool.wait_until(lambda pool: len(pool.idle) == 1)
+    member = first.pool.idle[0]
+    first.pool._task.cancel()  # type: ignore[union-attr]  # the agent dies: no close()
+    try:
+        again = _deployer(state, label)  # restarted with ui_pool off
+        assert await again.running() == []
+        assert procs.find_pool_members(label, state / "pool") == []
+        assert not (state / "pool" / member.id).exists()
+    finally:
+        procs.stop_process_group(member.pid)
