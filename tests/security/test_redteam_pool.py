@@ -25,9 +25,15 @@ The fix (``local_processes``): a process counts only when its real uid is the ag
 local deployer also refuses an instance name that is not one path component before it removes
 anything (``deploy/local.py``, ``delete_by_name``).
 
-The other questions of the brief, answered with the defences that hold, are tested below
-(member before its hand-over, a second hand-over, symlinked and foreign staged directories,
-Kubernetes claims); the report lists what is left.
+Further findings, each with its test and fix below: 2, a cold UI's access log (the path
+token) and the pool's member ids readable by every local user; 3, a standby pod's MLflow
+process would keep a hand-over's staging credentials (fixed by the deployer, 2c67466); 4, a
+member taken, or stopped, by its pid alone after it died; 5, idle members of a crashed agent
+left running when the pool is turned off. And what holds: another user reads no member or
+proxy secret; an idle member answers 503 but to the agent; a refused hand-over spends the
+member; a handed member serves its instance's prefix only; a pod planted with the standby
+labels is handed nothing. (Symlinked and foreign staged directories: tests/unit/
+test_handover.py.)
 """
 
 from __future__ import annotations
