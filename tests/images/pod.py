@@ -18,7 +18,10 @@ Obj = dict[str, Any]
 # Things podman cannot express that need no translation here: they add nothing to a container
 # on a host with no service account token or Service env to inject.
 _POD_NOTHING_TO_DO = {"automountServiceAccountToken": False, "enableServiceLinks": False}
-_POD_IGNORED = {"serviceAccountName", "containers", "volumes", "securityContext"}
+_POD_IGNORED = {"serviceAccountName", "containers", "volumes", "securityContext",
+                # The kubelet restarts a failed container (a standby pod's "Always"); a test
+                # wants to see the failure instead.
+                "restartPolicy"}  # fmt: skip
 
 
 def quantity_bytes(text: str) -> int:
