@@ -5,15 +5,15 @@ over the pod network, ``POST /.idds-vis/handover`` with the pod's secret (from i
 ``secretKeyRef``) and::
 
     {"instance": "<name>", "prefix": "/vis/<…>", "source": "<the raw source>",
-     "env": {<the staging credentials, as the cold pod's Secret would hold them>},
+     "env": {} (never credentials: a source that needs some starts cold),
      "guard": <bool: a broker message named the source>,
      "allow_private_addresses": [<the agent's list>], "proxy_secret": "<optional>"}
 
 The pod then stages the source itself, as ``serve-ui`` does in a cold pod: under the address
-guard when asked, with those credentials (kept in the stager, never in this process's
-environment), within ``--max-bytes``/``--max-files``; then it prepares the read-only store and
-serves it under the instance's prefix, behind the read-only gate (and the proxy guard). It
-accepts exactly one hand-over; a second gets 409, one without the secret 403.
+guard when asked, with no credentials, within ``--max-bytes``/``--max-files``; then it
+prepares the read-only store and serves it under the instance's prefix, behind the read-only
+gate (and the proxy guard). It accepts exactly one hand-over; a second gets 409, one without
+the secret 403.
 
 ``python -m idds_vis.ui.pod_member --port 5000 --workdir /data/ui [--host …]
 [--allowed-host …] [--cors-origin …] [--max-bytes N] [--max-files N]`` (the standby pod's
@@ -38,8 +38,6 @@ from idds_vis.ui.handover import SECRET_ENV, Handover, Refused
 from idds_vis.ui.pool_member import Member, _prepare, load_mlflow
 from idds_vis.ui.readonly_gate import check_prefix
 from idds_vis.ui.uvicorn_server import add_listen_arguments, serve_asgi
-
-MAX_ENV = 64  # credential variables in one hand-over
 
 
 @dataclass(frozen=True)
@@ -75,13 +73,12 @@ class PodHandover(Handover):
             check_prefix(prefix)
         except ValueError as exc:
             raise Refused(400, str(exc)) from None
+        # This process goes on to run MLflow on the staged (hostile) store, where a cold pod's
+        # serve-ui execs MLflow without its credentials: a standby pod takes none, and the
+        # agent starts a source that needs some cold (deploy/kubernetes/deployer.py).
         env = data.get("env") or {}
-        if (
-            not isinstance(env, dict)
-            or len(env) > MAX_ENV
-            or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
-        ):
-            raise Refused(400, "the hand-over's env is not a small mapping of strings")
+        if env != {}:
+            raise Refused(400, "a standby pod takes no credentials (such a source starts cold)")
         guard = None
         if data.get("guard", False) is not False:
             if data["guard"] is not True:

@@ -27,7 +27,8 @@ anything (``deploy/local.py``, ``delete_by_name``).
 
 Further findings, each with its test and fix below: 2, a cold UI's access log (the path
 token) and the pool's member ids readable by every local user; 3, a standby pod's MLflow
-process would keep a hand-over's staging credentials (fixed by the deployer, 2c67466); 4, a
+process would keep a hand-over's staging credentials (the deployer hands none, 2c67466, and a
+pod refuses any); 4, a
 member taken, or stopped, by its pid alone after it died; 5, idle members of a crashed agent
 left running when the pool is turned off. And what holds: another user reads no member or
 proxy secret; an idle member answers 503 but to the agent; a refused hand-over spends the
@@ -337,47 +338,26 @@ async def test_another_user_reads_no_path_token_from_the_ledger(open_state: Path
     assert _read_as_nobody(ledger).returncode != 0
 
 
-# Finding 3 (Kubernetes, not fixed: a design limit, in the report) — a standby pod's MLflow
-# process holds the staging credentials. A cold UI pod stages in ``serve-ui`` and then execs
-# MLflow with an allowlisted environment, so the process that parses hostile stores never has
-# them (tests/security/test_ui_environment.py). A standby pod receives them in its hand-over
-# body and stages in the process that then serves MLflow (ui/pod_member.py): whoever gets code
-# execution in that MLflow (the hostile-store threat) reads them from its memory. So the
-# member must never be handed one: the deployer starts such a source cold (kubernetes/
-# deployer.py, 2c67466); this test shows what a member does with one if it were.
+# Finding 3 (Kubernetes, fixed) — a standby pod's MLflow process held the staging credentials.
+# A cold UI pod stages in ``serve-ui`` and then execs MLflow with an allowlisted environment,
+# so the process that parses hostile stores never has them (tests/security/
+# test_ui_environment.py). A standby pod stages in the process that then serves MLflow
+# (ui/pod_member.py): a memory scan of a real member found the token after such a hand-over.
+# The deployer now starts such a source cold (kubernetes/deployer.py, 2c67466) and the member
+# refuses a hand-over that carries one.
 
 
-def _in_memory(pid: int, needle: bytes) -> bool:
-    """Root only: whether ``needle`` is in any readable private mapping of ``pid``."""
-    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
-        for line in maps:
-            fields = line.split()
-            if not fields[1].startswith("r") or (len(fields) > 5 and fields[5].startswith("/")):
-                continue
-            start, stop = (int(x, 16) for x in fields[0].split("-"))
-            try:
-                mem.seek(start)
-                if needle in mem.read(stop - start):
-                    return True
-            except (OSError, ValueError, OverflowError):
-                continue
-    return False
-
-
-@needs_root
 @pytest.mark.mlflow
-@pytest.mark.xfail(
-    strict=True,
-    reason="a design limit of ui/pod_member.py (it stages in the serving process): a "
-    "standby pod's MLflow process keeps the staging credentials of a hand-over in memory; "
-    "so the deployer hands over none, a source needing one starts cold (2c67466)",
-)
-async def test_a_standby_pods_mlflow_process_holds_no_staging_credential(
+async def test_a_standby_pod_refuses_a_hand_over_that_carries_credentials(
     tmp_path: Path,
     demo_archive: Path,  # noqa: F811
 ) -> None:
+    """A standby pod stages in the process that then runs MLflow on the staged store (a memory
+    scan found the token there after such a hand-over): it takes no credentials at all (400,
+    and spent: 409 after), and the agent starts such sources cold (2c67466)."""
     from idds_vis.deploy.kubernetes import standby as sb
     from idds_vis.deploy.pool import SECRET_ENV
+    from idds_vis.domain.errors import DeployError
     from tests.integration.test_standby_pod_member import _wait_listening
     from tests.panda_server import free_port
 
@@ -398,10 +378,13 @@ async def test_a_standby_pods_mlflow_process_holds_no_staging_credential(
                         "IDDS_VIS_HTTP_TOKEN": token}, "guard": False}  # fmt: skip
         saved, sb.UI_PORT = sb.UI_PORT, port
         try:
-            await sb.post_hand_over(pod, body, secret)
+            with pytest.raises(DeployError, match=r"400.*no credentials"):
+                await sb.post_hand_over(pod, body, secret)
+            with pytest.raises(DeployError, match="409"):
+                await sb.post_hand_over(pod, {**body, "env": {}}, secret)
         finally:
             sb.UI_PORT = saved
-        assert not await asyncio.to_thread(_in_memory, proc.pid, token.encode())
+        assert not (tmp_path / "data" / "instance").exists()  # nothing was staged
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
