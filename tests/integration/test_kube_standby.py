@@ -338,6 +338,29 @@ async def test_a_restarted_agent_finds_idle_and_claimed_pods_and_shutdown_leaves
         await restarted.close()
 
 
+async def test_an_agent_started_without_the_pool_removes_what_a_crashed_one_left(
+    emu: KubeEmulator, agent: Agent, tmp_path: Path
+) -> None:
+    """A crashed agent never closes its pool; restarted with ``ui_pool_kubernetes`` off, it
+    has no pool to close either: its first reconcile deletes the standby root, and the garbage
+    collector the idle pods and their Secrets (red team, issue 18). A claimed pod stays."""
+    (idle,) = await agent.refilled()
+    kept = instance("standby-kept-after-crash")
+    assert (await agent.deployer.deploy(kept, None)).handle["standby_pod"]
+    (idle,) = await agent.refilled()
+    await agent.close()  # the crash: no pool.close()
+    restarted = KubernetesDeployer(KubeSettings(namespace=NS),
+                                   KubeClient(str(emu.write_kubeconfig(tmp_path / "k2", NS))),
+                                   watch_silence=2)  # fmt: skip
+    try:
+        await restarted.running()
+        await until("the idle pod gone", lambda: _gone(emu, idle["metadata"]["name"]))
+        assert emu.get("configmaps", sb.root_name("mlflow"), NS) is None
+        assert len(pods_of(emu, kept.name)) == 1  # the claimed pod is its instance's
+    finally:
+        await restarted.kube.close()
+
+
 def test_the_setting_wires_standby_pods_only_when_asked(tmp_path: Path) -> None:
     """Experimental: `ui_pool` alone keeps the Kubernetes deployer cold; with
     `ui_pool_kubernetes` it gets standby pods of that size and age."""

@@ -26,10 +26,11 @@ from idds_vis.deploy.kubernetes import listing, objects, reasons
 from idds_vis.deploy.kubernetes.client import KubeClient
 from idds_vis.deploy.kubernetes.kinds import Kind, kinds
 from idds_vis.deploy.kubernetes.settings import KubeSettings
-from idds_vis.deploy.kubernetes.standby import StandbyPods, claimed_ready
+from idds_vis.deploy.kubernetes.standby import StandbyPods, claimed_ready, remove_left_pool
+from idds_vis.deploy.kubernetes.standby import root_name as standby_root_name
 from idds_vis.deploy.kubernetes.status import Scrub, scrubber, source_secrets, status_message
 from idds_vis.domain.errors import DeployError
-from idds_vis.domain.models import Deployment, Instance, RunningUI, StagedArtefacts
+from idds_vis.domain.models import TOOLS, Deployment, Instance, RunningUI, StagedArtefacts
 from idds_vis.domain.naming import PROXY_HEADER, PROXY_SECRET_ENV
 from idds_vis.domain.source_policy import MESSAGE_ORIGINS
 from idds_vis.ports.lease import WatchObserver
@@ -102,6 +103,7 @@ class KubernetesDeployer:
         # (name, root uid) -> the proxy secret of a guarded UI (issue 17): the web app's proxy
         # (OpenShift) and its /auth/check (nginx forward-auth) ask for it on every request.
         self._proxy_secrets: dict[tuple[str, str], str] = {}
+        self._left_pool_checked = False  # standby pods a crashed agent left (running())
 
     def staging_dir(self, instance: Instance) -> Path | None:
         return None
@@ -536,6 +538,17 @@ class KubernetesDeployer:
         Service removed under a ready pod leaves the UI unreachable, yet ready)."""
         if self.standby is not None:
             self.standby.start()  # the start-up reconcile asks first: refill from then on
+        elif not self._left_pool_checked:
+            # Turned off after a crash (no close): the idle pods would stay for good.
+            self._left_pool_checked = True
+            for tool in sorted(TOOLS):
+                try:
+                    await remove_left_pool(self.kube, self.ks, tool)
+                except ApiException as exc:  # not tried again: said, with the way out
+                    reason = status_message(exc, lambda t: t)
+                    log.warning("could not check for %s standby pods a previous agent left "
+                                "(delete ConfigMap %s if there is one): %s",
+                                tool, standby_root_name(tool), reason)  # fmt: skip
         table = await self._kinds()
         roots: dict[str, listing.Root] = {}
 

@@ -582,6 +582,27 @@ class StandbyPods:
         return items
 
 
+async def remove_left_pool(kube: KubeClient, ks: KubeSettings, tool: str) -> bool:
+    """For an agent without standby pods: the idle pods a crashed agent left (it could not
+    close its pool) go, by deleting their standby root: the garbage collector takes the pods,
+    their Secrets and the policy; claimed pods are their instances'. True when there were
+    some. Looked for with the pod listing every agent may make (conf/role.yaml); deleting
+    needs the opt-in standby Role: without it, ApiException 403 (the caller says what to do).
+    """
+    core = client.CoreV1Api(await kube.api())
+    found = await kube.call(core.list_namespaced_pod, ks.namespace, label_selector=_selector(tool))
+    if not kube.to_dict(found)["items"]:
+        return False
+    try:
+        await kube.call(core.delete_namespaced_config_map, root_name(tool), ks.namespace,
+                        propagation_policy="Background")  # fmt: skip
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+    log.info("removed the %s standby pods a previous agent left (ui_pool_kubernetes is off)", tool)
+    return True
+
+
 async def claimed_ready(kube: KubeClient, namespace: str) -> set[str]:
     """The root uids that own a Ready claimed standby pod (``running()``'s health of a root
     with ``replicas: 0``)."""
