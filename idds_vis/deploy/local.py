@@ -196,7 +196,7 @@ class LocalProcessDeployer:
         await asyncio.to_thread(write_staged_info, staged)
         if self.pool is not None:
             self.pool.start()
-            member = self.pool.take()
+            member = await self.pool.take()
             if member is not None:
                 try:
                     return await self._hand_over(instance, staged, member)

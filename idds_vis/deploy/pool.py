@@ -152,12 +152,14 @@ class LocalPool:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._keep_full())
 
-    def take(self) -> Member | None:
+    async def take(self) -> Member | None:
         """An idle member of the current version, young enough; None: start cold."""
         now = time.time()
         while self.idle:
-            member = self.idle.pop(0)
-            if self._fresh(member, now) and procs.is_member(member.pid, member.id):
+            member = self.idle.pop(0)  # off the list first: no other request can take it
+            if self._fresh(member, now) and await asyncio.to_thread(
+                procs.is_member, member.pid, member.id
+            ):
                 self.hits += 1
                 self.observer.pool_hit(self.tool)
                 self._report()

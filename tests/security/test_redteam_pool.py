@@ -563,7 +563,7 @@ async def test_a_member_whose_pid_another_process_has_is_not_taken_nor_stopped(
     (tmp_path / "pool" / member.id).mkdir(parents=True)
     pool.idle.append(member)
     try:
-        assert pool.take() is None
+        assert await pool.take() is None
         async with asyncio.timeout(60):  # a hang guard: the retirement runs in the background
             while pool._background:
                 await asyncio.gather(*pool._background)
