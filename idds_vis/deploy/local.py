@@ -256,7 +256,8 @@ class LocalProcessDeployer:
                 pass_fds=(listener.fileno(),),
             )
         deployment = self._deployment(instance, port, proc.pid, secret)
-        (self.instance_dir(instance.name) / "ui.json").write_text(json.dumps(deployment.handle))
+        handle_file = self.instance_dir(instance.name) / "ui.json"
+        await asyncio.to_thread(handle_file.write_text, json.dumps(deployment.handle))
         # Reap the child when it exits so it never lingers as a zombie of the agent.
         asyncio.get_running_loop().create_task(proc.wait())
         return deployment
@@ -273,7 +274,7 @@ class LocalProcessDeployer:
             raise ClaimedElsewhere("the pooled UI was claimed by another agent")
         secret = None
         if self.proxy_base is not None:
-            secret = self.pool.proxy_secret(member)
+            secret = await asyncio.to_thread(self.pool.proxy_secret, member)
             if secret is None:
                 raise DeployError("the pooled UI's proxy secret is missing")
             await asyncio.to_thread(self._write_secret, instance.name, secret)
