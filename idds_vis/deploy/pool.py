@@ -312,6 +312,11 @@ class LocalPool:
 
     async def _keep_full(self) -> None:
         self.idle = [*self.idle, *await asyncio.to_thread(self._adopt)]
+        # A smaller pool than a previous agent's: the youngest stay, the rest are stopped.
+        self.idle.sort(key=lambda m: m.started, reverse=True)
+        for extra in self.idle[self.size :]:
+            self._retire_later(extra)
+        del self.idle[self.size :]
         self._report()
         backoff = 1.0
         while True:
@@ -369,6 +374,8 @@ class LocalPool:
             raise
         finally:
             self._starting.discard(pid)
+        # Its age counts from when it could serve: a slow start does not eat into it.
+        member.started = time.time()
         return member
 
     async def _wait_idle(self, member: Member) -> None:

@@ -26,6 +26,7 @@ from sqlalchemy.exc import ArgumentError
 from idds_vis.deploy.kubernetes.settings import parse_egress
 from idds_vis.domain.errors import InvalidRequest, VisError
 from idds_vis.domain.expiry import DEFAULT_TTL, parse_duration
+from idds_vis.domain.models import TOOLS
 from idds_vis.ledger.urls import parse_async_url
 
 DEFAULT_STATE_DIR = Path.home() / ".idds-vis"
@@ -85,6 +86,25 @@ def _not_bool(value: Any) -> Any:
 Int = Annotated[int, BeforeValidator(_not_bool)]
 Port = Annotated[Int, Field(ge=0, le=65535)]
 Count = Annotated[Int, Field(ge=0)]
+# Idle UI processes per tool: each holds ~200 MB doing nothing (docs/how-to/warm-pool.md);
+# more than this is a typo (an extra zero), not a plan.
+MAX_POOL = 32
+PoolSize = Annotated[Int, Field(ge=0, le=MAX_POOL)]
+# An idle member younger than this is never recycled: a shorter age than a member's start
+# (seconds of MLflow's import) retired every member before any request could take it.
+MIN_POOL_AGE = timedelta(minutes=1)
+
+
+def _served_tool(value: str) -> str:
+    if value not in TOOLS:
+        raise ValueError(f"not a tool idds-vis serves ({', '.join(sorted(TOOLS))})")
+    return value
+
+
+def _pool_age(value: timedelta) -> timedelta:
+    if value < MIN_POOL_AGE:
+        raise ValueError("must be at least 1m (a member takes seconds to start)")
+    return value
 
 
 @dataclass(config=ConfigDict(extra="forbid"))
@@ -449,14 +469,15 @@ class Settings:
         description="FOR TESTS AND BENCHMARKS ONLY: local UIs are a tiny stand-in that answers "
         "the readiness probe instead of MLflow.",
     )
-    ui_pool: dict[str, Count] = Field(
+    ui_pool: dict[Annotated[str, AfterValidator(_served_tool)], PoolSize] = Field(
         default_factory=dict,
-        description="Warm pool (local deployer): tool -> idle UI processes kept started "
-        "(MLflow imported, no data), each handed to one request and never reused; `{}`: none.",
+        description="Warm pool (local deployer): tool (`mlflow`) -> idle UI processes kept "
+        f"started (MLflow imported, no data, ~200 MB each; at most {MAX_POOL}), each handed to "
+        "one request and never reused; `{}`: none.",
     )
-    ui_pool_max_age: Duration = Field(
+    ui_pool_max_age: Annotated[Duration, AfterValidator(_pool_age)] = Field(
         default=timedelta(hours=6),
-        description="Warm pool: an idle member older than this is replaced.",
+        description="Warm pool: an idle member older than this is replaced (at least 1m).",
     )
     ui_pool_kubernetes: bool = Field(
         default=False,
@@ -539,7 +560,8 @@ def describe(exc: PydanticValidationError, where: str) -> str:
     for error in exc.errors(include_url=False):
         loc = [str(p) for p in error["loc"]]
         name = loc[0] if loc else "?"
-        path = name + "".join(f"[{p}]" for p in loc[1:])
+        # pydantic marks a mapping's key with "[key]" after it: the key alone says it.
+        path = name + "".join(f"[{p}]" for p in loc[1:] if p != "[key]")
         message = str(error["msg"]).removeprefix("Value error, ")
         message = message.replace("Input should be", "must be")
         shown = error.get("input")

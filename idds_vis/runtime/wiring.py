@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import logging
 import os
 import secrets
 import socket
@@ -61,6 +62,8 @@ from idds_vis.sources.stomp_remote import FastIgnore
 from idds_vis.staging import ArchiveStager
 from idds_vis.staging.credentials import CredentialFiles, Credentials
 from idds_vis.staging.guarded import GuardedStager
+
+log = logging.getLogger(__name__)
 
 
 def credential_files(settings: Settings) -> CredentialFiles:
@@ -122,7 +125,7 @@ def agent_lock(settings: Settings) -> Iterator[None]:
         yield
         return
     lock = db.with_name(db.name + ".agent-lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # as build_ledger makes it
     # O_CLOEXEC: the UI processes the agent starts (and which outlive it) never hold the lock.
     fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
@@ -253,6 +256,9 @@ def build_deployer(
         files = credential_files(settings)
         kube = KubeClient(settings.kubeconfig, on_error=metrics.kube_error if metrics else None)
         standby = None
+        if settings.ui_pool.get("mlflow", 0) > 0 and not settings.ui_pool_kubernetes:
+            log.warning("ui_pool is set but keeps no standby pods with deployer: kubernetes "
+                        "unless ui_pool_kubernetes is true (experimental)")  # fmt: skip
         if settings.ui_pool_kubernetes and settings.ui_pool.get("mlflow", 0) > 0:
             standby = StandbyPods(  # issue 18, experimental (deploy/kubernetes/standby.py)
                 ks, kube, size=settings.ui_pool["mlflow"],

@@ -361,8 +361,10 @@ async def test_an_agent_started_without_the_pool_removes_what_a_crashed_one_left
         await restarted.kube.close()
 
 
-def test_the_setting_wires_standby_pods_only_when_asked(tmp_path: Path) -> None:
-    """Experimental: `ui_pool` alone keeps the Kubernetes deployer cold; with
+def test_the_setting_wires_standby_pods_only_when_asked(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Experimental: `ui_pool` alone keeps the Kubernetes deployer cold, and says so; with
     `ui_pool_kubernetes` it gets standby pods of that size and age."""
     from idds_vis.runtime.config import Settings
     from idds_vis.runtime.wiring import build_deployer
@@ -373,9 +375,12 @@ def test_the_setting_wires_standby_pods_only_when_asked(tmp_path: Path) -> None:
             "kubeconfig": str(kubeconfig), "ui_pool": {"mlflow": 2}}  # fmt: skip
     cold = build_deployer(Settings(**base))
     assert isinstance(cold, KubernetesDeployer) and cold.standby is None
+    assert "unless ui_pool_kubernetes is true" in caplog.text
+    caplog.clear()
     warm = build_deployer(Settings(**base, ui_pool_kubernetes=True, ui_pool_max_age="1h"))
     assert isinstance(warm, KubernetesDeployer) and warm.standby is not None
     assert (warm.standby.size, warm.standby.max_age) == (2, 3600.0)
+    assert "ui_pool_kubernetes" not in caplog.text
 
 
 async def test_the_opt_in_standby_role_grants_exactly_the_calls_standby_pods_add(

@@ -5,6 +5,7 @@ recycled, a restarted agent finds members again, and nothing is left behind."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import AsyncIterator
@@ -211,6 +212,31 @@ async def test_an_agent_restart_finds_members_again_and_recycles_another_version
     assert members_running(label, state) == []
     assert [p.name for p in (state / "pool").iterdir()] == []
     assert [p.name for p in (state / "instances").iterdir()] == []
+
+
+async def test_a_restart_with_a_smaller_pool_keeps_only_that_many(tmp_path: Path) -> None:
+    """Two idle members left by an agent that died; the next runs with a pool of one: it keeps
+    one (the younger) and stops the other (an operator's first run found both kept)."""
+    state, label = tmp_path / "state", f"pool-{tmp_path.name}"
+    first = make_deployer(state, label, size=2)
+    pool_of(first).start()
+    left = await full(first)
+    pool_of(first)._task.cancel()  # type: ignore[union-attr]  # dies without its shutdown
+    first.pool = None
+    assert {m.pid for m in members_running(label, state)} == left
+    smaller = make_deployer(state, label, size=1)
+    try:
+        pool_of(smaller).start()
+        async with asyncio.timeout(120):  # a hang guard, not a timing assertion
+            await pool_of(smaller).wait_until(lambda p: len(p.idle) == 1)
+        (kept,) = pool_of(smaller).idle
+        assert kept.pid in left
+        while pool_of(smaller)._background:  # the retirement runs in the background
+            await asyncio.gather(*pool_of(smaller)._background)
+        assert {m.pid for m in members_running(label, state)} == {kept.pid}
+    finally:
+        await smaller.close()
+    assert members_running(label, state) == []
 
 
 async def test_an_empty_pool_falls_back_to_a_cold_start(tmp_path: Path) -> None:

@@ -38,3 +38,13 @@ async def test_an_existing_world_readable_ledger_is_closed_to_other_users(tmp_pa
     await ledger.close()
     assert _mode(state / "ledger.db") == 0o640  # group kept: a deliberate shared group
     assert _mode(state) == 0o755  # the operator's directory keeps its mode
+
+
+def test_the_agent_lock_makes_a_new_state_dir_private_too(tmp_path: Path) -> None:
+    """`idds-vis agent` takes its lock before it builds the ledger (an operator found the state
+    dir 0755 when made that way)."""
+    from idds_vis.runtime.wiring import agent_lock
+
+    state = tmp_path / "new-state"
+    with agent_lock(Settings(state_dir=state)):
+        assert _mode(state) == 0o700

@@ -34,6 +34,11 @@ from idds_vis.runtime.config_reference import render_markdown
         ("workers: 4\n  bad: [", "not valid YAML at line 2"),
         ("- workers", "must be a mapping of settings"),
         ("ui_egress: 10.0.0.0/8", "ui_egress must be a list"),
+        # The warm pool (an operator's first run, issue 18): each was accepted silently.
+        ("ui_pool: {tensorboard: 1}", "ui_pool[tensorboard]: not a tool idds-vis serves"),
+        ("ui_pool: {MLflow: 1}", "ui_pool[MLflow]: not a tool idds-vis serves (mlflow)"),
+        ("ui_pool: {mlflow: 100000}", "ui_pool[mlflow]: must be less than or equal to 32"),
+        ("ui_pool_max_age: 2s", "ui_pool_max_age: must be at least 1m"),
     ],
 )
 def test_a_wrong_setting_is_one_line_naming_it(tmp_path: Path, text: str, expected: str) -> None:
