@@ -162,18 +162,20 @@ def _ended(inst: Instance) -> str:
 
 
 async def _wait_for(
-    service: Agent, key: InstanceKey, phases: set[Phase], timeout: float
-) -> Instance:
+    service: Agent, key: InstanceKey, phases: set[Phase], timeout: float,
+    known: Phase | None = None,
+) -> Instance:  # fmt: skip
+    """Until the record reaches one of ``phases``; each step it takes after ``known`` (the
+    phase the command last saw) is one line on stderr, stdout staying the result: a wait of
+    minutes on a big archive shows where it is."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    shown: Phase | None = None
+    shown = known
     while True:
         inst: Instance | None = await service.ledger.get(key)
         if inst is not None and inst.phase in phases:
             return inst
         if inst is not None and inst.phase is not shown:
-            # Each step once, on stderr (stdout stays the result): a wait of minutes on a big
-            # archive shows where it is.
             if shown is not None:
                 note(f"{_what(key)}: {inst.phase.value}…")
             shown = inst.phase
@@ -212,7 +214,7 @@ async def _after_start(
     inst = await _await_claim(service, inst, claim_wait)
     if wait:
         inst = await _wait_for(service, inst.key, {Phase.READY, *TERMINAL},
-                               timeout.total_seconds())  # fmt: skip
+                               timeout.total_seconds(), known=inst.phase)  # fmt: skip
     return inst
 
 

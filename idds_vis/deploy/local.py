@@ -25,6 +25,7 @@ from idds_vis.domain.models import Deployment, Instance, RunningUI, StagedArtefa
 from idds_vis.domain.naming import LISTEN_FD_ENV, PREFIX_ENV, PROXY_HEADER, PROXY_SECRET_ENV
 from idds_vis.domain.ui_environment import ui_environment
 from idds_vis.staging.info import write_staged_info
+from idds_vis.staging.paths import shown
 from idds_vis.staging.permissions import make_writable
 
 # The UI process itself (ui/uvicorn_server.py): prepares the staged store and serves it, MLflow
@@ -432,7 +433,8 @@ class LocalProcessDeployer:
                 # Not one of this deployer's instance directories: the name came from a
                 # process's environment or a claim file, and instances/<'/x' or '..'> is
                 # outside them (red team, issue 18: rmtree of any directory, as the agent).
-                logger.warning("not removing files for the UI name %r: no instance name", name)
+                logger.warning("not removing files for the UI name '%s': no instance name",
+                               shown(name))  # fmt: skip
                 return
             path = self.instance_dir(name)
             # A UI that was a pool member: its own directory goes too (found by its process,
