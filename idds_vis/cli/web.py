@@ -34,6 +34,7 @@ from idds_vis.runtime.wiring import (
     build_artefacts,
     build_intake,
     check_cluster_access,
+    free_dead_leases,
     open_ledger,
 )
 
@@ -116,6 +117,7 @@ async def serve_agent(settings: Settings) -> None:
         gc.freeze()
         stop = _stop_on_signals()
         await open_ledger(service.ledger, settings)  # unreachable: one line naming it
+        await free_dead_leases(settings, service.ledger)  # SQLite: a dead agent's, if any
         await service.start()
         add_running_checks(health_of(service), service, intake[0] if intake else None)
         intake_task = None

@@ -85,6 +85,15 @@ class SqlLeases:
             value: str | None = (await conn.execute(query)).scalar()
         return value
 
+    async def free_all(self) -> int:
+        """Free every lease (the number that were held). Only for an agent that knows it is
+        alone on this database (the SQLite ledger's OS lock): a held one is then a dead
+        agent's, which would otherwise block the leader's work until it lapses."""
+        async with self._engine.begin() as conn:
+            stmt = update(leases).where(leases.c.holder.is_not(None))
+            result = await conn.execute(stmt.values(holder=None, expires_epoch=None))
+            return int(result.rowcount or 0)
+
     async def live_holders(self, prefix: str) -> set[str]:
         async with self._engine.connect() as conn:
             query = select(leases.c.holder).where(

@@ -196,6 +196,27 @@ async def test_json_logs_one_agent_per_sqlite_ledger_busy_port_and_the_shutdown_
             os.killpg(ui.pid, signal.SIGKILL)
 
 
+async def test_an_agent_restarted_after_sigkill_leads_at_once(tmp_path: Path) -> None:
+    """A lone agent on a SQLite ledger holds its OS lock: the leases a SIGKILLed one left are
+    freed at start, so its start-up reconcile runs at once instead of after the dead agent's
+    leader lease lapses (an operator's first run with the warm pool: requests in those seconds
+    started cold)."""
+    config = tmp_path / "agent.yaml"
+    config.write_text(yaml.safe_dump({"state_dir": str(tmp_path / "state"), "log_format": "json",
+                                      "ui_stub": True, "workers": 1}))  # fmt: skip
+    async with service(config, tmp_path, "first", "agent", until="agent running") as (first, _, _):
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=GUARD)
+    async with service(config, tmp_path, "again", "agent", until="agent running") as (
+        again, _, err,
+    ):  # fmt: skip
+        messages = [str(line["message"]) for line in json_lines(err.read_text())]
+        again.send_signal(signal.SIGTERM)
+        assert again.wait(timeout=GUARD) == 0, err.read_text()[-3000:]
+    assert any(m.startswith("freed ") and "previous agent" in m for m in messages), messages
+    assert any(m.startswith("start-up reconcile:") for m in messages), messages
+
+
 async def test_web_alone_honours_log_format(tmp_path: Path) -> None:
     for log_format in ("json", "text"):
         config = tmp_path / f"{log_format}.yaml"
