@@ -341,13 +341,13 @@ def build_agent(settings: Settings) -> Agent:
     return agent
 
 
-async def free_dead_leases(settings: Settings, ledger: SqlLedger) -> None:
+async def free_dead_leases(settings: Settings, ledger: Ledger) -> None:
     """Under ``agent_lock`` on a SQLite ledger no other agent runs on it: its leases are a
     dead agent's (a SIGKILL, a crash, an OOM kill). Freed at once, the start-up reconcile and
     the warm pool do not wait up to ``lease_ttl`` for them to lapse (an operator's first run
     with the pool found requests starting cold in that wait). The Kubernetes deployer's leader
     lease is a Lease in the cluster, shared with no ledger: left to lapse."""
-    if sqlite_file(settings) is None:
+    if sqlite_file(settings) is None or not isinstance(ledger, SqlLedger):
         return
     freed = await SqlLeases(ledger.engine).free_all()
     if freed:
