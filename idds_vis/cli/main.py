@@ -381,7 +381,8 @@ def list_(ctx: click.Context, phases: tuple[str, ...], tasks: tuple[str, ...],
             wanted = [Phase(p) for p in phases] or None
             instances = await service.ledger.list(wanted)
         if tasks:
-            instances = [i for i in instances if i.task_id in set(tasks)]
+            wanted_tasks = set(tasks)
+            instances = [i for i in instances if i.task_id in wanted_tasks]
         print_instances(instances, as_json)
 
     run(main)

@@ -19,7 +19,14 @@ import aiohttp
 
 from idds_vis.deploy import local_processes as procs
 from idds_vis.deploy.local_ports import listening_socket, pick_and_listen
-from idds_vis.deploy.pool import LocalPool, Member, PoolObserver, ui_version
+from idds_vis.deploy.pool import (
+    LocalPool,
+    Member,
+    PoolObserver,
+    remove_member_dir,
+    stop_unclaimed_members,
+    ui_version,
+)
 from idds_vis.domain.errors import DeployError
 from idds_vis.domain.models import Deployment, Instance, RunningUI, StagedArtefacts
 from idds_vis.domain.naming import LISTEN_FD_ENV, PREFIX_ENV, PROXY_HEADER, PROXY_SECRET_ENV
@@ -88,6 +95,7 @@ class LocalProcessDeployer:
         self._listeners: dict[int, socket.socket] = {}
         self.pool: LocalPool | None = None
         self._idle_members_checked = False
+        self._roots_private = False  # _private_roots done (once per deployer)
         if pool_size > 0:
             self.pool = LocalPool(
                 self.pool_dir,
@@ -107,10 +115,13 @@ class LocalProcessDeployer:
         0700 ``staged`` (0755 too): a cold UI's ``ui.log`` there (0644) has its access log,
         whose request lines carry the path token, without a web app the UI's only capability;
         ``pool/`` lists the members' ids (red team, issue 18). Set, not only made: a state
-        dir of an earlier version has them 0755."""
+        dir of an earlier version has them 0755. Once: both are this deployer's own."""
+        if self._roots_private:
+            return
         for root in (self.root, self.pool_dir):
             root.mkdir(mode=0o700, parents=True, exist_ok=True)
             root.chmod(0o700)
+        self._roots_private = True
 
     def _direct_host(self) -> str:
         return "127.0.0.1" if self.bind_host in ("0.0.0.0", "") else self.bind_host
@@ -295,17 +306,9 @@ class LocalProcessDeployer:
         with os.fdopen(fd, "w") as out:
             out.write(secret)
 
-    def _stop_idle_members(self) -> None:
-        """Blocking: stop the members of this label no instance claimed; remove their files."""
-        for found in procs.find_pool_members(self.label, self.pool_dir):
-            if found.claimed_by is None:
-                procs.stop_process_group(found.pid)
-                shutil.rmtree(self.pool_dir / found.member, ignore_errors=True)
-
     def _stop_member(self, member: Member) -> None:
         procs.stop_process_group(member.pid)
-        if self.pool is not None:
-            self.pool.remove_member_dir(member.id)
+        remove_member_dir(self.pool_dir, member.id)
 
     async def _member_port(self) -> int:
         """A member's port, already listening (kept until ``_spawn_member`` hands it over)."""
@@ -443,8 +446,8 @@ class LocalProcessDeployer:
             with contextlib.suppress(OSError, ValueError, AttributeError):
                 members.add(json.loads((path / "ui.json").read_text()).get("member"))
             for member in members:
-                if isinstance(member, str) and procs.MEMBER_ID.fullmatch(member):
-                    shutil.rmtree(self.pool_dir / member, ignore_errors=True)
+                if isinstance(member, str):
+                    remove_member_dir(self.pool_dir, member)
             make_writable(path)
             shutil.rmtree(path, ignore_errors=True)
 
@@ -458,6 +461,6 @@ class LocalProcessDeployer:
             # The pool turned off after an agent that had one died: its idle members (each
             # with its secrets) would stay forever, as nobody adopts or closes them. Once.
             self._idle_members_checked = True
-            await asyncio.to_thread(self._stop_idle_members)
+            await asyncio.to_thread(stop_unclaimed_members, self.label, self.pool_dir)
         found = await asyncio.to_thread(procs.find_ui_processes, self.label, self.pool_dir)
         return [RunningUI(p.name, {"pid": p.pid, "port": p.port}) for p in found]

@@ -234,8 +234,7 @@ class LocalPool:
 
     def remove_member_dir(self, member_id: str) -> None:
         """Blocking: a claimed member's directory, when its instance is deleted."""
-        if procs.MEMBER_ID.fullmatch(member_id):
-            shutil.rmtree(self.dir / member_id, ignore_errors=True)
+        remove_member_dir(self.dir, member_id)
 
     # -- the refill ---------------------------------------------------------------------------
     def _fresh(self, member: Member, now: float) -> bool:
@@ -275,10 +274,7 @@ class LocalPool:
             self.remove_member_dir(member_id)
 
     def _remove_unclaimed(self) -> None:
-        for found in procs.find_pool_members(self.label, self.dir):
-            if found.claimed_by is None:
-                procs.stop_process_group(found.pid)
-                self.remove_member_dir(found.member)
+        stop_unclaimed_members(self.label, self.dir)
         self._remove_stale_dirs()
 
     def _remove_stale_dirs(self) -> None:
@@ -394,6 +390,21 @@ class LocalPool:
                 if loop.time() > deadline:
                     raise DeployError(f"a pool member did not listen within {self.start_timeout} s")
                 await asyncio.sleep(self.poll_interval)
+
+
+def remove_member_dir(pool_dir: Path, member_id: str) -> None:
+    """Blocking: one member's directory (only a name a member id can have)."""
+    if procs.MEMBER_ID.fullmatch(member_id):
+        shutil.rmtree(pool_dir / member_id, ignore_errors=True)
+
+
+def stop_unclaimed_members(label: str, pool_dir: Path) -> None:
+    """Blocking: stop the members of ``label`` no instance claimed, and remove their
+    directories (at a pool's close, and by a deployer without a pool after a crash)."""
+    for found in procs.find_pool_members(label, pool_dir):
+        if found.claimed_by is None:
+            procs.stop_process_group(found.pid)
+            remove_member_dir(pool_dir, found.member)
 
 
 def _write_private(path: Path, text: str) -> None:

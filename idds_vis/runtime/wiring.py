@@ -256,12 +256,13 @@ def build_deployer(
         files = credential_files(settings)
         kube = KubeClient(settings.kubeconfig, on_error=metrics.kube_error if metrics else None)
         standby = None
-        if settings.ui_pool.get("mlflow", 0) > 0 and not settings.ui_pool_kubernetes:
+        size = settings.ui_pool.get("mlflow", 0)
+        if size and not settings.ui_pool_kubernetes:
             log.warning("ui_pool is set but keeps no standby pods with deployer: kubernetes "
                         "unless ui_pool_kubernetes is true (experimental)")  # fmt: skip
-        if settings.ui_pool_kubernetes and settings.ui_pool.get("mlflow", 0) > 0:
+        elif size:
             standby = StandbyPods(  # issue 18, experimental (deploy/kubernetes/standby.py)
-                ks, kube, size=settings.ui_pool["mlflow"],
+                ks, kube, size=size,
                 max_age=settings.ui_pool_max_age.total_seconds(),
                 agent_version=f"idds-vis {__version__}", observer=metrics,
             )  # fmt: skip
