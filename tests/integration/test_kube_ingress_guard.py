@@ -20,23 +20,14 @@ from pathlib import Path
 import aiohttp
 import pytest_asyncio
 
-from idds_vis.agent.clock import SystemClock
-from idds_vis.agent.service import Agent
-from idds_vis.api import make_app, serving
 from idds_vis.api.auth import share_links
-from idds_vis.deploy.kubernetes.client import KubeClient
 from idds_vis.deploy.kubernetes.deployer import KubernetesDeployer
-from idds_vis.deploy.kubernetes.settings import KubeSettings
 from idds_vis.domain import proxy_tokens as tokens
 from idds_vis.domain.models import Instance
 from idds_vis.domain.naming import PROXY_HEADER, PROXY_SECRET_ENV
 from idds_vis.domain.proxy_tokens import is_proof
-from idds_vis.ledger import SqlLedger
-from tests.catalog_support import TASKS, TableDirectory, settings_for
-from tests.fakes import FakeProbe, FakeStager
-from tests.integration.test_kube_openshift_proxy import Service, pod_secret
+from tests.integration.test_kube_openshift_proxy import Service, kube_web_site, pod_secret
 from tests.k8s_emulator import KubeEmulator
-from tests.oidc_issuer import running_issuer
 from tests.security.test_ui_access_local import (
     JOHN_USER,
     LocalSite,
@@ -44,7 +35,6 @@ from tests.security.test_ui_access_local import (
     sign_in,
     started_by_jane,
 )
-from tests.web_support import TableStarter, Task
 
 AGENT_NS, UI_NS = "agents", "uis"
 WEB = "https://vis.example.org"
@@ -54,29 +44,8 @@ VIS = "/api/v1/visualizations"
 
 @pytest_asyncio.fixture
 async def site(emu: KubeEmulator, tmp_path: Path) -> AsyncIterator[LocalSite]:
-    kubeconfig = emu.write_kubeconfig(tmp_path / "kubeconfig", AGENT_NS)
-    emu.ensure_namespace(UI_NS)
-    kube = KubeClient(str(kubeconfig), call_timeout=5, retry_budget=10)
-    async with running_issuer() as issuer:
-        ks = KubeSettings(namespace=UI_NS, agent_namespace=AGENT_NS, exposure="ingress",
-                          web_url=WEB)  # fmt: skip
-        deployer = KubernetesDeployer(ks, kube, watch_silence=2)
-        ledger = SqlLedger(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
-        agent = Agent(ledger=ledger, stager=FakeStager(), deployer=deployer, probe=FakeProbe(),
-                      clock=SystemClock(), poll_interval=0.05)  # fmt: skip
-        await agent.start()
-        tasks = {t.task_name or "": Task(t.task_id, source=t.source) for t in TASKS.values()}
-        app = make_app(agent, settings_for(tmp_path, issuer), TableStarter(agent, tasks),
-                       poll_interval=0.05, directory=TableDirectory(TASKS))  # fmt: skip
-        try:
-            async with serving(app, "127.0.0.1", 0) as url:
-                yield LocalSite(agent, deployer, issuer, url)  # type: ignore[arg-type]
-        finally:
-            for inst in await ledger.list():
-                await deployer.delete(inst)
-            await agent.stop()
-            await ledger.close()
-            await kube.close()
+    async with kube_web_site(emu, tmp_path, "ingress") as made:
+        yield made
 
 
 async def nginx_check(http: aiohttp.ClientSession, uri: str, **headers: str

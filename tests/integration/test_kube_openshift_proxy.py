@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -85,11 +86,21 @@ async def site(
     origins: dict[str, str] = {}  # instance name -> where its "Service" listens
     monkeypatch.setattr(objects, "service_origin",
                         lambda inst, ks: origins.get(inst.name, "http://127.0.0.1:9"))  # fmt: skip
+    async with kube_web_site(emu, tmp_path, "route") as made:
+        yield made, origins
+
+
+@asynccontextmanager
+async def kube_web_site(emu: KubeEmulator, tmp_path: Path, exposure: str
+                        ) -> AsyncIterator[LocalSite]:  # fmt: skip
+    """The agent on the Kubernetes deployer (the emulator; UIs in their own namespace) with
+    the web app in front, ``web_url`` set and UIs exposed by ``exposure`` (route or ingress),
+    signed in through a running OIDC issuer; everything deleted after."""
     kubeconfig = emu.write_kubeconfig(tmp_path / "kubeconfig", AGENT_NS)
     emu.ensure_namespace(UI_NS)
     kube = KubeClient(str(kubeconfig), call_timeout=5, retry_budget=10)
     async with running_issuer() as issuer:
-        ks = KubeSettings(namespace=UI_NS, agent_namespace=AGENT_NS, exposure="route",
+        ks = KubeSettings(namespace=UI_NS, agent_namespace=AGENT_NS, exposure=exposure,
                           web_url="https://vis.example.org")  # fmt: skip
         deployer = KubernetesDeployer(ks, kube, watch_silence=2)
         ledger = SqlLedger(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
@@ -101,7 +112,7 @@ async def site(
                        poll_interval=0.05, directory=TableDirectory(TASKS))  # fmt: skip
         try:
             async with serving(app, "127.0.0.1", 0) as url:
-                yield LocalSite(agent, deployer, issuer, url), origins  # type: ignore[arg-type]
+                yield LocalSite(agent, deployer, issuer, url)  # type: ignore[arg-type]
         finally:
             for inst in await ledger.list():
                 await deployer.delete(inst)

@@ -88,9 +88,8 @@ class Squatter:
         threading.Thread(target=serve, daemon=True).start()
 
 
-@pytest_asyncio.fixture
-async def squatted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                   ) -> AsyncIterator[tuple[LocalSite, Squatter]]:  # fmt: skip
+def squat_every_pick(monkeypatch: pytest.MonkeyPatch) -> Squatter:
+    """A squatter that tries each port the local deployer picks, as soon as it is picked."""
     squatter = Squatter()
     real_pick = local_module.pick_and_listen
 
@@ -101,6 +100,13 @@ async def squatted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         return listener
 
     monkeypatch.setattr(local_module, "pick_and_listen", pick_and_squat)
+    return squatter
+
+
+@pytest_asyncio.fixture
+async def squatted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                   ) -> AsyncIterator[tuple[LocalSite, Squatter]]:  # fmt: skip
+    squatter = squat_every_pick(monkeypatch)
     async with local_site(tmp_path, f"ui-squat-{tmp_path.name}", SLOW_UI,
                           probe_interval=0.1) as site:  # fmt: skip
         yield site, squatter

@@ -20,16 +20,14 @@ taken.
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from idds_vis.deploy import local as local_module
 from idds_vis.deploy.local import STAND_IN_UI, LocalProcessDeployer
 from idds_vis.deploy.pool import SECRET_HEADER, STATE_PATH
-from tests.security.test_local_ui_port_squat import Squatter
+from tests.security.test_local_ui_port_squat import squat_every_pick
 
 SLOW_MEMBER = ("-c", "import runpy, sys, time; time.sleep(0.5); sys.argv[0] = 'stub'; "
                      "runpy.run_module('idds_vis.ui.stub', run_name='__main__')", "--pool-member")
@@ -37,15 +35,7 @@ SLOW_MEMBER = ("-c", "import runpy, sys, time; time.sleep(0.5); sys.argv[0] = 's
 
 async def test_a_squatter_learns_no_hand_over_secret(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    squatter = Squatter()
-    real_pick = local_module.pick_and_listen
-
-    def pick_and_squat(*args: object, **kwargs: object) -> socket.socket:
-        listener = real_pick(*args, **kwargs)  # type: ignore[arg-type]
-        squatter.squat(int(listener.getsockname()[1]))
-        return listener
-
-    monkeypatch.setattr(local_module, "pick_and_listen", pick_and_squat)
+    squatter = squat_every_pick(monkeypatch)
     deployer = LocalProcessDeployer(tmp_path, label=f"pool-squat-{tmp_path.name}",
                                     ui_argv=STAND_IN_UI, pool_size=1, pool_argv=SLOW_MEMBER,
                                     proxy_base="http://127.0.0.1:9",
